@@ -1,0 +1,124 @@
+//! The admin listener: metrics, health, readiness and the apps listing.
+//!
+//! It runs on its own address (loopback by default) and never on a public listener, so
+//! operational data is not exposed to end users. `/healthz` says the process is alive;
+//! `/readyz` says it should get traffic (a config is loaded and it is not shutting down);
+//! `/apps` lists every app with its hosts, instances and in-flight counts as JSON.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::proxy::{ConnInfo, Proxy};
+use crate::server::Handler;
+
+/// State the admin endpoints read.
+pub struct Admin {
+    pub proxy: Arc<Proxy>,
+    /// True once shutdown has begun: `/readyz` turns 503 so load balancers stop sending.
+    pub shutting_down: watch::Receiver<bool>,
+}
+
+impl Admin {
+    fn respond(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+        if request.method() != Method::GET && request.method() != Method::HEAD {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+        }
+        match request.uri().path() {
+            "/metrics" => {
+                let mut response = text(StatusCode::OK, self.proxy.metrics.render());
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                response
+            }
+            "/healthz" => text(StatusCode::OK, "ok\n"),
+            "/readyz" => {
+                if *self.shutting_down.borrow() {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+                } else {
+                    text(StatusCode::OK, "ready\n")
+                }
+            }
+            "/apps" => {
+                let mut response = text(StatusCode::OK, self.apps_json());
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                response
+            }
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "not found; try /metrics, /healthz, /readyz or /apps\n",
+            ),
+        }
+    }
+
+    fn apps_json(&self) -> String {
+        let table = self.proxy.routes.load();
+        let apps: Vec<_> = table
+            .routes()
+            .iter()
+            .map(|route| {
+                let spec = &route.spec;
+                let instances: Vec<_> = route
+                    .app
+                    .instances()
+                    .iter()
+                    .map(|instance| {
+                        json!({
+                            "id": instance.id,
+                            "addr": instance.addr.to_string(),
+                            "state": "ready",
+                            "in_flight": instance.in_flight(),
+                        })
+                    })
+                    .collect();
+                json!({
+                    "name": spec.name,
+                    "project": spec.project,
+                    "file": spec.file.display().to_string(),
+                    "runtime": spec.runtime.kind(),
+                    "visibility": spec.visibility,
+                    "hosts": spec.hosts.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "in_flight": route.app.in_flight(),
+                    "instances": instances,
+                })
+            })
+            .collect();
+        let mut body = serde_json::to_string_pretty(&json!({ "apps": apps }))
+            .expect("JSON values always serialize");
+        body.push('\n');
+        body
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+impl Handler for Admin {
+    type Body = Full<Bytes>;
+
+    fn call(
+        self: Arc<Self>,
+        _conn: ConnInfo,
+        request: Request<Incoming>,
+    ) -> impl std::future::Future<Output = Response<Self::Body>> + Send + 'static {
+        let response = self.respond(&request);
+        async move { response }
+    }
+}

@@ -1,0 +1,22 @@
+//! Configuration: files operators edit by hand, validated into an immutable [`Config`].
+//!
+//! Flow: `load` reads the gateway file and the app files (`raw` types, unknown keys rejected),
+//! `validate` checks them without I/O and fills defaults into the `model` types, and `watch`
+//! notices edits and SIGHUP so the gateway can load again and swap the result in whole. Only
+//! the `model` types and the errors leave this module.
+
+mod error;
+mod load;
+mod model;
+mod raw;
+mod validate;
+pub mod watch;
+
+pub use error::{ConfigErrors, ConfigIssue};
+pub use load::{app_files, is_app_file, load};
+pub use model::{
+    AppSpec, Config, GatewaySettings, HostPattern, ListenerLimits, RunSpec, RuntimeSpec, ScaleSpec,
+    TlsSettings, UpstreamSettings, Visibility,
+};
+pub use raw::{RawApp, RawGateway, RawGatewayFile, RawRun, RawScale, RawStatic, RawTls};
+pub use validate::{parse_duration, parse_host_pattern, validate};

@@ -1,0 +1,198 @@
+//! The validated configuration: the only config types that leave this module.
+//!
+//! Every value here has been checked and every default filled in, so the data plane and the
+//! control plane never re-check or re-default anything. A `Config` is immutable; a reload
+//! builds a new one and swaps it in whole.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+/// A whole validated configuration: the gateway file plus every app file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The gateway file it was read from; reloads read the same path again.
+    pub source: PathBuf,
+    pub gateway: GatewaySettings,
+    /// Apps sorted by name, so listings and diffs are stable.
+    pub apps: Vec<Arc<AppSpec>>,
+}
+
+/// `[gateway]` and `[tls]` after validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewaySettings {
+    /// Plain listener (HTTP/1.1 and h2c). `None` disables it.
+    pub http: Option<SocketAddr>,
+    /// TLS listener; only meaningful with `tls`.
+    pub https: Option<SocketAddr>,
+    /// Admin listener for metrics, health and the apps listing. Never shares the public port.
+    pub admin: SocketAddr,
+    /// Suffix of every app's default host `<app>.<project>.<domain>`.
+    pub domain: String,
+    /// Directory of the per-app files, already resolved against the gateway file.
+    pub apps_dir: PathBuf,
+    /// How long in-flight requests may run after a shutdown signal.
+    pub shutdown_grace: Duration,
+    /// Peers whose `X-Forwarded-*` and `Forwarded` headers are kept and extended.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Networks that count as internal for `private` visibility.
+    pub private_networks: Vec<IpNet>,
+    pub limits: ListenerLimits,
+    pub upstream: UpstreamSettings,
+    pub tls: Option<TlsSettings>,
+}
+
+/// Protections of the public listeners against slow or greedy clients.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerLimits {
+    /// Open client connections at most; further clients wait in the kernel's accept backlog.
+    pub max_connections: usize,
+    /// A client must send a complete request head within this time (slowloris), and an idle
+    /// keep-alive connection is closed after it.
+    pub header_read_timeout: Duration,
+    /// Largest request head accepted; larger heads get 431.
+    pub max_header_bytes: usize,
+}
+
+/// How the gateway talks to instances.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamSettings {
+    pub connect_timeout: Duration,
+    /// Pooled keep-alive connections idle longer than this are closed.
+    pub idle_timeout: Duration,
+}
+
+/// `[tls]` after validation. Used by the HTTPS listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsSettings {
+    pub certs_dir: PathBuf,
+    pub default_cert: Option<String>,
+}
+
+/// Who may reach an app (Code Engine's three levels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Visibility {
+    /// Any client.
+    Public,
+    /// Only instances of apps in the same project.
+    Project,
+    /// Only clients from `private_networks`.
+    Private,
+}
+
+/// A host an app answers on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HostPattern {
+    /// `api.example.com`, lower case, no trailing dot.
+    Exact(String),
+    /// `*.example.com`, stored as the suffix `example.com`; matches any name below it.
+    Wildcard(String),
+}
+
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostPattern::Exact(host) => f.write_str(host),
+            HostPattern::Wildcard(suffix) => write!(f, "*.{suffix}"),
+        }
+    }
+}
+
+/// One app after validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppSpec {
+    pub name: String,
+    pub project: String,
+    /// The file it came from, for messages.
+    pub file: PathBuf,
+    pub visibility: Visibility,
+    /// The default host first, then the extra hosts in file order.
+    pub hosts: Vec<HostPattern>,
+    pub runtime: RuntimeSpec,
+    pub scale: ScaleSpec,
+}
+
+/// How an app's instances come to exist.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuntimeSpec {
+    /// A fixed list of upstream addresses, never scaled.
+    Static { upstreams: Vec<SocketAddr> },
+    /// Child processes started on demand.
+    Process(RunSpec),
+}
+
+impl RuntimeSpec {
+    /// The `runtime` key's value, for listings and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RuntimeSpec::Static { .. } => "static",
+            RuntimeSpec::Process(_) => "process",
+        }
+    }
+}
+
+/// `[run]`: everything that defines a process revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSpec {
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    /// Working directory, resolved against the app file; `None` inherits the gateway's.
+    pub workdir: Option<PathBuf>,
+    /// Environment variable that carries the port the instance must listen on.
+    pub port_env: String,
+    /// HTTP path probed for readiness; `None` probes with a TCP connect.
+    pub readiness_path: Option<String>,
+}
+
+/// Scaling and timeouts of one app: `[defaults]` overlaid with the app's `[scale]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScaleSpec {
+    pub min_scale: u32,
+    pub max_scale: u32,
+    /// Hard limit of in-flight requests per instance; 0 means unlimited.
+    pub concurrency: u32,
+    /// Soft target per instance that the autoscaler aims for (before utilisation).
+    pub concurrency_target: f64,
+    pub target_utilization: f64,
+    pub stable_window: Duration,
+    pub panic_window: Duration,
+    pub panic_threshold: f64,
+    pub max_scale_up_rate: f64,
+    pub max_scale_down_rate: f64,
+    pub scale_to_zero_grace: Duration,
+    pub scale_down_delay: Duration,
+    /// Longest wait for an instance's response headers; beyond it the client gets 504.
+    pub request_timeout: Duration,
+    /// Longest time an instance may take to become ready.
+    pub startup_timeout: Duration,
+    /// Requests that may wait for an instance; beyond it the client gets 503.
+    pub queue_depth: usize,
+}
+
+impl Default for ScaleSpec {
+    /// Knative's and Code Engine's defaults.
+    fn default() -> Self {
+        ScaleSpec {
+            min_scale: 0,
+            max_scale: 10,
+            concurrency: 100,
+            concurrency_target: 100.0,
+            target_utilization: 0.7,
+            stable_window: Duration::from_secs(60),
+            panic_window: Duration::from_secs(6),
+            panic_threshold: 2.0,
+            max_scale_up_rate: 1000.0,
+            max_scale_down_rate: 2.0,
+            scale_to_zero_grace: Duration::from_secs(30),
+            scale_down_delay: Duration::ZERO,
+            request_timeout: Duration::from_secs(300),
+            startup_timeout: Duration::from_secs(60),
+            queue_depth: 10_000,
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! The config files exactly as operators write them.
+//!
+//! These types mirror the TOML one to one and reject unknown keys, so a typo in a key is an
+//! error instead of a silently ignored setting. Nothing here is checked beyond TOML syntax and
+//! types: `validate` turns them into the model the rest of the gateway uses.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// `tidegate.toml`: listeners, admin, domain, TLS, defaults and where the app files live.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGatewayFile {
+    #[serde(default)]
+    pub gateway: RawGateway,
+    pub tls: Option<RawTls>,
+    #[serde(default)]
+    pub defaults: RawScale,
+}
+
+/// The `[gateway]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGateway {
+    pub http: Option<String>,
+    pub https: Option<String>,
+    pub admin: Option<String>,
+    pub domain: Option<String>,
+    pub apps_dir: Option<String>,
+    pub shutdown_grace: Option<String>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub private_networks: Option<Vec<String>>,
+    pub max_connections: Option<usize>,
+    pub header_read_timeout: Option<String>,
+    pub max_header_bytes: Option<usize>,
+    pub upstream_connect_timeout: Option<String>,
+    pub upstream_idle_timeout: Option<String>,
+}
+
+/// The `[tls]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub certs_dir: Option<String>,
+    pub default_cert: Option<String>,
+}
+
+/// Scaling and timeout keys, shared by `[defaults]` and an app's `[scale]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScale {
+    pub min_scale: Option<u32>,
+    pub max_scale: Option<u32>,
+    pub concurrency: Option<u32>,
+    pub concurrency_target: Option<f64>,
+    pub target_utilization: Option<f64>,
+    pub stable_window: Option<String>,
+    pub panic_window: Option<String>,
+    pub panic_threshold: Option<f64>,
+    pub max_scale_up_rate: Option<f64>,
+    pub max_scale_down_rate: Option<f64>,
+    pub scale_to_zero_grace: Option<String>,
+    pub scale_down_delay: Option<String>,
+    pub request_timeout: Option<String>,
+    pub startup_timeout: Option<String>,
+    pub queue_depth: Option<usize>,
+}
+
+/// One `apps/<app>.toml` file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApp {
+    pub name: Option<String>,
+    pub project: Option<String>,
+    pub visibility: Option<String>,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    pub runtime: Option<String>,
+    pub run: Option<RawRun>,
+    #[serde(rename = "static")]
+    pub static_: Option<RawStatic>,
+    #[serde(default)]
+    pub scale: RawScale,
+}
+
+/// `[run]`: how the process runtime starts an instance.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRun {
+    pub command: Option<Vec<String>>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub workdir: Option<String>,
+    pub port_env: Option<String>,
+    pub readiness_path: Option<String>,
+}
+
+/// `[static]`: fixed upstream addresses.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStatic {
+    #[serde(default)]
+    pub upstreams: Vec<String>,
+}

@@ -1,0 +1,114 @@
+//! Notices edits to the config files and turns them into reload signals.
+//!
+//! Directories are watched, not files: editors save by writing a new file and renaming it over
+//! the old one, which would silently end a watch on the file itself. Events are filtered to the
+//! gateway file and `*.toml` files in the apps directory; the caller debounces, because one
+//! save arrives as several events (create, modify, rename). After every reload the caller
+//! calls [`ConfigWatcher::rewatch`] so a replaced or newly created apps directory is watched
+//! again.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::load::is_app_file;
+
+/// Paths whose changes matter, shared with notify's callback thread.
+#[derive(Debug, Clone)]
+struct Interest {
+    gateway_file: PathBuf,
+    apps_dir: PathBuf,
+}
+
+impl Interest {
+    fn matches(&self, path: &Path) -> bool {
+        path == self.gateway_file
+            || path == self.apps_dir
+            || (path.parent() == Some(self.apps_dir.as_path()) && is_app_file(path))
+    }
+}
+
+/// A running file watcher; dropping it stops watching.
+pub struct ConfigWatcher {
+    watcher: RecommendedWatcher,
+    interest: Arc<RwLock<Interest>>,
+}
+
+impl ConfigWatcher {
+    /// Starts watching the gateway file's directory and `apps_dir`; each relevant change sends
+    /// one `()` on `changes`.
+    pub fn start(
+        gateway_file: &Path,
+        apps_dir: &Path,
+        changes: UnboundedSender<()>,
+    ) -> notify::Result<Self> {
+        let interest = Arc::new(RwLock::new(Interest {
+            gateway_file: absolute(gateway_file),
+            apps_dir: absolute(apps_dir),
+        }));
+        let shared = Arc::clone(&interest);
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            let Ok(event) = event else { return };
+            if matches!(event.kind, EventKind::Access(_)) {
+                return;
+            }
+            let interest = shared.read().unwrap_or_else(|poison| poison.into_inner());
+            if event.paths.iter().any(|path| interest.matches(path)) {
+                let _ = changes.send(());
+            }
+        })?;
+        let mut this = ConfigWatcher { watcher, interest };
+        let gateway_dir = this.gateway_dir();
+        this.watcher
+            .watch(&gateway_dir, RecursiveMode::NonRecursive)?;
+        this.rewatch(apps_dir);
+        Ok(this)
+    }
+
+    /// Watches `apps_dir` (again): after a reload that moved it, or after the directory was
+    /// replaced. A directory that does not exist yet is picked up through the parent's watch
+    /// when it is inside the gateway file's directory.
+    pub fn rewatch(&mut self, apps_dir: &Path) {
+        let apps_dir = absolute(apps_dir);
+        let old = {
+            let mut interest = self.interest.write().unwrap_or_else(|p| p.into_inner());
+            std::mem::replace(&mut interest.apps_dir, apps_dir.clone())
+        };
+        if old != self.gateway_dir() {
+            let _ = self.watcher.unwatch(&old);
+        }
+        if apps_dir != self.gateway_dir() {
+            if let Err(error) = self.watcher.watch(&apps_dir, RecursiveMode::NonRecursive) {
+                tracing::warn!(dir = %apps_dir.display(), %error, "cannot watch the apps directory; edits there need SIGHUP");
+            }
+        }
+    }
+
+    fn gateway_dir(&self) -> PathBuf {
+        let interest = self.interest.read().unwrap_or_else(|p| p.into_inner());
+        interest
+            .gateway_file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."))
+    }
+}
+
+/// Makes a path absolute without resolving symlinks, so it compares equal to notify's paths.
+fn absolute(path: &Path) -> PathBuf {
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    // Normalise `dir/./x` and `dir/../x` the way notify reports them.
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}

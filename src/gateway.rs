@@ -1,0 +1,300 @@
+//! Wiring: loads the config, binds the listeners, starts the accept loops and the reload loop,
+//! and hands back a [`Handle`] with the bound addresses and a way to shut down.
+//!
+//! Reloads come from the file watcher (debounced) and from [`Handle::reload`] (SIGHUP in the
+//! binary); both run the same load -> validate -> apply -> swap path, one at a time, in the
+//! reload loop. A failed load changes nothing but the error counter and the log.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::admin::Admin;
+use crate::apps::AppRegistry;
+use crate::config::{self, watch::ConfigWatcher, Config, ConfigErrors};
+use crate::metrics::Metrics;
+use crate::proxy::{ConnInfo, ListenerKind, Proxy, ProxyBody};
+use crate::routes::RouteTable;
+use crate::runtime::StaticBackend;
+use crate::server::{self, stopped, Handler, ListenerConfig};
+
+/// Quiet time after the last file event before a reload: one editor save is several events.
+const DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid configuration:\n{0}")]
+    Config(#[from] ConfigErrors),
+    #[error("cannot listen on {addr} ({listener}): {source}")]
+    Bind {
+        listener: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// The gateway as a library: what `tidegate serve` runs and what tests start in-process.
+pub struct Gateway;
+
+impl Gateway {
+    /// Loads the config at `config_path`, binds every listener and starts serving.
+    ///
+    /// Returns once the listeners are bound, so a client may connect as soon as this returns.
+    pub async fn start(config_path: impl AsRef<Path>) -> Result<Handle, StartError> {
+        let path = config_path.as_ref().to_path_buf();
+        let config = config::load(&path)?;
+        let metrics = Metrics::new();
+        let registry = Arc::new(AppRegistry::new(
+            Arc::clone(&metrics),
+            vec![Arc::new(StaticBackend)],
+        ));
+        let states = registry.apply(&config);
+        let table = RouteTable::build(&config, &states);
+        let proxy = Arc::new(Proxy::new(
+            table,
+            Arc::clone(&metrics),
+            &config.gateway.upstream,
+        ));
+        record_success(&metrics);
+
+        let settings = &config.gateway;
+        let http = match settings.http {
+            Some(addr) => Some(bind("http", addr).await?),
+            None => None,
+        };
+        let admin = bind("admin", settings.admin).await?;
+        let http_addr = http.as_ref().map(local_addr);
+        let admin_addr = local_addr(&admin);
+
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
+        let mut public = Vec::new();
+        if let Some(listener) = http {
+            public.push(tokio::spawn(server::run(
+                listener,
+                ListenerConfig {
+                    name: "http",
+                    kind: ListenerKind::Http,
+                    limits: settings.limits.clone(),
+                    grace: settings.shutdown_grace,
+                },
+                Arc::clone(&proxy),
+                Arc::clone(&metrics),
+                shutdown_rx.clone(),
+            )));
+        }
+        let admin_task = tokio::spawn(server::run(
+            admin,
+            ListenerConfig {
+                name: "admin",
+                kind: ListenerKind::Http,
+                limits: settings.limits.clone(),
+                grace: Duration::from_secs(1),
+            },
+            Arc::new(Admin {
+                proxy: Arc::clone(&proxy),
+                shutting_down: shutdown_rx.clone(),
+            }),
+            Arc::clone(&metrics),
+            admin_stop_rx,
+        ));
+
+        let (reload_tx, reload_rx) = mpsc::unbounded_channel();
+        let reloader = Reloader {
+            path: path.clone(),
+            registry,
+            proxy: Arc::clone(&proxy),
+            watcher: None,
+        };
+        let reload_task = tokio::spawn(reloader.run(config, reload_rx, shutdown_rx));
+
+        tracing::info!(
+            http = ?http_addr,
+            admin = %admin_addr,
+            config = %path.display(),
+            "tidegate started"
+        );
+        Ok(Handle {
+            http_addr,
+            admin_addr,
+            proxy,
+            shutdown_tx,
+            admin_stop_tx,
+            reload_tx,
+            public,
+            admin_task,
+            reload_task,
+        })
+    }
+}
+
+/// A running gateway. Dropping it without [`Handle::shutdown`] leaves it running until the
+/// tokio runtime ends.
+pub struct Handle {
+    http_addr: Option<SocketAddr>,
+    admin_addr: SocketAddr,
+    proxy: Arc<Proxy>,
+    shutdown_tx: watch::Sender<bool>,
+    admin_stop_tx: watch::Sender<bool>,
+    reload_tx: mpsc::UnboundedSender<oneshot::Sender<Result<(), ConfigErrors>>>,
+    public: Vec<JoinHandle<()>>,
+    admin_task: JoinHandle<()>,
+    reload_task: JoinHandle<()>,
+}
+
+impl Handle {
+    /// The bound address of the plain HTTP listener (useful with port 0).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// The bound address of the admin listener.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The gateway's metrics, for tests and embedding.
+    pub fn metrics(&self) -> &Metrics {
+        &self.proxy.metrics
+    }
+
+    /// Loads the config files again now (what SIGHUP does) and reports the outcome; an invalid
+    /// config keeps the previous one serving.
+    pub async fn reload(&self) -> Result<(), ConfigErrors> {
+        let (tx, rx) = oneshot::channel();
+        if self.reload_tx.send(tx).is_err() {
+            return Ok(());
+        }
+        rx.await.unwrap_or(Ok(()))
+    }
+
+    /// Stops accepting, lets in-flight requests finish within `shutdown_grace`, then stops the
+    /// admin listener and returns.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown_tx.send(true);
+        for task in self.public {
+            let _ = task.await;
+        }
+        let _ = self.admin_stop_tx.send(true);
+        let _ = self.admin_task.await;
+        let _ = self.reload_task.await;
+        tracing::info!("tidegate stopped");
+    }
+}
+
+impl Handler for Proxy {
+    type Body = ProxyBody;
+
+    async fn call(
+        self: Arc<Self>,
+        conn: ConnInfo,
+        request: http::Request<hyper::body::Incoming>,
+    ) -> http::Response<ProxyBody> {
+        self.handle(conn, request).await
+    }
+}
+
+/// Owns the reload path: file events and explicit requests in, swapped route tables out.
+struct Reloader {
+    path: PathBuf,
+    registry: Arc<AppRegistry>,
+    proxy: Arc<Proxy>,
+    watcher: Option<ConfigWatcher>,
+}
+
+impl Reloader {
+    async fn run(
+        mut self,
+        initial: Config,
+        mut requests: mpsc::UnboundedReceiver<oneshot::Sender<Result<(), ConfigErrors>>>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let (changes_tx, mut changes) = mpsc::unbounded_channel();
+        match ConfigWatcher::start(&self.path, &initial.gateway.apps_dir, changes_tx) {
+            Ok(watcher) => self.watcher = Some(watcher),
+            Err(error) => tracing::warn!(%error, "cannot watch config files; reload with SIGHUP"),
+        }
+        let mut listeners = (initial.gateway.http, initial.gateway.admin);
+        loop {
+            let responder = tokio::select! {
+                _ = stopped(&mut shutdown) => break,
+                Some(responder) = requests.recv() => Some(responder),
+                Some(()) = changes.recv() => {
+                    // Wait for the burst of events of one save to settle.
+                    loop {
+                        tokio::select! {
+                            _ = tokio::time::sleep(DEBOUNCE) => break,
+                            Some(()) = changes.recv() => continue,
+                        }
+                    }
+                    None
+                }
+            };
+            let result = self.reload(&mut listeners);
+            if let Some(responder) = responder {
+                let _ = responder.send(result);
+            }
+        }
+    }
+
+    fn reload(
+        &mut self,
+        listeners: &mut (Option<SocketAddr>, SocketAddr),
+    ) -> Result<(), ConfigErrors> {
+        let metrics = &self.proxy.metrics;
+        match config::load(&self.path) {
+            Ok(config) => {
+                if (config.gateway.http, config.gateway.admin) != *listeners {
+                    tracing::warn!("listener addresses changed; they take effect on restart");
+                }
+                let states = self.registry.apply(&config);
+                let table = RouteTable::build(&config, &states);
+                self.proxy.routes.store(Arc::new(table));
+                record_success(metrics);
+                if let Some(watcher) = &mut self.watcher {
+                    watcher.rewatch(&config.gateway.apps_dir);
+                }
+                tracing::info!(apps = config.apps.len(), "config reloaded");
+                Ok(())
+            }
+            Err(errors) => {
+                metrics.config_reloads.with_label_values(&["error"]).inc();
+                for issue in &errors.0 {
+                    tracing::error!(%issue, "config reload rejected; the previous config keeps serving");
+                }
+                Err(errors)
+            }
+        }
+    }
+}
+
+fn record_success(metrics: &Metrics) {
+    metrics.config_reloads.with_label_values(&["success"]).inc();
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default();
+    metrics.config_last_success.set(now);
+}
+
+async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            listener,
+            addr,
+            source,
+        })
+}
+
+fn local_addr(listener: &TcpListener) -> SocketAddr {
+    listener
+        .local_addr()
+        .expect("a bound listener has a local address")
+}

@@ -1,0 +1,173 @@
+//! Instances an app's requests can go to, and the leases that count requests on them.
+//!
+//! An [`Instance`] is one running copy of an app at one address with an in-flight counter. A
+//! [`Lease`] is one request's claim on an instance: taking it increments the counter, dropping
+//! it (when the response body ends or the client goes away) decrements it. Choosing an
+//! instance is least-outstanding-requests with a rotating start, so equal instances share load
+//! evenly and a slow instance gets fewer new requests.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use http::uri::Authority;
+
+/// One running copy of an app.
+#[derive(Debug)]
+pub struct Instance {
+    /// Stable id for logs and listings (`static-0`, or the runtime's instance id).
+    pub id: String,
+    pub addr: SocketAddr,
+    /// `addr` as a URI authority, made once so the request path does not format it.
+    pub authority: Authority,
+    in_flight: AtomicU32,
+}
+
+impl Instance {
+    pub fn new(id: String, addr: SocketAddr) -> Arc<Self> {
+        let authority = Authority::try_from(addr.to_string().as_str())
+            .expect("a socket address is a valid authority");
+        Arc::new(Instance {
+            id,
+            addr,
+            authority,
+            in_flight: AtomicU32::new(0),
+        })
+    }
+
+    /// Requests on this instance now.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Claims one slot, unless `limit` (0 = unlimited) slots are taken already.
+    fn try_claim(&self, limit: u32) -> bool {
+        if limit == 0 {
+            self.in_flight.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .is_ok()
+    }
+}
+
+/// One request's claim on an instance; released on drop.
+#[derive(Debug)]
+pub struct Lease {
+    instance: Arc<Instance>,
+}
+
+impl Lease {
+    pub fn instance(&self) -> &Arc<Instance> {
+        &self.instance
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.instance.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Picks the instance with the fewest requests in flight that is below `limit` (0 =
+/// unlimited), starting the scan at a rotating position so ties spread out.
+///
+/// Returns `None` when there is no instance or every instance is at its limit. Small lists
+/// are scanned whole; large ones use two random choices, which is nearly as good and O(1).
+pub fn pick(instances: &[Arc<Instance>], limit: u32, rotation: &AtomicUsize) -> Option<Lease> {
+    let count = instances.len();
+    if count == 0 {
+        return None;
+    }
+    let start = rotation.fetch_add(1, Ordering::Relaxed);
+    if count > 16 {
+        let a = &instances[start % count];
+        let b = &instances[(start.wrapping_mul(7919) / 3 + 1) % count];
+        let (first, second) = if a.in_flight() <= b.in_flight() {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        for candidate in [first, second] {
+            if candidate.try_claim(limit) {
+                return Some(Lease {
+                    instance: Arc::clone(candidate),
+                });
+            }
+        }
+        // Both random choices are full: fall through to a full scan for any free slot.
+    }
+    loop {
+        let best = (0..count)
+            .map(|offset| &instances[(start + offset) % count])
+            .filter(|instance| limit == 0 || instance.in_flight() < limit)
+            .min_by_key(|instance| instance.in_flight())?;
+        if best.try_claim(limit) {
+            return Some(Lease {
+                instance: Arc::clone(best),
+            });
+        }
+        // Another request took the last slot between the scan and the claim: scan again.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instances(n: usize) -> Vec<Arc<Instance>> {
+        (0..n)
+            .map(|i| {
+                Instance::new(
+                    format!("i{i}"),
+                    SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn spreads_equal_load_and_prefers_the_least_busy() {
+        let list = instances(3);
+        let rotation = AtomicUsize::new(0);
+        let leases: Vec<Lease> = (0..6).map(|_| pick(&list, 0, &rotation).unwrap()).collect();
+        assert!(list.iter().all(|i| i.in_flight() == 2));
+        drop(leases);
+        assert!(list.iter().all(|i| i.in_flight() == 0));
+
+        for _ in 0..5 {
+            assert!(list[0].try_claim(0));
+        }
+        for _ in 0..4 {
+            let lease = pick(&list, 0, &rotation).unwrap();
+            assert_ne!(lease.instance().id, "i0");
+            std::mem::forget(lease);
+        }
+    }
+
+    #[test]
+    fn respects_the_hard_limit() {
+        let list = instances(2);
+        let rotation = AtomicUsize::new(0);
+        let held: Vec<Lease> = (0..4).map(|_| pick(&list, 2, &rotation).unwrap()).collect();
+        assert!(pick(&list, 2, &rotation).is_none());
+        drop(held);
+        assert!(pick(&list, 2, &rotation).is_some());
+        assert!(pick(&[], 0, &rotation).is_none());
+    }
+
+    #[test]
+    fn large_lists_never_exceed_the_limit() {
+        let list = instances(40);
+        let rotation = AtomicUsize::new(0);
+        let held: Vec<Lease> = (0..80)
+            .map(|_| pick(&list, 2, &rotation).unwrap())
+            .collect();
+        assert!(list.iter().all(|i| i.in_flight() == 2));
+        assert!(pick(&list, 2, &rotation).is_none());
+        drop(held);
+    }
+}

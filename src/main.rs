@@ -1,0 +1,144 @@
+//! The `tidegate` command: `serve`, `check` and `demo-app`. Parsing, logging and signals live
+//! here; everything else is the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use tidegate::demo_app::{self, DemoOptions};
+use tidegate::Gateway;
+use tokio::signal::unix::{signal, SignalKind};
+
+#[derive(Parser)]
+#[command(name = "tidegate", version, about = "A scale-to-zero HTTP gateway")]
+struct Cli {
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// The gateway config file.
+        #[arg(long, default_value = "config/tidegate.toml")]
+        config: PathBuf,
+    },
+    /// Validate a config (the gateway file and every app file) and exit.
+    Check {
+        #[arg(long, default_value = "config/tidegate.toml")]
+        config: PathBuf,
+    },
+    /// Run the built-in demo app.
+    DemoApp {
+        /// Port to listen on (default: $PORT, else any free port).
+        #[arg(long)]
+        port: Option<u16>,
+        /// Wait this many milliseconds before listening (default: $STARTUP_DELAY_MS or 0).
+        #[arg(long, env = "STARTUP_DELAY_MS", default_value_t = 0)]
+        startup_delay_ms: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime starts");
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve { config } => serve(config).await,
+            Command::Check { config } => check(config),
+            Command::DemoApp {
+                port,
+                startup_delay_ms,
+            } => demo(port, startup_delay_ms).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("tidegate: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: PathBuf) -> anyhow::Result<ExitCode> {
+    let handle = Gateway::start(&config).await?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: reloading config");
+                let _ = handle.reload().await;
+            }
+        }
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+    handle.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(config: PathBuf) -> anyhow::Result<ExitCode> {
+    match tidegate::config::load(&config) {
+        Ok(loaded) => {
+            println!("{}: ok ({} apps)", config.display(), loaded.apps.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            for issue in &errors.0 {
+                eprintln!("{issue}");
+            }
+            eprintln!("{}: {} problem(s)", config.display(), errors.0.len());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn demo(port: Option<u16>, startup_delay_ms: u64) -> anyhow::Result<ExitCode> {
+    let options = DemoOptions {
+        port,
+        startup_delay: Duration::from_millis(startup_delay_ms),
+    };
+    let listener = demo_app::bind(&options)
+        .await
+        .context("demo-app cannot listen")?;
+    tracing::info!(addr = %listener.local_addr()?, "demo app listening");
+    let mut terminate = signal(SignalKind::terminate())?;
+    tokio::select! {
+        result = demo_app::serve(listener) => result?,
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(true);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}

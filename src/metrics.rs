@@ -1,0 +1,220 @@
+//! Prometheus metrics on an explicit registry, served by the admin listener.
+//!
+//! The gateway-wide families live in [`Metrics`]. Per-app handles are resolved once per app in
+//! [`AppMetrics`] and reused, so the request path updates atomics instead of hashing label
+//! values on every request. When an app is removed its series are removed too, so a deleted
+//! app disappears from `/metrics` instead of reporting stale values forever.
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// The `app` label of requests that matched no app (unknown host, malformed request). App
+/// names are DNS labels, so no app can have this name.
+pub const UNROUTED: &str = "_unrouted";
+
+const DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+/// Every metric family the gateway exports.
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub in_flight: IntGaugeVec,
+    pub upstream_errors: IntCounterVec,
+    pub config_reloads: IntCounterVec,
+    pub config_last_success: IntGauge,
+    pub connections_open: IntGaugeVec,
+    pub connections_total: IntCounterVec,
+}
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric names are unique constants");
+    metric
+}
+
+impl Metrics {
+    /// Creates and registers every family on a fresh registry.
+    pub fn new() -> Arc<Self> {
+        let registry = Registry::new();
+        let r = &registry;
+        let metrics = Metrics {
+            requests: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tidegate_requests_total",
+                        "Requests answered, by app and status code.",
+                    ),
+                    &["app", "code"],
+                )
+                .unwrap(),
+            ),
+            request_duration: register(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "tidegate_request_duration_seconds",
+                        "Time from request arrival to the end of the response body.",
+                    )
+                    .buckets(DURATION_BUCKETS.to_vec()),
+                    &["app"],
+                )
+                .unwrap(),
+            ),
+            in_flight: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "tidegate_in_flight_requests",
+                        "Requests of an app between arrival and the end of the response.",
+                    ),
+                    &["app"],
+                )
+                .unwrap(),
+            ),
+            upstream_errors: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tidegate_upstream_errors_total",
+                        "Failures talking to an instance, by kind (connect, reset, timeout).",
+                    ),
+                    &["app", "kind"],
+                )
+                .unwrap(),
+            ),
+            config_reloads: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new("tidegate_config_reload_total", "Config loads, by result."),
+                    &["result"],
+                )
+                .unwrap(),
+            ),
+            config_last_success: register(
+                r,
+                IntGauge::new(
+                    "tidegate_config_last_reload_success_timestamp_seconds",
+                    "Unix time of the last config load that took effect.",
+                )
+                .unwrap(),
+            ),
+            connections_open: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new("tidegate_connections_open", "Open client connections."),
+                    &["listener"],
+                )
+                .unwrap(),
+            ),
+            connections_total: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new("tidegate_connections_total", "Client connections accepted."),
+                    &["listener"],
+                )
+                .unwrap(),
+            ),
+            registry,
+        };
+        for result in ["success", "error"] {
+            metrics.config_reloads.with_label_values(&[result]);
+        }
+        Arc::new(metrics)
+    }
+
+    /// The text exposition format of every registered family.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::with_capacity(16 * 1024);
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .expect("text encoding into a Vec cannot fail");
+        String::from_utf8(buffer).expect("the text format is UTF-8")
+    }
+
+    /// Counts and times a request that matched no app.
+    pub fn observe_unrouted(&self, code: u16, seconds: f64) {
+        self.requests
+            .with_label_values(&[UNROUTED, status_label(code).as_str()])
+            .inc();
+        self.request_duration
+            .with_label_values(&[UNROUTED])
+            .observe(seconds);
+    }
+}
+
+/// Handles for one app, resolved once so the request path only touches atomics.
+pub struct AppMetrics {
+    app: String,
+    metrics: Arc<Metrics>,
+    pub in_flight: IntGauge,
+    pub duration: Histogram,
+    by_code: DashMap<u16, IntCounter>,
+}
+
+impl AppMetrics {
+    pub fn new(metrics: &Arc<Metrics>, app: &str) -> Self {
+        AppMetrics {
+            app: app.to_string(),
+            metrics: Arc::clone(metrics),
+            in_flight: metrics.in_flight.with_label_values(&[app]),
+            duration: metrics.request_duration.with_label_values(&[app]),
+            by_code: DashMap::new(),
+        }
+    }
+
+    /// Counts one answered request with its status code.
+    pub fn observe(&self, code: u16, seconds: f64) {
+        self.duration.observe(seconds);
+        if let Some(counter) = self.by_code.get(&code) {
+            counter.inc();
+            return;
+        }
+        let counter = self
+            .metrics
+            .requests
+            .with_label_values(&[self.app.as_str(), status_label(code).as_str()]);
+        counter.inc();
+        self.by_code.insert(code, counter);
+    }
+
+    /// Counts a failure to talk to an instance.
+    pub fn upstream_error(&self, kind: &str) {
+        self.metrics
+            .upstream_errors
+            .with_label_values(&[self.app.as_str(), kind])
+            .inc();
+    }
+
+    /// Removes every series of this app, for an app that was deleted from the config.
+    pub fn remove(&self) {
+        let app = self.app.as_str();
+        let _ = self.metrics.in_flight.remove_label_values(&[app]);
+        let _ = self.metrics.request_duration.remove_label_values(&[app]);
+        for entry in self.by_code.iter() {
+            let _ = self
+                .metrics
+                .requests
+                .remove_label_values(&[app, status_label(*entry.key()).as_str()]);
+        }
+        for kind in ["connect", "reset", "timeout"] {
+            let _ = self
+                .metrics
+                .upstream_errors
+                .remove_label_values(&[app, kind]);
+        }
+    }
+}
+
+fn status_label(code: u16) -> String {
+    code.to_string()
+}

@@ -1,0 +1,156 @@
+//! The response body type of the proxy, and the per-request record that rides on it.
+//!
+//! A proxied response streams the instance's body frame by frame (constant memory, whatever
+//! its size); a gateway-made response is one buffer. Either way the body carries the
+//! [`RequestRecord`], which holds the app's in-flight guard and the instance lease: the request
+//! counts as in flight until its last byte is written or the client goes away, and only then is
+//! the access-log line written and the request counted in the metrics.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Method, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::apps::InFlight;
+use crate::instance::Lease;
+use crate::metrics::Metrics;
+
+/// What the access log and the metrics need to know about one request.
+pub struct RequestRecord {
+    pub started: Instant,
+    pub method: Method,
+    pub uri: Uri,
+    pub version: Version,
+    pub peer: SocketAddr,
+    pub status: u16,
+    pub bytes: u64,
+    pub app: Option<InFlight>,
+    pub lease: Option<Lease>,
+    pub upstream: Option<SocketAddr>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Drop for RequestRecord {
+    fn drop(&mut self) {
+        let elapsed = self.started.elapsed();
+        let seconds = elapsed.as_secs_f64();
+        let app = match &self.app {
+            Some(in_flight) => {
+                in_flight.app().metrics.observe(self.status, seconds);
+                in_flight.app().name.as_str()
+            }
+            None => {
+                self.metrics.observe_unrouted(self.status, seconds);
+                "-"
+            }
+        };
+        tracing::info!(
+            target: "tidegate::access",
+            app,
+            method = %self.method,
+            path = %self.uri.path(),
+            status = self.status,
+            bytes = self.bytes,
+            duration_ms = seconds * 1000.0,
+            upstream = %DisplayOption(self.upstream),
+            peer = %self.peer,
+            version = ?self.version,
+        );
+    }
+}
+
+struct DisplayOption(Option<SocketAddr>);
+
+impl std::fmt::Display for DisplayOption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => write!(f, "{addr}"),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+enum Kind {
+    Upstream(Incoming),
+    Full(Option<Bytes>),
+}
+
+/// A response body: streamed from an instance or made by the gateway.
+pub struct ProxyBody {
+    kind: Kind,
+    record: Option<RequestRecord>,
+}
+
+impl ProxyBody {
+    /// A body made by the gateway, sent in one piece.
+    pub fn full(bytes: Bytes) -> Self {
+        ProxyBody {
+            kind: Kind::Full(Some(bytes)),
+            record: None,
+        }
+    }
+
+    /// An instance's body, streamed through.
+    pub fn upstream(body: Incoming) -> Self {
+        ProxyBody {
+            kind: Kind::Upstream(body),
+            record: None,
+        }
+    }
+
+    /// Attaches the request's record; it is finished when the body ends or is dropped.
+    pub fn with_record(mut self, record: RequestRecord) -> Self {
+        self.record = Some(record);
+        self
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = match &mut this.kind {
+            Kind::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        };
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(record)) = (frame.data_ref(), this.record.as_mut()) {
+                    record.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
+                // Finish the record now rather than when hyper gets round to dropping us.
+                this.record.take();
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Upstream(body) => body.is_end_stream(),
+            Kind::Full(bytes) => bytes.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Upstream(body) => body.size_hint(),
+            Kind::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
+            Kind::Full(None) => SizeHint::with_exact(0),
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Every response the gateway writes itself, and why.
+//!
+//! Each error names the side that failed (client, routing, upstream) and the app where there is
+//! one, and maps to one status code with a short plain-text body that says what happened, so
+//! an end user or an operator reading `curl` output can tell "no such app" from "the app is
+//! down" from "the app is slow" without looking at logs.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+
+use super::body::ProxyBody;
+
+/// A request the gateway answers itself instead of with an instance's response.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("no app is routed for host {0:?}")]
+    UnknownHost(String),
+    #[error("host {0:?} is not served here: this gateway is not an open proxy")]
+    ForeignHost(String),
+    #[error("CONNECT is not supported: this gateway is not an open proxy")]
+    Connect,
+    #[error("app {app:?} is not public: requests from {peer} are refused")]
+    NotPublic { app: String, peer: IpAddr },
+    #[error("app {app:?} has no instance to serve the request: {reason}")]
+    NoInstance { app: String, reason: &'static str },
+    #[error("app {app:?}: could not connect to instance {addr}: {cause}")]
+    UpstreamConnect {
+        app: String,
+        addr: SocketAddr,
+        cause: String,
+    },
+    #[error("app {app:?}: instance {addr} closed the connection before responding: {cause}")]
+    UpstreamReset {
+        app: String,
+        addr: SocketAddr,
+        cause: String,
+    },
+    #[error("app {app:?}: instance {addr} did not respond within {timeout:?} (request_timeout)")]
+    UpstreamTimeout {
+        app: String,
+        addr: SocketAddr,
+        timeout: Duration,
+    },
+}
+
+impl GatewayError {
+    /// The status code this error answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::UnknownHost(_) => StatusCode::NOT_FOUND,
+            GatewayError::ForeignHost(_) => StatusCode::MISDIRECTED_REQUEST,
+            GatewayError::Connect => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayError::NotPublic { .. } => StatusCode::FORBIDDEN,
+            GatewayError::NoInstance { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::UpstreamConnect { .. } | GatewayError::UpstreamReset { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The `kind` label of `tidegate_upstream_errors_total`, for errors on the upstream side.
+    pub fn upstream_kind(&self) -> Option<&'static str> {
+        match self {
+            GatewayError::UpstreamConnect { .. } => Some("connect"),
+            GatewayError::UpstreamReset { .. } => Some("reset"),
+            GatewayError::UpstreamTimeout { .. } => Some("timeout"),
+            _ => None,
+        }
+    }
+
+    /// The response: status, plain-text body naming the cause, `Retry-After` where waiting helps.
+    pub fn to_response(&self) -> Response<ProxyBody> {
+        let status = self.status();
+        let mut response =
+            Response::new(ProxyBody::full(Bytes::from(format!("tidegate: {self}\n"))));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let GatewayError::Connect = self {
+            headers.insert(
+                header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+            );
+        }
+        response
+    }
+}
+
+/// The innermost cause of an error chain, which is where the useful words are
+/// ("Connection refused (os error 111)" rather than "client error (Connect)").
+pub fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(source) = current.source() {
+        current = source;
+    }
+    current.to_string()
+}

@@ -1,0 +1,227 @@
+//! Header rewriting between the client and the instance.
+//!
+//! Towards the instance: hop-by-hop headers go (RFC 9110 7.6.1: `Connection`, the headers it
+//! names, `Keep-Alive`, `Proxy-Connection`, `TE`, `Transfer-Encoding`, `Upgrade`, and the
+//! proxy credentials), `X-Forwarded-For/-Proto/-Host` and `Forwarded` (RFC 7239) describe the
+//! client, `Via` names the gateway, and `Host` keeps the client's value whatever protocol it
+//! arrived on. Forwarding headers from the client are only trusted, and extended, when the
+//! client is a configured trusted proxy; otherwise they are replaced, so an end user cannot
+//! forge their address. Towards the client: hop-by-hop headers go and `Via` is added.
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::Version;
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Who the client is, as the gateway saw it.
+pub struct ClientFacts<'a> {
+    pub peer: SocketAddr,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    /// The Host the client asked for, as sent (port included).
+    pub host: &'a HeaderValue,
+    /// The protocol the request arrived on, for `Via`.
+    pub version: Version,
+    /// Whether the peer is a trusted proxy whose forwarding headers are kept.
+    pub trusted: bool,
+}
+
+/// Removes hop-by-hop headers, including every header named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Fast path: most requests carry none of them.
+    let connection_named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in connection_named {
+        headers.remove(name);
+    }
+    for name in [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+        &header::PROXY_AUTHORIZATION,
+        &header::PROXY_AUTHENTICATE,
+    ] {
+        if headers.contains_key(name) {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Rewrites a request's headers for the hop to an instance.
+pub fn prepare_request_headers(headers: &mut HeaderMap, client: &ClientFacts<'_>) {
+    strip_hop_by_hop(headers);
+    let peer_ip = canonical_ip(client.peer.ip());
+
+    let forwarded_for = match joined(headers, &X_FORWARDED_FOR).filter(|_| client.trusted) {
+        Some(previous) => format!("{previous}, {peer_ip}"),
+        None => peer_ip.to_string(),
+    };
+    set(headers, &X_FORWARDED_FOR, forwarded_for);
+
+    if !(client.trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+        headers.insert(
+            X_FORWARDED_PROTO.clone(),
+            HeaderValue::from_static(client.scheme),
+        );
+    }
+    if !(client.trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+        headers.insert(X_FORWARDED_HOST.clone(), client.host.clone());
+    }
+
+    let node = match peer_ip {
+        IpAddr::V4(ip) => ip.to_string(),
+        IpAddr::V6(ip) => format!("\"[{ip}]\""),
+    };
+    let element = format!(
+        "for={node};host=\"{}\";proto={}",
+        String::from_utf8_lossy(client.host.as_bytes()).replace(['"', '\\'], ""),
+        client.scheme
+    );
+    let forwarded = match joined(headers, &header::FORWARDED).filter(|_| client.trusted) {
+        Some(previous) => format!("{previous}, {element}"),
+        None => element,
+    };
+    set(headers, &header::FORWARDED, forwarded);
+
+    append_via(headers, client.version);
+    headers.insert(header::HOST, client.host.clone());
+}
+
+/// Rewrites a response's headers for the hop back to the client.
+pub fn prepare_response_headers(headers: &mut HeaderMap, upstream_version: Version) {
+    strip_hop_by_hop(headers);
+    append_via(headers, upstream_version);
+}
+
+fn append_via(headers: &mut HeaderMap, version: Version) {
+    let protocol = match version {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "1.1",
+    };
+    match joined(headers, &header::VIA) {
+        Some(previous) => set(
+            headers,
+            &header::VIA,
+            format!("{previous}, {protocol} tidegate"),
+        ),
+        None => {
+            let value = match protocol {
+                "1.0" => "1.0 tidegate",
+                "2" => "2 tidegate",
+                _ => "1.1 tidegate",
+            };
+            headers.insert(header::VIA, HeaderValue::from_static(value));
+        }
+    }
+}
+
+/// All values of a list header joined with ", ", or `None` if absent or not text.
+fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?.to_str().ok()?;
+    let mut out = first.to_string();
+    for value in values {
+        out.push_str(", ");
+        out.push_str(value.to_str().ok()?);
+    }
+    Some(out)
+}
+
+fn set(headers: &mut HeaderMap, name: &HeaderName, value: String) {
+    if let Ok(value) = HeaderValue::try_from(value) {
+        headers.insert(name.clone(), value);
+    }
+}
+
+/// An IPv4 peer seen through an IPv6 socket as `::ffff:a.b.c.d` is reported as `a.b.c.d`.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    ip.to_canonical()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(host: &HeaderValue, trusted: bool) -> ClientFacts<'_> {
+        ClientFacts {
+            peer: "10.1.2.3:5555".parse().unwrap(),
+            scheme: "http",
+            host,
+            version: Version::HTTP_11,
+            trusted,
+        }
+    }
+
+    #[test]
+    fn strips_hop_by_hop_including_connection_named() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, X-Secret"),
+        );
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("te", HeaderValue::from_static("trailers"));
+        headers.insert("upgrade", HeaderValue::from_static("h2c"));
+        headers.insert("proxy-authorization", HeaderValue::from_static("Basic x"));
+        headers.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        assert!(headers.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn untrusted_forwarding_headers_are_replaced() {
+        let host = HeaderValue::from_static("app.example.com:8080");
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        headers.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
+        prepare_request_headers(&mut headers, &facts(&host, false));
+        assert_eq!(headers["x-forwarded-for"], "10.1.2.3");
+        assert_eq!(headers["x-forwarded-proto"], "http");
+        assert_eq!(headers["x-forwarded-host"], "app.example.com:8080");
+        assert_eq!(
+            headers["forwarded"],
+            "for=10.1.2.3;host=\"app.example.com:8080\";proto=http"
+        );
+        assert_eq!(headers["via"], "1.1 tidegate");
+        assert_eq!(headers["host"], "app.example.com:8080");
+    }
+
+    #[test]
+    fn trusted_forwarding_headers_are_extended() {
+        let host = HeaderValue::from_static("app.example.com");
+        let mut headers = HeaderMap::new();
+        headers.append("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
+        headers.append("x-forwarded-for", HeaderValue::from_static("2.2.2.2"));
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        headers.insert("forwarded", HeaderValue::from_static("for=1.1.1.1"));
+        headers.insert("via", HeaderValue::from_static("1.1 edge"));
+        prepare_request_headers(&mut headers, &facts(&host, true));
+        assert_eq!(headers["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.1.2.3");
+        assert_eq!(headers["x-forwarded-proto"], "https");
+        assert_eq!(
+            headers["forwarded"],
+            "for=1.1.1.1, for=10.1.2.3;host=\"app.example.com\";proto=http"
+        );
+        assert_eq!(headers["via"], "1.1 edge, 1.1 tidegate");
+    }
+}

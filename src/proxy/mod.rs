@@ -1,0 +1,247 @@
+//! The data plane: one request from arrival to the end of its response.
+//!
+//! `handle` reads the route table once, finds the app by host, checks visibility, claims an
+//! instance, rewrites headers and forwards over the pooled client, then streams the response
+//! back. Every failure becomes a [`GatewayError`] with its own status and a body that says
+//! which app and why. The [`RequestRecord`] rides on the response body, so the request counts
+//! as in flight, and is logged, exactly until its last byte.
+
+pub mod body;
+mod client;
+pub mod error;
+pub mod headers;
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::uri::{PathAndQuery, Scheme};
+use http::{HeaderValue, Method, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::config::{UpstreamSettings, Visibility};
+use crate::metrics::Metrics;
+use crate::routes::{normalize_host, RouteTable};
+pub use body::{ProxyBody, RequestRecord};
+pub use client::UpstreamClient;
+pub use error::GatewayError;
+use headers::{canonical_ip, prepare_request_headers, prepare_response_headers, ClientFacts};
+
+/// Which listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    Http,
+    Https,
+}
+
+impl ListenerKind {
+    pub fn scheme(self) -> &'static str {
+        match self {
+            ListenerKind::Http => "http",
+            ListenerKind::Https => "https",
+        }
+    }
+}
+
+/// What the gateway knows about a client connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub listener: ListenerKind,
+}
+
+/// The proxy's shared state: the swappable route table, metrics and the upstream client.
+pub struct Proxy {
+    pub routes: ArcSwap<RouteTable>,
+    pub metrics: Arc<Metrics>,
+    client: UpstreamClient,
+}
+
+impl Proxy {
+    pub fn new(routes: RouteTable, metrics: Arc<Metrics>, upstream: &UpstreamSettings) -> Self {
+        Proxy {
+            routes: ArcSwap::from_pointee(routes),
+            metrics,
+            client: client::build(upstream),
+        }
+    }
+
+    /// Answers one request: the instance's response, or the gateway's own error response.
+    pub async fn handle(&self, conn: ConnInfo, request: Request<Incoming>) -> Response<ProxyBody> {
+        let mut record = RequestRecord {
+            started: Instant::now(),
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            version: request.version(),
+            peer: conn.peer,
+            status: 0,
+            bytes: 0,
+            app: None,
+            lease: None,
+            upstream: None,
+            metrics: Arc::clone(&self.metrics),
+        };
+        let table = self.routes.load_full();
+        let response = match self.forward(&table, conn, request, &mut record).await {
+            Ok(response) => response,
+            Err(error) => {
+                if let (Some(kind), Some(in_flight)) = (error.upstream_kind(), &record.app) {
+                    in_flight.app().metrics.upstream_error(kind);
+                    tracing::warn!(app = %in_flight.app().name, %error, "upstream failure");
+                }
+                error.to_response()
+            }
+        };
+        record.status = response.status().as_u16();
+        response.map(|body| body.with_record(record))
+    }
+
+    async fn forward(
+        &self,
+        table: &RouteTable,
+        conn: ConnInfo,
+        request: Request<Incoming>,
+        record: &mut RequestRecord,
+    ) -> Result<Response<ProxyBody>, GatewayError> {
+        if request.method() == Method::CONNECT {
+            return Err(GatewayError::Connect);
+        }
+        let target = RequestHost::of(&request)?;
+        let Some(route) = table.lookup(&target.name) else {
+            return Err(if target.absolute_form {
+                GatewayError::ForeignHost(target.name.into_owned())
+            } else {
+                GatewayError::UnknownHost(target.name.into_owned())
+            });
+        };
+        let app = &route.app;
+        record.app = Some(app.begin_request());
+
+        let peer_ip = canonical_ip(conn.peer.ip());
+        if route.spec.visibility != Visibility::Public
+            && !table
+                .settings
+                .private_networks
+                .iter()
+                .any(|net| net.contains(&peer_ip))
+        {
+            return Err(GatewayError::NotPublic {
+                app: app.name.clone(),
+                peer: peer_ip,
+            });
+        }
+
+        let Some(lease) = app.acquire() else {
+            return Err(GatewayError::NoInstance {
+                app: app.name.clone(),
+                reason: "no instance is running",
+            });
+        };
+        let addr = lease.instance().addr;
+        record.upstream = Some(addr);
+
+        let trusted = table
+            .settings
+            .trusted_proxies
+            .iter()
+            .any(|net| net.contains(&peer_ip));
+        let host = target.original;
+        let (mut parts, body) = request.into_parts();
+        prepare_request_headers(
+            &mut parts.headers,
+            &ClientFacts {
+                peer: conn.peer,
+                scheme: conn.listener.scheme(),
+                host: &host,
+                version: parts.version,
+                trusted,
+            },
+        );
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(lease.instance().authority.clone());
+        uri.path_and_query = Some(
+            parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
+        parts.uri = Uri::from_parts(uri).expect("scheme, authority and path make a valid URI");
+        parts.version = Version::HTTP_11;
+        let upstream_request = Request::from_parts(parts, body);
+
+        let timeout = route.spec.scale.request_timeout;
+        let result = tokio::time::timeout(timeout, self.client.request(upstream_request)).await;
+        let app_name = || app.name.clone();
+        match result {
+            Ok(Ok(response)) => {
+                let (mut parts, body) = response.into_parts();
+                prepare_response_headers(&mut parts.headers, parts.version);
+                record.lease = Some(lease);
+                Ok(Response::from_parts(parts, ProxyBody::upstream(body)))
+            }
+            Ok(Err(error)) if error.is_connect() => Err(GatewayError::UpstreamConnect {
+                app: app_name(),
+                addr,
+                cause: error::root_cause(&error),
+            }),
+            Ok(Err(error)) => Err(GatewayError::UpstreamReset {
+                app: app_name(),
+                addr,
+                cause: error::root_cause(&error),
+            }),
+            Err(_) => Err(GatewayError::UpstreamTimeout {
+                app: app_name(),
+                addr,
+                timeout,
+            }),
+        }
+    }
+}
+
+/// The host a request is for, found where its protocol puts it.
+struct RequestHost<'a> {
+    /// Normal form for routing.
+    name: Cow<'a, str>,
+    /// As the client sent it, for `Host` and `X-Forwarded-Host`.
+    original: HeaderValue,
+    /// An HTTP/1 request in absolute form (`GET http://host/ HTTP/1.1`), as sent to proxies.
+    absolute_form: bool,
+}
+
+impl<'a> RequestHost<'a> {
+    fn of<B>(request: &'a Request<B>) -> Result<Self, GatewayError> {
+        // HTTP/2 carries the host in `:authority` (the URI); HTTP/1 in Host, unless the request
+        // is in absolute form, where the URI's authority wins (RFC 9112 3.2.2).
+        let absolute_form =
+            request.version() < Version::HTTP_2 && request.uri().authority().is_some();
+        let (raw, original) = match request.uri().authority() {
+            Some(authority) => (
+                authority.as_str(),
+                HeaderValue::from_str(authority.as_str())
+                    .map_err(|_| GatewayError::BadRequest("invalid authority"))?,
+            ),
+            None => {
+                let value = request
+                    .headers()
+                    .get(http::header::HOST)
+                    .ok_or(GatewayError::BadRequest("missing Host header"))?;
+                (
+                    value
+                        .to_str()
+                        .map_err(|_| GatewayError::BadRequest("Host header is not text"))?,
+                    value.clone(),
+                )
+            }
+        };
+        let name = normalize_host(raw).ok_or(GatewayError::BadRequest("malformed Host"))?;
+        Ok(RequestHost {
+            name,
+            original,
+            absolute_form,
+        })
+    }
+}

@@ -1,0 +1,146 @@
+//! The immutable host -> app table that every request reads once.
+//!
+//! Built from a validated [`Config`] and the live [`AppState`]s, then swapped in whole on a
+//! reload, so a request never sees half of one config and half of another. Exact hosts beat
+//! wildcards; among wildcards the longest suffix wins, so `*.api.example.com` beats
+//! `*.example.com`. A wildcard matches names any number of labels below its suffix (as nginx's
+//! `server_name *.example.com` does), but not the suffix itself.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::apps::AppState;
+use crate::config::{AppSpec, Config, GatewaySettings, HostPattern};
+
+/// One app as a request sees it: the spec from this snapshot, the live state across snapshots.
+pub struct Route {
+    pub spec: Arc<AppSpec>,
+    pub app: Arc<AppState>,
+}
+
+/// Host -> route for one config snapshot, plus the gateway settings of the same snapshot.
+pub struct RouteTable {
+    exact: HashMap<Box<str>, Arc<Route>>,
+    wildcard: HashMap<Box<str>, Arc<Route>>,
+    routes: Vec<Arc<Route>>,
+    pub settings: Arc<GatewaySettings>,
+}
+
+impl RouteTable {
+    /// Builds the table for `config`, pointing every app at its live state in `states`.
+    /// Apps missing from `states` are left out (the registry always provides all of them).
+    pub fn build(config: &Config, states: &HashMap<String, Arc<AppState>>) -> Self {
+        let mut exact = HashMap::new();
+        let mut wildcard = HashMap::new();
+        let mut routes = Vec::with_capacity(config.apps.len());
+        for spec in &config.apps {
+            let Some(app) = states.get(&spec.name) else {
+                continue;
+            };
+            let route = Arc::new(Route {
+                spec: Arc::clone(spec),
+                app: Arc::clone(app),
+            });
+            for host in &spec.hosts {
+                match host {
+                    HostPattern::Exact(name) => {
+                        exact.insert(name.as_str().into(), Arc::clone(&route));
+                    }
+                    HostPattern::Wildcard(suffix) => {
+                        wildcard.insert(suffix.as_str().into(), Arc::clone(&route));
+                    }
+                }
+            }
+            routes.push(route);
+        }
+        RouteTable {
+            exact,
+            wildcard,
+            routes,
+            settings: Arc::new(config.gateway.clone()),
+        }
+    }
+
+    /// An empty table, for the moment before the first config is loaded.
+    pub fn empty(settings: GatewaySettings) -> Self {
+        RouteTable {
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+            routes: Vec::new(),
+            settings: Arc::new(settings),
+        }
+    }
+
+    /// The route for a host already in normal form (see [`normalize_host`]).
+    pub fn lookup(&self, host: &str) -> Option<&Arc<Route>> {
+        if let Some(route) = self.exact.get(host) {
+            return Some(route);
+        }
+        // Try ever shorter suffixes: "a.b.example.com" -> "b.example.com" -> "example.com".
+        let mut rest = host;
+        while let Some(dot) = rest.find('.') {
+            rest = &rest[dot + 1..];
+            if let Some(route) = self.wildcard.get(rest) {
+                return Some(route);
+            }
+        }
+        None
+    }
+
+    /// Every route, in app-name order.
+    pub fn routes(&self) -> &[Arc<Route>] {
+        &self.routes
+    }
+}
+
+/// Reduces a Host header or URI authority to the name used for routing: the port, a trailing
+/// dot and upper case are dropped; IPv6 literals keep their brackets. Allocates only when the
+/// name has upper-case letters. Returns `None` for an empty or malformed host.
+pub fn normalize_host(raw: &str) -> Option<Cow<'_, str>> {
+    let raw = raw.trim();
+    let host = if raw.starts_with('[') {
+        let end = raw.find(']')?;
+        let after = &raw[end + 1..];
+        if !(after.is_empty() || after.starts_with(':')) {
+            return None;
+        }
+        &raw[..=end]
+    } else {
+        match raw.rsplit_once(':') {
+            Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+            Some(_) => return None,
+            None => raw,
+        }
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.is_empty() || host.contains(['/', '@', ' ', '\t']) {
+        return None;
+    }
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Some(Cow::Owned(host.to_ascii_lowercase()))
+    } else {
+        Some(Cow::Borrowed(host))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_host;
+
+    #[test]
+    fn normalizes_port_case_and_trailing_dot() {
+        assert_eq!(
+            normalize_host("Hello.Demo.LOCALHOST:8080").unwrap(),
+            "hello.demo.localhost"
+        );
+        assert_eq!(normalize_host("example.com.").unwrap(), "example.com");
+        assert_eq!(normalize_host("example.com.:443").unwrap(), "example.com");
+        assert_eq!(normalize_host("[::1]:8080").unwrap(), "[::1]");
+        assert_eq!(normalize_host("[::1]").unwrap(), "[::1]");
+        assert!(normalize_host("").is_none());
+        assert!(normalize_host(":80").is_none());
+        assert!(normalize_host("a:b").is_none());
+        assert!(normalize_host("user@host").is_none());
+    }
+}

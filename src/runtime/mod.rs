@@ -1,0 +1,87 @@
+//! Runtime backends: what makes an app's instances exist.
+//!
+//! The gateway asks a backend two things. [`RuntimeBackend::placement`] says whether an app's
+//! instances are a fixed set that exists anyway (the `static` backend) or are started on demand
+//! (processes, containers, Kubernetes). For on-demand backends the reconciler calls
+//! [`RuntimeBackend::start`] and [`RuntimeBackend::stop`]; everything else (readiness probing,
+//! routing, autoscaling, draining) is the gateway's and the same for every backend, so a
+//! backend only starts, stops and reports instances.
+
+mod static_backend;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use crate::config::AppSpec;
+
+pub use static_backend::StaticBackend;
+
+/// How an app's instances come to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// The instances exist independently of the gateway at these addresses; never scaled.
+    Fixed(Vec<SocketAddr>),
+    /// The gateway starts and stops instances through the backend as load requires.
+    OnDemand,
+}
+
+/// What the reconciler asks a backend to start: one instance of one revision.
+#[derive(Debug, Clone)]
+pub struct StartRequest {
+    pub app: Arc<AppSpec>,
+    /// Revision name, e.g. `hello-00001`.
+    pub revision: String,
+    /// Unique instance id chosen by the gateway, e.g. `hello-00001-3`.
+    pub instance_id: String,
+}
+
+/// Why an instance stopped running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// Stopped because the gateway asked.
+    Stopped,
+    /// Ended by itself: the exit code, or the signal that killed it.
+    Crashed { description: String },
+}
+
+/// An instance a backend started. Its address may take a moment to accept connections: the
+/// gateway probes readiness before routing to it.
+#[derive(Debug)]
+pub struct StartedInstance {
+    pub id: String,
+    pub addr: SocketAddr,
+    /// Becomes `Some` once the instance has stopped, for whatever reason, so the gateway
+    /// notices a crash at once instead of at the next failed request.
+    pub exited: watch::Receiver<Option<Exit>>,
+}
+
+/// A failure of a backend operation, with the backend's own words.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("the {backend} runtime does not start instances on demand")]
+    NotOnDemand { backend: &'static str },
+    #[error("could not start instance {instance}: {reason}")]
+    StartFailed { instance: String, reason: String },
+    #[error("could not stop instance {instance}: {reason}")]
+    StopFailed { instance: String, reason: String },
+}
+
+/// A way of running app instances: local processes, a static list, containers, Kubernetes.
+#[async_trait]
+pub trait RuntimeBackend: Send + Sync + 'static {
+    /// The `runtime` value in app files that selects this backend.
+    fn kind(&self) -> &'static str;
+
+    /// Whether `app`'s instances are fixed or started on demand.
+    fn placement(&self, app: &AppSpec) -> Placement;
+
+    /// Starts one instance; returns once it exists, not once it is ready.
+    async fn start(&self, request: StartRequest) -> Result<StartedInstance, RuntimeError>;
+
+    /// Stops an instance: a polite request first, then force after `grace`.
+    async fn stop(&self, instance_id: &str, grace: Duration) -> Result<(), RuntimeError>;
+}

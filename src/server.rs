@@ -1,0 +1,181 @@
+//! Accepting client connections and serving HTTP/1.1 and HTTP/2 on them.
+//!
+//! One accept loop per listener. A semaphore caps open connections: at the cap the loop stops
+//! accepting and new clients wait in the kernel's backlog rather than being reset. Every
+//! connection gets TCP_NODELAY, a header read timeout (slowloris) and a header size cap (431),
+//! and is served by hyper-util's auto builder, which speaks HTTP/1.1 and, on prior knowledge,
+//! h2c. On shutdown the loop stops accepting, asks every connection to finish (HTTP/1: close
+//! after the current response; HTTP/2: GOAWAY), waits up to the grace period, then drops the
+//! rest.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use prometheus::IntGauge;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::config::ListenerLimits;
+use crate::metrics::Metrics;
+use crate::proxy::{ConnInfo, ListenerKind};
+
+/// Something that answers requests on a listener: the proxy or the admin API.
+pub trait Handler: Send + Sync + 'static {
+    type Body: http_body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + 'static;
+
+    fn call(
+        self: Arc<Self>,
+        conn: ConnInfo,
+        request: Request<Incoming>,
+    ) -> impl Future<Output = Response<Self::Body>> + Send + 'static;
+}
+
+/// Settings of one accept loop.
+pub struct ListenerConfig {
+    /// `listener` label of the connection metrics.
+    pub name: &'static str,
+    pub kind: ListenerKind,
+    pub limits: ListenerLimits,
+    /// How long open connections may take to finish after shutdown begins.
+    pub grace: Duration,
+}
+
+/// Serves `handler` on `listener` until `shutdown` turns true, then drains.
+pub async fn run<H: Handler>(
+    listener: TcpListener,
+    config: ListenerConfig,
+    handler: Arc<H>,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let builder = connection_builder(&config.limits);
+    let permits = Arc::new(Semaphore::new(config.limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
+    let open = metrics.connections_open.with_label_values(&[config.name]);
+    let total = metrics.connections_total.with_label_values(&[config.name]);
+
+    loop {
+        let permit = tokio::select! {
+            biased;
+            _ = stopped(&mut shutdown) => break,
+            permit = Arc::clone(&permits).acquire_owned() => permit.expect("the semaphore is never closed"),
+        };
+        let (stream, peer) = tokio::select! {
+            biased;
+            _ = stopped(&mut shutdown) => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // EMFILE and friends: back off briefly instead of spinning on the error.
+                    tracing::warn!(listener = config.name, %error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        while connections.try_join_next().is_some() {}
+        let _ = stream.set_nodelay(true);
+        let conn = ConnInfo {
+            peer,
+            listener: config.kind,
+        };
+        let handler = Arc::clone(&handler);
+        let service = service_fn(move |request| {
+            let response = Arc::clone(&handler).call(conn, request);
+            async move { Ok::<_, Infallible>(response.await) }
+        });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        total.inc();
+        let guard = ConnectionGuard::new(permit, open.clone());
+        connections.spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, error = %error, "connection ended with an error");
+            }
+            drop(guard);
+        });
+    }
+    drop(listener);
+
+    while connections.try_join_next().is_some() {}
+    let open_now = connections.len();
+    if open_now > 0 {
+        tracing::info!(
+            listener = config.name,
+            connections = open_now,
+            "draining connections"
+        );
+    }
+    if tokio::time::timeout(config.grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            listener = config.name,
+            connections = connections.len(),
+            grace = ?config.grace,
+            "connections still open after the shutdown grace period; closing them"
+        );
+    }
+    connections.abort_all();
+    while connections.join_next().await.is_some() {}
+}
+
+/// Resolves once `shutdown` is true (or its sender is gone). Drops the borrow guard inside, so
+/// the future stays `Send`.
+pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Releases a connection's slot and gauge however its task ends (finished or aborted).
+struct ConnectionGuard {
+    _permit: OwnedSemaphorePermit,
+    open: IntGauge,
+}
+
+impl ConnectionGuard {
+    fn new(permit: OwnedSemaphorePermit, open: IntGauge) -> Self {
+        open.inc();
+        ConnectionGuard {
+            _permit: permit,
+            open,
+        }
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
+}
+
+fn connection_builder(limits: &ListenerLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(250);
+    builder
+}
