@@ -105,14 +105,23 @@ impl Gateway {
             admin_stop_rx,
         ));
 
+        // The watcher starts before `start` returns, so an edit made right after is not missed.
+        let (changes_tx, changes_rx) = mpsc::unbounded_channel();
+        let watcher = match ConfigWatcher::start(&path, &config.gateway.apps_dir, changes_tx) {
+            Ok(watcher) => Some(watcher),
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch config files; reload with SIGHUP");
+                None
+            }
+        };
         let (reload_tx, reload_rx) = mpsc::unbounded_channel();
         let reloader = Reloader {
             path: path.clone(),
             registry,
             proxy: Arc::clone(&proxy),
-            watcher: None,
+            watcher,
         };
-        let reload_task = tokio::spawn(reloader.run(config, reload_rx, shutdown_rx));
+        let reload_task = tokio::spawn(reloader.run(config, reload_rx, changes_rx, shutdown_rx));
 
         tracing::info!(
             http = ?http_addr,
@@ -213,13 +222,9 @@ impl Reloader {
         mut self,
         initial: Config,
         mut requests: mpsc::UnboundedReceiver<oneshot::Sender<Result<(), ConfigErrors>>>,
+        mut changes: mpsc::UnboundedReceiver<()>,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let (changes_tx, mut changes) = mpsc::unbounded_channel();
-        match ConfigWatcher::start(&self.path, &initial.gateway.apps_dir, changes_tx) {
-            Ok(watcher) => self.watcher = Some(watcher),
-            Err(error) => tracing::warn!(%error, "cannot watch config files; reload with SIGHUP"),
-        }
         let mut listeners = (initial.gateway.http, initial.gateway.admin);
         loop {
             let responder = tokio::select! {

@@ -18,14 +18,14 @@ async fn setup() -> Setup {
     let exact = echo_backend("exact").await;
     let wild = echo_backend("wild").await;
     let deeper = echo_backend("deeper").await;
+    config.static_app("exact", &[exact.addr], "hosts = [\"api.example.com\"]", "");
+    config.static_app("wild", &[wild.addr], "hosts = [\"*.example.com\"]", "");
     config.static_app(
-        "exact",
-        &[exact.addr],
-        "hosts = [\"api.example.com\"]",
+        "deeper",
+        &[deeper.addr],
+        "hosts = [\"*.eu.example.com\"]",
         "",
     );
-    config.static_app("wild", &[wild.addr], "hosts = [\"*.example.com\"]", "");
-    config.static_app("deeper", &[deeper.addr], "hosts = [\"*.eu.example.com\"]", "");
     let handle = config.start().await;
     Setup {
         _config: config,
@@ -54,7 +54,10 @@ async fn exact_hosts_beat_wildcards_and_longer_wildcards_win() {
     // The default host <app>.<project>.<domain> routes too.
     assert_eq!(which(&get(addr, "exact.p.test.local", "/").await), "exact");
     // A wildcard does not match its bare suffix.
-    assert_eq!(get(addr, "example.com", "/").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(addr, "example.com", "/").await.status,
+        StatusCode::NOT_FOUND
+    );
     s.handle.shutdown().await;
 }
 
@@ -62,9 +65,15 @@ async fn exact_hosts_beat_wildcards_and_longer_wildcards_win() {
 async fn port_case_and_trailing_dot_are_ignored() {
     let s = setup().await;
     let addr = s.handle.http_addr().unwrap();
-    assert_eq!(which(&get(addr, "API.Example.COM:8080", "/").await), "exact");
+    assert_eq!(
+        which(&get(addr, "API.Example.COM:8080", "/").await),
+        "exact"
+    );
     assert_eq!(which(&get(addr, "api.example.com.", "/").await), "exact");
-    assert_eq!(which(&get(addr, "api.example.com.:443", "/").await), "exact");
+    assert_eq!(
+        which(&get(addr, "api.example.com.:443", "/").await),
+        "exact"
+    );
     s.handle.shutdown().await;
 }
 
@@ -73,8 +82,19 @@ async fn unknown_host_is_a_404_that_names_the_host() {
     let s = setup().await;
     let answer = get(s.handle.http_addr().unwrap(), "nothing.here.org", "/").await;
     assert_eq!(answer.status, StatusCode::NOT_FOUND);
-    assert!(answer.body.contains("\"nothing.here.org\""), "{}", answer.body);
-    assert!(metric(&s.handle, "tidegate_requests_total{app=\"_unrouted\",code=\"404\"}").await >= 1.0);
+    assert!(
+        answer.body.contains("\"nothing.here.org\""),
+        "{}",
+        answer.body
+    );
+    assert!(
+        metric(
+            &s.handle,
+            "tidegate_requests_total{app=\"_unrouted\",code=\"404\"}"
+        )
+        .await
+            >= 1.0
+    );
     s.handle.shutdown().await;
 }
 

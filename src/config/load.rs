@@ -77,18 +77,25 @@ fn read_toml<T: DeserializeOwned>(file: &Path) -> Result<T, ConfigIssue> {
     let text = std::fs::read_to_string(file)
         .map_err(|error| issue(String::new(), format!("cannot read: {error}")))?;
     toml::from_str(&text).map_err(|error| {
-        let location = error
-            .span()
-            .map(|span| {
-                let before = &text[..span.start.min(text.len())];
-                let line = before.matches('\n').count() + 1;
-                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-                format!("line {line}, column {column}: ")
-            })
-            .unwrap_or_default();
-        issue(
-            String::new(),
-            format!("{location}{}", error.message().trim_end()),
-        )
+        let location = error.span().map(|span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            let column = before.len() - line_start + 1;
+            let source_line = text[line_start..].lines().next().unwrap_or("").trim();
+            (
+                format!("line {line}, column {column}: "),
+                source_line.to_string(),
+            )
+        });
+        let message = error.message().trim_end();
+        match location {
+            Some((location, source_line)) if !source_line.is_empty() => issue(
+                String::new(),
+                format!("{location}{message} (in `{source_line}`)"),
+            ),
+            Some((location, _)) => issue(String::new(), format!("{location}{message}")),
+            None => issue(String::new(), message.to_string()),
+        }
     })
 }

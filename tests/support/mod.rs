@@ -44,7 +44,7 @@ impl ConfigDir {
 
     pub fn write_gateway(&self, extra_gateway: &str, defaults: &str) {
         let text = format!(
-            "[gateway]\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\ndomain = \"test.local\"\nshutdown_grace = \"5s\"\n{extra_gateway}\n\n[defaults]\n{defaults}\n"
+            "[gateway]\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\ndomain = \"test.local\"\n{extra_gateway}\n\n[defaults]\n{defaults}\n"
         );
         write_atomically(&self.gateway_file(), &text);
     }
@@ -153,7 +153,9 @@ pub fn text_response(status: StatusCode, text: impl Into<Bytes>) -> Response<Tes
 }
 
 pub fn full(bytes: impl Into<Bytes>) -> TestBody {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// A body of `total` bytes made of one repeated chunk, generated as it is read.

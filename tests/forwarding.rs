@@ -1,0 +1,342 @@
+//! What reaches the instance and what comes back: headers, bodies streamed both ways, load
+//! balancing, and the gateway's own answers when an instance fails.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use support::*;
+use tokio::sync::Semaphore;
+
+#[tokio::test]
+async fn headers_are_rewritten_for_the_instance() {
+    let config = ConfigDir::new("", "");
+    let echo = echo_backend("echo").await;
+    config.static_app("app", &[echo.addr], "", "");
+    let handle = config.start().await;
+    let request = Request::get("/path?q=1")
+        .header("host", "App.P.Test.Local:8080")
+        .header("connection", "keep-alive, x-hop")
+        .header("x-hop", "secret")
+        .header("keep-alive", "timeout=5")
+        .header("proxy-authorization", "Basic Zm9vOmJhcg==")
+        .header("te", "trailers")
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("x-forwarded-host", "forged.example")
+        .header("forwarded", "for=6.6.6.6")
+        .header("x-custom", "kept")
+        .body(full(Bytes::new()))
+        .unwrap();
+    let answer = send(handle.http_addr().unwrap(), request).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    for hop in ["x-hop", "keep-alive", "proxy-authorization", "te"] {
+        assert_eq!(
+            answer.echoed(hop),
+            None,
+            "{hop} must not reach the instance"
+        );
+    }
+    assert_eq!(answer.echoed("x-custom").as_deref(), Some("kept"));
+    assert_eq!(
+        answer.echoed("host").as_deref(),
+        Some("App.P.Test.Local:8080")
+    );
+    assert_eq!(
+        answer.echoed("x-forwarded-for").as_deref(),
+        Some("127.0.0.1")
+    );
+    assert_eq!(answer.echoed("x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(
+        answer.echoed("x-forwarded-host").as_deref(),
+        Some("App.P.Test.Local:8080")
+    );
+    assert_eq!(
+        answer.echoed("forwarded").as_deref(),
+        Some("for=127.0.0.1;host=\"App.P.Test.Local:8080\";proto=http")
+    );
+    assert_eq!(answer.echoed("via").as_deref(), Some("1.1 tidegate"));
+    assert!(answer.body.contains("path=/path?q=1"), "{}", answer.body);
+    assert_eq!(answer.headers["via"], "1.1 tidegate");
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn trusted_proxies_keep_and_extend_forwarding_headers() {
+    let config = ConfigDir::new("trusted_proxies = [\"127.0.0.1\"]", "");
+    let echo = echo_backend("echo").await;
+    config.static_app("app", &[echo.addr], "", "");
+    let handle = config.start().await;
+    let request = Request::get("/")
+        .header("host", "app.p.test.local")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "public.example")
+        .header("forwarded", "for=203.0.113.9;proto=https")
+        .body(full(Bytes::new()))
+        .unwrap();
+    let answer = send(handle.http_addr().unwrap(), request).await;
+    assert_eq!(
+        answer.echoed("x-forwarded-for").as_deref(),
+        Some("203.0.113.9, 127.0.0.1")
+    );
+    assert_eq!(answer.echoed("x-forwarded-proto").as_deref(), Some("https"));
+    assert_eq!(
+        answer.echoed("x-forwarded-host").as_deref(),
+        Some("public.example")
+    );
+    assert_eq!(
+        answer.echoed("forwarded").as_deref(),
+        Some("for=203.0.113.9;proto=https, for=127.0.0.1;host=\"app.p.test.local\";proto=http")
+    );
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_gibibyte_streams_both_ways_in_constant_memory() {
+    const SIZE: u64 = 1 << 30;
+    let config = ConfigDir::new("", "");
+    let sink = backend(|request: http::Request<hyper::body::Incoming>| async move {
+        if request.uri().path() == "/download" {
+            let mut response = http::Response::new(RepeatBody::new(SIZE).boxed());
+            *response.status_mut() = StatusCode::OK;
+            return response;
+        }
+        let mut body = request.into_body();
+        let mut total = 0u64;
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.unwrap().into_data() {
+                total += data.len() as u64;
+            }
+        }
+        text_response(StatusCode::OK, total.to_string())
+    })
+    .await;
+    config.static_app("big", &[sink.addr], "", "");
+    let handle = config.start().await;
+    let addr = handle.http_addr().unwrap();
+    let before = rss_kib();
+
+    let upload = Request::post("/upload")
+        .header("host", "big.p.test.local")
+        .body(RepeatBody::new(SIZE).boxed())
+        .unwrap();
+    let answer = send(addr, upload).await;
+    assert_eq!(answer.body, SIZE.to_string());
+
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = Request::get("/download")
+        .header("host", "big.p.test.local")
+        .body(full(Bytes::new()))
+        .unwrap();
+    let mut body = sender.send_request(request).await.unwrap().into_body();
+    let mut total = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            total += data.len() as u64;
+        }
+    }
+    assert_eq!(total, SIZE);
+    let grown_mib = rss_kib().saturating_sub(before) / 1024;
+    assert!(
+        grown_mib < 64,
+        "memory grew by {grown_mib} MiB while streaming 2 GiB"
+    );
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn least_outstanding_requests_avoids_a_busy_instance() {
+    let config = ConfigDir::new("", "");
+    let gate = Arc::new(Semaphore::new(0));
+    let held = Arc::new(AtomicUsize::new(0));
+    let (gate2, held2) = (Arc::clone(&gate), Arc::clone(&held));
+    let slow = backend(move |_request| {
+        let (gate, held) = (Arc::clone(&gate2), Arc::clone(&held2));
+        async move {
+            held.fetch_add(1, Ordering::SeqCst);
+            gate.acquire().await.unwrap().forget();
+            text_response(StatusCode::OK, "backend=slow\n")
+        }
+    })
+    .await;
+    let fast = echo_backend("fast").await;
+    config.static_app("lb", &[slow.addr, fast.addr], "", "");
+    let handle = config.start().await;
+    let addr = handle.http_addr().unwrap();
+
+    // Send requests until one is held by the slow instance.
+    let mut pending = Vec::new();
+    while held.load(Ordering::SeqCst) == 0 {
+        pending.push(tokio::spawn(get(addr, "lb.p.test.local", "/")));
+        eventually(
+            "a request to finish or be held",
+            Duration::from_secs(5),
+            || async {
+                (held.load(Ordering::SeqCst) > 0 || pending.last().unwrap().is_finished())
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    // While the slow instance has one outstanding request, every new one goes to the other.
+    for _ in 0..20 {
+        let answer = get(addr, "lb.p.test.local", "/").await;
+        assert!(answer.body.starts_with("backend=fast"), "{}", answer.body);
+    }
+    gate.add_permits(100);
+    for task in pending {
+        assert_eq!(task.await.unwrap().status, StatusCode::OK);
+    }
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn refused_and_reset_upstreams_are_502_with_the_cause() {
+    let config = ConfigDir::new("", "");
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let resetting = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let reset_addr = resetting.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = resetting.accept().await {
+            drop(stream);
+        }
+    });
+    config.static_app("down", &[closed], "", "");
+    config.static_app("flaky", &[reset_addr], "", "");
+    let handle = config.start().await;
+    let addr = handle.http_addr().unwrap();
+
+    let answer = get(addr, "down.p.test.local", "/").await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert!(answer.body.contains("app \"down\""), "{}", answer.body);
+    assert!(answer.body.contains("could not connect"), "{}", answer.body);
+    assert!(
+        answer.body.to_lowercase().contains("refused"),
+        "{}",
+        answer.body
+    );
+
+    let answer = get(addr, "flaky.p.test.local", "/").await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert!(answer.body.contains("app \"flaky\""), "{}", answer.body);
+    assert!(
+        answer.body.contains("closed the connection"),
+        "{}",
+        answer.body
+    );
+
+    assert_eq!(
+        metric(
+            &handle,
+            "tidegate_upstream_errors_total{app=\"down\",kind=\"connect\"}"
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &handle,
+            "tidegate_upstream_errors_total{app=\"flaky\",kind=\"reset\"}"
+        )
+        .await,
+        1.0
+    );
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_slow_upstream_is_504_after_request_timeout() {
+    let config = ConfigDir::new("", "");
+    let slow = backend(|_request| async {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        text_response(StatusCode::OK, "late")
+    })
+    .await;
+    config.static_app("slow", &[slow.addr], "", "request_timeout = \"200ms\"");
+    let handle = config.start().await;
+    let started = std::time::Instant::now();
+    let answer = get(handle.http_addr().unwrap(), "slow.p.test.local", "/").await;
+    assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(answer.body.contains("app \"slow\""), "{}", answer.body);
+    assert!(answer.body.contains("request_timeout"), "{}", answer.body);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn oversized_headers_get_431_and_the_connection_limit_holds() {
+    let config = ConfigDir::new("max_header_bytes = 16384\nmax_connections = 2", "");
+    let echo = echo_backend("echo").await;
+    config.static_app("app", &[echo.addr], "", "");
+    let handle = config.start().await;
+    let addr = handle.http_addr().unwrap();
+    let request = Request::get("/")
+        .header("host", "app.p.test.local")
+        .header("x-big", "y".repeat(20_000))
+        .body(full(Bytes::new()))
+        .unwrap();
+    let answer = send(addr, request).await;
+    assert_eq!(answer.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+
+    // Two idle connections take both slots; a third client is not served until one closes.
+    let first = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let second = tokio::net::TcpStream::connect(addr).await.unwrap();
+    eventually("two open connections", Duration::from_secs(5), || async {
+        (metric(&handle, "tidegate_connections_open{listener=\"http\"}").await == 2.0).then_some(())
+    })
+    .await;
+    let mut third = tokio::spawn(get(addr, "app.p.test.local", "/"));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut third)
+            .await
+            .is_err(),
+        "a third connection was served beyond max_connections = 2"
+    );
+    drop(first);
+    let answer = tokio::time::timeout(Duration::from_secs(5), third)
+        .await
+        .expect("the third client is served once a slot frees")
+        .unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    drop(second);
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn private_apps_refuse_clients_outside_private_networks() {
+    let config = ConfigDir::new("private_networks = [\"10.0.0.0/8\"]", "");
+    let echo = echo_backend("echo").await;
+    config.static_app("internal", &[echo.addr], "visibility = \"private\"", "");
+    config.static_app("open", &[echo.addr], "", "");
+    let handle = config.start().await;
+    let addr = handle.http_addr().unwrap();
+    let answer = get(addr, "internal.p.test.local", "/").await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    assert!(answer.body.contains("not public"), "{}", answer.body);
+    assert_eq!(
+        get(addr, "open.p.test.local", "/").await.status,
+        StatusCode::OK
+    );
+
+    // Loopback is a private network by default: the same app admits local clients.
+    config.write_gateway("", "");
+    handle.reload().await.unwrap();
+    assert_eq!(
+        get(addr, "internal.p.test.local", "/").await.status,
+        StatusCode::OK
+    );
+    handle.shutdown().await;
+}

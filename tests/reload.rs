@@ -1,0 +1,170 @@
+//! Live reload: edits, additions, deletions and invalid edits of config files while serving.
+
+mod support;
+
+use std::time::Duration;
+
+use http::StatusCode;
+use support::*;
+
+#[tokio::test]
+async fn file_edits_apply_without_restart() {
+    let config = ConfigDir::new("", "");
+    let one = echo_backend("one").await;
+    let two = echo_backend("two").await;
+    config.static_app("app", &[one.addr], "", "");
+    let handle = config.start().await;
+    let addr = handle.http_addr().unwrap();
+    assert!(get(addr, "app.p.test.local", "/")
+        .await
+        .body
+        .starts_with("backend=one"));
+
+    // Edit: the upstream changes (written as editors do, by rename).
+    config.static_app("app", &[two.addr], "", "");
+    eventually(
+        "the edit to take effect",
+        Duration::from_secs(10),
+        || async {
+            get(addr, "app.p.test.local", "/")
+                .await
+                .body
+                .starts_with("backend=two")
+                .then_some(())
+        },
+    )
+    .await;
+
+    // Add: a new app file routes its host.
+    config.static_app("other", &[one.addr], "hosts = [\"other.example\"]", "");
+    eventually(
+        "the new app to be routed",
+        Duration::from_secs(10),
+        || async { (get(addr, "other.example", "/").await.status == StatusCode::OK).then_some(()) },
+    )
+    .await;
+
+    // Delete: the app's host is unknown again and its metrics are gone.
+    std::fs::remove_file(config.app_file("other")).unwrap();
+    eventually(
+        "the deleted app to be gone",
+        Duration::from_secs(10),
+        || async {
+            (get(addr, "other.example", "/").await.status == StatusCode::NOT_FOUND).then_some(())
+        },
+    )
+    .await;
+    let metrics = admin_get(&handle, "/metrics").await.body;
+    assert!(!metrics.contains("app=\"other\""), "{metrics}");
+    assert_eq!(
+        metric(&handle, "tidegate_config_reload_total{result=\"error\"}").await,
+        0.0
+    );
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_invalid_edit_keeps_the_old_config_serving() {
+    let config = ConfigDir::new("", "");
+    let one = echo_backend("one").await;
+    config.static_app("app", &[one.addr], "", "");
+    let handle = config.start().await;
+    let addr = handle.http_addr().unwrap();
+
+    config.write_app(
+        "app",
+        "name = \"app\"\nproject = \"p\"\nruntime = \"static\"\n[static]\nupstreams = [\"not-an-address\"]\n[scale]\nmin_scale = 3\nmax_scale = 1\n",
+    );
+    wait_reloads(&handle, "error", 1.0).await;
+    assert_eq!(
+        get(addr, "app.p.test.local", "/").await.status,
+        StatusCode::OK
+    );
+
+    // The same errors come back from an explicit reload (SIGHUP), naming file and field.
+    let errors = handle.reload().await.unwrap_err().to_string();
+    assert!(errors.contains("app.toml: static.upstreams[0]"), "{errors}");
+    assert!(
+        errors.contains("app.toml: scale.min_scale: 3 is greater than max_scale 1"),
+        "{errors}"
+    );
+
+    // A syntax error and an unknown key are rejected too.
+    config.write_app("app", "name = \"app\"\nrutnime = \"static\"\n");
+    let errors = handle.reload().await.unwrap_err().to_string();
+    assert!(errors.contains("app.toml: line 2"), "{errors}");
+    assert!(errors.contains("rutnime"), "{errors}");
+    config.write_app("app", "name = [\n");
+    assert!(handle.reload().await.is_err());
+    assert_eq!(
+        get(addr, "app.p.test.local", "/").await.status,
+        StatusCode::OK
+    );
+
+    // A gateway-file error keeps the old config as well.
+    config.write_gateway("header_read_timeout = \"soon\"", "");
+    let errors = handle.reload().await.unwrap_err().to_string();
+    assert!(
+        errors.contains("tidegate.toml: gateway.header_read_timeout"),
+        "{errors}"
+    );
+    assert_eq!(
+        get(addr, "app.p.test.local", "/").await.status,
+        StatusCode::OK
+    );
+    assert!(metric(&handle, "tidegate_config_reload_total{result=\"error\"}").await >= 4.0);
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn duplicate_hosts_across_apps_are_rejected_on_reload() {
+    let config = ConfigDir::new("", "");
+    let one = echo_backend("one").await;
+    config.static_app("a", &[one.addr], "hosts = [\"shared.example\"]", "");
+    let handle = config.start().await;
+    config.static_app("b", &[one.addr], "hosts = [\"shared.example\"]", "");
+    let errors = handle.reload().await.unwrap_err().to_string();
+    assert!(
+        errors.contains("b.toml: hosts: host shared.example is already routed to app \"a\""),
+        "{errors}"
+    );
+    // b is not served: the whole reload was refused.
+    let addr = handle.http_addr().unwrap();
+    assert_eq!(
+        get(addr, "b.p.test.local", "/").await.status,
+        StatusCode::NOT_FOUND
+    );
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn in_flight_requests_finish_on_the_old_table() {
+    let config = ConfigDir::new("", "");
+    let slow = backend(|_request| async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        text_response(StatusCode::OK, "backend=slow\n")
+    })
+    .await;
+    config.static_app("app", &[slow.addr], "", "");
+    let handle = config.start().await;
+    let addr = handle.http_addr().unwrap();
+    let request = tokio::spawn(get(addr, "app.p.test.local", "/"));
+    eventually(
+        "the request to be in flight",
+        Duration::from_secs(5),
+        || async {
+            (metric(&handle, "tidegate_in_flight_requests{app=\"app\"}").await == 1.0).then_some(())
+        },
+    )
+    .await;
+    std::fs::remove_file(config.app_file("app")).unwrap();
+    handle.reload().await.unwrap();
+    assert_eq!(
+        get(addr, "app.p.test.local", "/").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let answer = request.await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body, "backend=slow\n");
+    handle.shutdown().await;
+}
