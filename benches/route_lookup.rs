@@ -47,13 +47,25 @@ fn lookup(c: &mut Criterion) {
     let table = table();
     let mut group = c.benchmark_group("route_lookup_10k_apps");
     group.bench_function("exact", |b| {
-        b.iter(|| table.lookup(black_box("app7342.proj42.localhost")).is_some())
+        b.iter(|| {
+            table
+                .lookup(black_box("app7342.proj42.localhost"))
+                .is_some()
+        })
     });
     group.bench_function("wildcard", |b| {
-        b.iter(|| table.lookup(black_box("www.shop.tenant7342.example.com")).is_some())
+        b.iter(|| {
+            table
+                .lookup(black_box("www.shop.tenant7342.example.com"))
+                .is_some()
+        })
     });
     group.bench_function("miss", |b| {
-        b.iter(|| table.lookup(black_box("nothing.here.example.org")).is_none())
+        b.iter(|| {
+            table
+                .lookup(black_box("nothing.here.example.org"))
+                .is_none()
+        })
     });
     group.bench_function("normalize_and_exact", |b| {
         b.iter(|| {

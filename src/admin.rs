@@ -54,9 +54,34 @@ impl Admin {
                 );
                 response
             }
-            _ => text(
-                StatusCode::NOT_FOUND,
-                "not found; try /metrics, /healthz, /readyz or /apps\n",
+            path => match path
+                .strip_prefix("/apps/")
+                .and_then(|rest| rest.strip_suffix("/logs"))
+            {
+                Some(app) => self.logs(app),
+                None => text(
+                    StatusCode::NOT_FOUND,
+                    "not found; try /metrics, /healthz, /readyz, /apps or /apps/<app>/logs\n",
+                ),
+            },
+        }
+    }
+
+    /// The tail of each instance log of `app`.
+    fn logs(&self, app: &str) -> Response<Full<Bytes>> {
+        let table = self.proxy.routes.load();
+        if !table.routes().iter().any(|route| route.spec.name == app) {
+            return text(StatusCode::NOT_FOUND, format!("no app named {app:?}\n"));
+        }
+        match crate::runtime::logs::read_app_logs(&table.settings.logs_dir, app, 64 * 1024) {
+            Ok(logs) if logs.is_empty() => text(
+                StatusCode::OK,
+                format!("no instance of {app:?} has written anything yet\n"),
+            ),
+            Ok(logs) => text(StatusCode::OK, logs),
+            Err(error) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot read logs: {error}\n"),
             ),
         }
     }
@@ -68,19 +93,7 @@ impl Admin {
             .iter()
             .map(|route| {
                 let spec = &route.spec;
-                let instances: Vec<_> = route
-                    .app
-                    .instances()
-                    .iter()
-                    .map(|instance| {
-                        json!({
-                            "id": instance.id,
-                            "addr": instance.addr.to_string(),
-                            "state": "ready",
-                            "in_flight": instance.in_flight(),
-                        })
-                    })
-                    .collect();
+                let status = route.app.status();
                 json!({
                     "name": spec.name,
                     "project": spec.project,
@@ -89,7 +102,15 @@ impl Admin {
                     "visibility": spec.visibility,
                     "hosts": spec.hosts.iter().map(ToString::to_string).collect::<Vec<_>>(),
                     "in_flight": route.app.in_flight(),
-                    "instances": instances,
+                    "queued": route.app.activator.queued(),
+                    "revision": status.revision,
+                    "desired": status.desired,
+                    "ready": status.ready,
+                    "starting": status.starting,
+                    "draining": status.draining,
+                    "panic": status.panic,
+                    "last_error": status.last_error,
+                    "instances": live_instances(&route.app),
                 })
             })
             .collect();
@@ -98,6 +119,18 @@ impl Admin {
         body.push('\n');
         body
     }
+}
+
+/// The published instance list with in-flight counts read now.
+fn live_instances(app: &crate::apps::AppState) -> Vec<crate::apps::InstanceStatus> {
+    let routed = app.activator.instances();
+    let mut list = app.status().instances.clone();
+    for entry in &mut list {
+        if let Some(instance) = routed.iter().find(|i| i.id == entry.id) {
+            entry.in_flight = instance.in_flight();
+        }
+    }
+    list
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {

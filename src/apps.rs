@@ -1,40 +1,71 @@
-//! Live per-app state that outlives config reloads.
+//! Live per-app state that outlives config reloads, and the registry that keeps it in line
+//! with the config.
 //!
 //! Config snapshots are immutable and replaced whole; what an app is doing right now (its
-//! instances, their in-flight counts, its metric handles) must survive those swaps. The
-//! [`AppRegistry`] keeps one [`AppState`] per app name: a reload updates the state's spec and
-//! reconciles its instances, and the new route table points at the same `AppState`, so a
-//! request that started on the old table and one that starts on the new table count against the
-//! same instances.
+//! instances, their in-flight counts, waiting requests, its controller, its metric handles)
+//! must survive those swaps. The [`AppRegistry`] keeps one [`AppState`] per app name: a reload
+//! updates the state's spec, and the new route table points at the same `AppState`, so a
+//! request that started on the old table and one that starts on the new table count against
+//! the same instances. Apps with fixed instances (`static`) get them set here; apps whose
+//! instances are started on demand get a controller task (`autoscaler::controller`).
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use serde::Serialize;
 
+use crate::activator::Activator;
+use crate::autoscaler::controller::{Controller, ControllerHandle};
 use crate::config::{AppSpec, Config};
-use crate::instance::{pick, Instance, Lease};
+use crate::instance::Instance;
 use crate::metrics::{AppMetrics, Metrics};
 use crate::runtime::{Placement, RuntimeBackend};
+
+/// What `/apps` shows of an app's instances; published by whoever manages them.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AppStatus {
+    pub revision: String,
+    pub desired: u32,
+    pub ready: usize,
+    pub starting: usize,
+    pub draining: usize,
+    pub panic: bool,
+    pub last_error: Option<String>,
+    pub instances: Vec<InstanceStatus>,
+}
+
+/// One instance in `/apps`.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceStatus {
+    pub id: String,
+    pub revision: String,
+    pub state: &'static str,
+    pub addr: Option<String>,
+    pub in_flight: u32,
+}
 
 /// Everything live about one app.
 pub struct AppState {
     pub name: String,
     spec: ArcSwap<AppSpec>,
-    instances: ArcSwap<Vec<Arc<Instance>>>,
-    rotation: AtomicUsize,
+    pub activator: Arc<Activator>,
+    arrivals: AtomicU64,
+    status: ArcSwap<AppStatus>,
     pub metrics: AppMetrics,
 }
 
 impl AppState {
     fn new(spec: Arc<AppSpec>, metrics: &Arc<Metrics>) -> Arc<Self> {
+        let app_metrics = AppMetrics::new(metrics, &spec.name);
         Arc::new(AppState {
             name: spec.name.clone(),
-            metrics: AppMetrics::new(metrics, &spec.name),
+            activator: Activator::new(spec.scale.concurrency, app_metrics.queue_depth.clone()),
+            metrics: app_metrics,
             spec: ArcSwap::new(spec),
-            instances: ArcSwap::from_pointee(Vec::new()),
-            rotation: AtomicUsize::new(0),
+            arrivals: AtomicU64::new(0),
+            status: ArcSwap::from_pointee(AppStatus::default()),
         })
     }
 
@@ -43,32 +74,42 @@ impl AppState {
         self.spec.load_full()
     }
 
-    /// The instances that may take requests now.
-    pub fn instances(&self) -> Arc<Vec<Arc<Instance>>> {
-        self.instances.load_full()
-    }
-
-    /// Claims the least busy instance, or `None` if there is none.
-    pub fn acquire(&self) -> Option<Lease> {
-        let instances = self.instances.load();
-        pick(&instances, 0, &self.rotation)
-    }
-
     /// Counts a request of this app until the returned guard drops.
     pub fn begin_request(self: &Arc<Self>) -> InFlight {
+        self.arrivals.fetch_add(1, Ordering::Relaxed);
         self.metrics.in_flight.inc();
         InFlight(Arc::clone(self))
     }
 
-    /// Requests of this app in flight now.
+    /// Requests of this app in flight now, waiting ones included.
     pub fn in_flight(&self) -> i64 {
         self.metrics.in_flight.get()
     }
 
-    /// Replaces the routable instances with the ones at `addrs`, keeping the existing
-    /// `Instance` (and its in-flight count) for every address that stays.
+    /// Requests that have arrived since the gateway started; the controller compares samples
+    /// to see traffic that came and went between two samples.
+    pub fn arrivals(&self) -> u64 {
+        self.arrivals.load(Ordering::Relaxed)
+    }
+
+    /// The last published status.
+    pub fn status(&self) -> Arc<AppStatus> {
+        self.status.load_full()
+    }
+
+    /// Publishes a new status for `/apps`.
+    pub fn publish_status(&self, status: AppStatus) {
+        self.metrics
+            .set_instances(status.starting, status.ready, status.draining);
+        self.metrics.desired.set(i64::from(status.desired));
+        self.metrics.panic.set(i64::from(status.panic));
+        self.status.store(Arc::new(status));
+    }
+
+    /// Routes to the instances at `addrs`, keeping the existing `Instance` (and its in-flight
+    /// count) for every address that stays.
     fn set_fixed_instances(&self, addrs: &[std::net::SocketAddr]) {
-        let current = self.instances.load();
+        let current = self.activator.instances();
         let next: Vec<Arc<Instance>> = addrs
             .iter()
             .enumerate()
@@ -80,7 +121,23 @@ impl AppState {
                     .unwrap_or_else(|| Instance::new(format!("static-{index}"), *addr))
             })
             .collect();
-        self.instances.store(Arc::new(next));
+        self.publish_status(AppStatus {
+            revision: "static".into(),
+            desired: next.len() as u32,
+            ready: next.len(),
+            instances: next
+                .iter()
+                .map(|instance| InstanceStatus {
+                    id: instance.id.clone(),
+                    revision: "static".into(),
+                    state: "ready",
+                    addr: Some(instance.addr.to_string()),
+                    in_flight: instance.in_flight(),
+                })
+                .collect(),
+            ..AppStatus::default()
+        });
+        self.activator.set_instances(next);
     }
 }
 
@@ -99,9 +156,16 @@ impl Drop for InFlight {
     }
 }
 
+struct Entry {
+    state: Arc<AppState>,
+    controller: Option<ControllerHandle>,
+}
+
 /// All apps' live state, keyed by app name.
 pub struct AppRegistry {
-    apps: Mutex<HashMap<String, Arc<AppState>>>,
+    apps: Mutex<HashMap<String, Entry>>,
+    /// Controllers of removed apps, still draining their instances.
+    retiring: Mutex<Vec<ControllerHandle>>,
     metrics: Arc<Metrics>,
     backends: Vec<Arc<dyn RuntimeBackend>>,
 }
@@ -110,57 +174,115 @@ impl AppRegistry {
     pub fn new(metrics: Arc<Metrics>, backends: Vec<Arc<dyn RuntimeBackend>>) -> Self {
         AppRegistry {
             apps: Mutex::new(HashMap::new()),
+            retiring: Mutex::new(Vec::new()),
             metrics,
             backends,
         }
     }
 
-    /// Brings the live state in line with `config`: creates state for new apps, updates specs
-    /// and fixed instances of existing ones, and retires removed ones. Returns the state of
-    /// every app in `config`, for the route table.
+    /// Brings the live state in line with `config`: creates state for new apps, updates specs,
+    /// instances and controllers of existing ones, and retires removed ones (their instances
+    /// drain and stop in the background). Returns the state of every app in `config`.
     pub fn apply(&self, config: &Config) -> HashMap<String, Arc<AppState>> {
         let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
-        let mut next = HashMap::with_capacity(config.apps.len());
+        let mut previous = std::mem::take(&mut *apps);
+        let mut states = HashMap::with_capacity(config.apps.len());
         for spec in &config.apps {
-            let state = match apps.remove(&spec.name) {
-                Some(state) => {
-                    state.spec.store(Arc::clone(spec));
-                    state
+            let mut entry = match previous.remove(&spec.name) {
+                Some(entry) => {
+                    entry.state.spec.store(Arc::clone(spec));
+                    entry.state.activator.set_limit(spec.scale.concurrency);
+                    entry
                 }
-                None => AppState::new(Arc::clone(spec), &self.metrics),
+                None => Entry {
+                    state: AppState::new(Arc::clone(spec), &self.metrics),
+                    controller: None,
+                },
             };
-            match self
-                .backend_for(spec)
-                .map(|backend| backend.placement(spec))
-            {
-                Some(Placement::Fixed(addrs)) => state.set_fixed_instances(&addrs),
-                Some(Placement::OnDemand) => {}
+            match self.backend_for(spec) {
+                Some(backend) => match backend.placement(spec) {
+                    Placement::Fixed(addrs) => {
+                        if let Some(controller) = entry.controller.take() {
+                            self.retire(controller);
+                        }
+                        entry.state.set_fixed_instances(&addrs);
+                    }
+                    Placement::OnDemand => match &entry.controller {
+                        Some(controller) if controller.backend_kind() == backend.kind() => {
+                            controller.update(Arc::clone(spec));
+                        }
+                        _ => {
+                            if let Some(old) = entry.controller.take() {
+                                self.retire(old);
+                            }
+                            entry.controller = Some(Controller::spawn(
+                                Arc::clone(&entry.state),
+                                Arc::clone(backend),
+                                Arc::clone(spec),
+                            ));
+                        }
+                    },
+                },
                 None => {
-                    tracing::warn!(
-                        app = %spec.name,
-                        runtime = spec.runtime.kind(),
-                        "no backend for this runtime in this build; the app answers 503"
-                    );
-                    state.set_fixed_instances(&[]);
+                    tracing::warn!(app = %spec.name, runtime = spec.runtime.kind(), "no backend for this runtime; the app answers 503");
+                    entry.state.set_fixed_instances(&[]);
                 }
             }
-            next.insert(spec.name.clone(), state);
+            states.insert(spec.name.clone(), Arc::clone(&entry.state));
+            apps.insert(spec.name.clone(), entry);
         }
-        for (name, removed) in apps.drain() {
-            tracing::info!(app = %name, "app removed from config");
-            removed.instances.store(Arc::new(Vec::new()));
-            removed.metrics.remove();
+        for (name, entry) in previous {
+            tracing::info!(app = %name, "app removed from config; its instances drain and stop");
+            entry.state.activator.set_instances(Vec::new());
+            entry
+                .state
+                .activator
+                .fail_waiters("the app was removed from the config");
+            entry.state.metrics.remove();
+            if let Some(controller) = entry.controller {
+                self.retire(controller);
+            }
         }
-        apps.clone_from(&next);
-        next
+        states
     }
 
     /// Every app's state, sorted by name.
     pub fn list(&self) -> Vec<Arc<AppState>> {
         let apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
-        let mut list: Vec<_> = apps.values().cloned().collect();
+        let mut list: Vec<_> = apps
+            .values()
+            .map(|entry| Arc::clone(&entry.state))
+            .collect();
         list.sort_by(|a, b| a.name.cmp(&b.name));
         list
+    }
+
+    /// Stops every controller (their instances get SIGTERM, then SIGKILL after `stop_grace`),
+    /// waits for them, then has every backend end whatever is left.
+    pub async fn shutdown(&self) {
+        let mut controllers: Vec<ControllerHandle> = {
+            let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+            apps.values_mut()
+                .filter_map(|entry| entry.controller.take())
+                .collect()
+        };
+        controllers.append(&mut self.retiring.lock().unwrap_or_else(|p| p.into_inner()));
+        for controller in &controllers {
+            controller.stop();
+        }
+        for controller in controllers {
+            controller.join().await;
+        }
+        for backend in &self.backends {
+            backend.shutdown().await;
+        }
+    }
+
+    fn retire(&self, controller: ControllerHandle) {
+        controller.stop();
+        let mut retiring = self.retiring.lock().unwrap_or_else(|p| p.into_inner());
+        retiring.retain(|handle| !handle.is_finished());
+        retiring.push(controller);
     }
 
     fn backend_for(&self, spec: &AppSpec) -> Option<&Arc<dyn RuntimeBackend>> {

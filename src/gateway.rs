@@ -20,7 +20,7 @@ use crate::config::{self, watch::ConfigWatcher, Config, ConfigErrors};
 use crate::metrics::Metrics;
 use crate::proxy::{ConnInfo, ListenerKind, Proxy, ProxyBody};
 use crate::routes::RouteTable;
-use crate::runtime::StaticBackend;
+use crate::runtime::{ProcessBackend, StaticBackend};
 use crate::server::{self, stopped, Handler, ListenerConfig};
 
 /// Quiet time after the last file event before a reload: one editor save is several events.
@@ -52,7 +52,10 @@ impl Gateway {
         let metrics = Metrics::new();
         let registry = Arc::new(AppRegistry::new(
             Arc::clone(&metrics),
-            vec![Arc::new(StaticBackend)],
+            vec![
+                Arc::new(StaticBackend),
+                Arc::new(ProcessBackend::new(config.gateway.logs_dir.clone())),
+            ],
         ));
         let states = registry.apply(&config);
         let table = RouteTable::build(&config, &states);
@@ -117,7 +120,7 @@ impl Gateway {
         let (reload_tx, reload_rx) = mpsc::unbounded_channel();
         let reloader = Reloader {
             path: path.clone(),
-            registry,
+            registry: Arc::clone(&registry),
             proxy: Arc::clone(&proxy),
             watcher,
         };
@@ -133,6 +136,7 @@ impl Gateway {
             http_addr,
             admin_addr,
             proxy,
+            registry,
             shutdown_tx,
             admin_stop_tx,
             reload_tx,
@@ -149,6 +153,7 @@ pub struct Handle {
     http_addr: Option<SocketAddr>,
     admin_addr: SocketAddr,
     proxy: Arc<Proxy>,
+    registry: Arc<AppRegistry>,
     shutdown_tx: watch::Sender<bool>,
     admin_stop_tx: watch::Sender<bool>,
     reload_tx: mpsc::UnboundedSender<oneshot::Sender<Result<(), ConfigErrors>>>,
@@ -183,16 +188,17 @@ impl Handle {
         rx.await.unwrap_or(Ok(()))
     }
 
-    /// Stops accepting, lets in-flight requests finish within `shutdown_grace`, then stops the
-    /// admin listener and returns.
+    /// Stops accepting, lets in-flight requests finish within `shutdown_grace`, stops every
+    /// instance the gateway started, then stops the admin listener and returns.
     pub async fn shutdown(self) {
         let _ = self.shutdown_tx.send(true);
         for task in self.public {
             let _ = task.await;
         }
+        let _ = self.reload_task.await;
+        self.registry.shutdown().await;
         let _ = self.admin_stop_tx.send(true);
         let _ = self.admin_task.await;
-        let _ = self.reload_task.await;
         tracing::info!("tidegate stopped");
     }
 }

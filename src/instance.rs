@@ -1,10 +1,9 @@
-//! Instances an app's requests can go to, and the leases that count requests on them.
+//! Instances an app's requests can go to, and how one is chosen.
 //!
-//! An [`Instance`] is one running copy of an app at one address with an in-flight counter. A
-//! [`Lease`] is one request's claim on an instance: taking it increments the counter, dropping
-//! it (when the response body ends or the client goes away) decrements it. Choosing an
-//! instance is least-outstanding-requests with a rotating start, so equal instances share load
-//! evenly and a slow instance gets fewer new requests.
+//! An [`Instance`] is one running copy of an app at one address with an in-flight counter.
+//! [`pick`] claims a slot on the least busy instance that is below the hard concurrency limit
+//! (least outstanding requests, scanning from a rotating start so ties spread out); the
+//! activator wraps the claim in a lease that releases it when the response ends.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -15,7 +14,7 @@ use http::uri::Authority;
 /// One running copy of an app.
 #[derive(Debug)]
 pub struct Instance {
-    /// Stable id for logs and listings (`static-0`, or the runtime's instance id).
+    /// Stable id for logs and listings (`static-0`, `hello-00001-3`).
     pub id: String,
     pub addr: SocketAddr,
     /// `addr` as a URI authority, made once so the request path does not format it.
@@ -41,7 +40,7 @@ impl Instance {
     }
 
     /// Claims one slot, unless `limit` (0 = unlimited) slots are taken already.
-    fn try_claim(&self, limit: u32) -> bool {
+    pub fn try_claim(&self, limit: u32) -> bool {
         if limit == 0 {
             self.in_flight.fetch_add(1, Ordering::Relaxed);
             return true;
@@ -52,32 +51,24 @@ impl Instance {
             })
             .is_ok()
     }
-}
 
-/// One request's claim on an instance; released on drop.
-#[derive(Debug)]
-pub struct Lease {
-    instance: Arc<Instance>,
-}
-
-impl Lease {
-    pub fn instance(&self) -> &Arc<Instance> {
-        &self.instance
+    /// Gives back a slot taken with [`Instance::try_claim`] or [`pick`].
+    pub fn release(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
-impl Drop for Lease {
-    fn drop(&mut self) {
-        self.instance.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Picks the instance with the fewest requests in flight that is below `limit` (0 =
-/// unlimited), starting the scan at a rotating position so ties spread out.
+/// Claims a slot on the instance with the fewest requests in flight that is below `limit`
+/// (0 = unlimited), starting the scan at a rotating position so ties spread out. The caller
+/// owns the claim and must [`Instance::release`] it.
 ///
 /// Returns `None` when there is no instance or every instance is at its limit. Small lists
-/// are scanned whole; large ones use two random choices, which is nearly as good and O(1).
-pub fn pick(instances: &[Arc<Instance>], limit: u32, rotation: &AtomicUsize) -> Option<Lease> {
+/// are scanned whole; large ones try two random choices first, which is nearly as good.
+pub fn pick(
+    instances: &[Arc<Instance>],
+    limit: u32,
+    rotation: &AtomicUsize,
+) -> Option<Arc<Instance>> {
     let count = instances.len();
     if count == 0 {
         return None;
@@ -93,9 +84,7 @@ pub fn pick(instances: &[Arc<Instance>], limit: u32, rotation: &AtomicUsize) -> 
         };
         for candidate in [first, second] {
             if candidate.try_claim(limit) {
-                return Some(Lease {
-                    instance: Arc::clone(candidate),
-                });
+                return Some(Arc::clone(candidate));
             }
         }
         // Both random choices are full: fall through to a full scan for any free slot.
@@ -106,9 +95,7 @@ pub fn pick(instances: &[Arc<Instance>], limit: u32, rotation: &AtomicUsize) -> 
             .filter(|instance| limit == 0 || instance.in_flight() < limit)
             .min_by_key(|instance| instance.in_flight())?;
         if best.try_claim(limit) {
-            return Some(Lease {
-                instance: Arc::clone(best),
-            });
+            return Some(Arc::clone(best));
         }
         // Another request took the last slot between the scan and the claim: scan again.
     }
@@ -133,18 +120,16 @@ mod tests {
     fn spreads_equal_load_and_prefers_the_least_busy() {
         let list = instances(3);
         let rotation = AtomicUsize::new(0);
-        let leases: Vec<Lease> = (0..6).map(|_| pick(&list, 0, &rotation).unwrap()).collect();
+        let claims: Vec<_> = (0..6).map(|_| pick(&list, 0, &rotation).unwrap()).collect();
         assert!(list.iter().all(|i| i.in_flight() == 2));
-        drop(leases);
+        claims.iter().for_each(|i| i.release());
         assert!(list.iter().all(|i| i.in_flight() == 0));
 
         for _ in 0..5 {
             assert!(list[0].try_claim(0));
         }
         for _ in 0..4 {
-            let lease = pick(&list, 0, &rotation).unwrap();
-            assert_ne!(lease.instance().id, "i0");
-            std::mem::forget(lease);
+            assert_ne!(pick(&list, 0, &rotation).unwrap().id, "i0");
         }
     }
 
@@ -152,9 +137,9 @@ mod tests {
     fn respects_the_hard_limit() {
         let list = instances(2);
         let rotation = AtomicUsize::new(0);
-        let held: Vec<Lease> = (0..4).map(|_| pick(&list, 2, &rotation).unwrap()).collect();
+        let held: Vec<_> = (0..4).map(|_| pick(&list, 2, &rotation).unwrap()).collect();
         assert!(pick(&list, 2, &rotation).is_none());
-        drop(held);
+        held[0].release();
         assert!(pick(&list, 2, &rotation).is_some());
         assert!(pick(&[], 0, &rotation).is_none());
     }
@@ -163,11 +148,10 @@ mod tests {
     fn large_lists_never_exceed_the_limit() {
         let list = instances(40);
         let rotation = AtomicUsize::new(0);
-        let held: Vec<Lease> = (0..80)
-            .map(|_| pick(&list, 2, &rotation).unwrap())
-            .collect();
+        for _ in 0..80 {
+            pick(&list, 2, &rotation).unwrap();
+        }
         assert!(list.iter().all(|i| i.in_flight() == 2));
         assert!(pick(&list, 2, &rotation).is_none());
-        drop(held);
     }
 }

@@ -17,6 +17,8 @@ use prometheus::{
 /// names are DNS labels, so no app can have this name.
 pub const UNROUTED: &str = "_unrouted";
 
+const INSTANCE_STATES: [&str; 3] = ["starting", "ready", "draining"];
+
 const DURATION_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
@@ -32,6 +34,12 @@ pub struct Metrics {
     pub config_last_success: IntGauge,
     pub connections_open: IntGaugeVec,
     pub connections_total: IntCounterVec,
+    pub instances: IntGaugeVec,
+    pub desired_instances: IntGaugeVec,
+    pub queue_depth: IntGaugeVec,
+    pub panic: IntGaugeVec,
+    pub cold_start: HistogramVec,
+    pub instance_crashes: IntCounterVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -124,6 +132,73 @@ impl Metrics {
                 )
                 .unwrap(),
             ),
+            instances: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "tidegate_instances",
+                        "Instances by state (starting, ready, draining).",
+                    ),
+                    &["app", "state"],
+                )
+                .unwrap(),
+            ),
+            desired_instances: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "tidegate_desired_instances",
+                        "Instances the autoscaler wants.",
+                    ),
+                    &["app"],
+                )
+                .unwrap(),
+            ),
+            queue_depth: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "tidegate_activator_queue_depth",
+                        "Requests waiting for an instance.",
+                    ),
+                    &["app"],
+                )
+                .unwrap(),
+            ),
+            panic: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "tidegate_autoscaler_panic",
+                        "1 while the autoscaler is in panic mode.",
+                    ),
+                    &["app"],
+                )
+                .unwrap(),
+            ),
+            cold_start: register(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "tidegate_cold_start_duration_seconds",
+                        "From the first request waiting at zero to the first instance ready.",
+                    )
+                    .buckets(DURATION_BUCKETS.to_vec()),
+                    &["app"],
+                )
+                .unwrap(),
+            ),
+            instance_crashes: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tidegate_instance_crashes_total",
+                        "Instances that exited without being asked, or failed to start.",
+                    ),
+                    &["app"],
+                )
+                .unwrap(),
+            ),
             registry,
         };
         for result in ["success", "error"] {
@@ -158,6 +233,12 @@ pub struct AppMetrics {
     metrics: Arc<Metrics>,
     pub in_flight: IntGauge,
     pub duration: Histogram,
+    pub queue_depth: IntGauge,
+    pub desired: IntGauge,
+    pub panic: IntGauge,
+    pub cold_start: Histogram,
+    pub crashes: IntCounter,
+    instances: [IntGauge; 3],
     by_code: DashMap<u16, IntCounter>,
 }
 
@@ -168,7 +249,21 @@ impl AppMetrics {
             metrics: Arc::clone(metrics),
             in_flight: metrics.in_flight.with_label_values(&[app]),
             duration: metrics.request_duration.with_label_values(&[app]),
+            queue_depth: metrics.queue_depth.with_label_values(&[app]),
+            desired: metrics.desired_instances.with_label_values(&[app]),
+            panic: metrics.panic.with_label_values(&[app]),
+            cold_start: metrics.cold_start.with_label_values(&[app]),
+            crashes: metrics.instance_crashes.with_label_values(&[app]),
+            instances: INSTANCE_STATES
+                .map(|state| metrics.instances.with_label_values(&[app, state])),
             by_code: DashMap::new(),
+        }
+    }
+
+    /// Publishes the instance counts by state.
+    pub fn set_instances(&self, starting: usize, ready: usize, draining: usize) {
+        for (gauge, count) in self.instances.iter().zip([starting, ready, draining]) {
+            gauge.set(count as i64);
         }
     }
 
@@ -205,6 +300,18 @@ impl AppMetrics {
                 .metrics
                 .requests
                 .remove_label_values(&[app, status_label(*entry.key()).as_str()]);
+        }
+        for family in [
+            &self.metrics.desired_instances,
+            &self.metrics.queue_depth,
+            &self.metrics.panic,
+        ] {
+            let _ = family.remove_label_values(&[app]);
+        }
+        let _ = self.metrics.cold_start.remove_label_values(&[app]);
+        let _ = self.metrics.instance_crashes.remove_label_values(&[app]);
+        for state in INSTANCE_STATES {
+            let _ = self.metrics.instances.remove_label_values(&[app, state]);
         }
         for kind in ["connect", "reset", "timeout"] {
             let _ = self

@@ -44,6 +44,8 @@ pub struct GatewaySettings {
     pub limits: ListenerLimits,
     pub upstream: UpstreamSettings,
     pub tls: Option<TlsSettings>,
+    /// Where instance log files go: `<logs_dir>/<app>/<instance>.log`.
+    pub logs_dir: PathBuf,
 }
 
 /// Protections of the public listeners against slow or greedy clients.
@@ -172,6 +174,11 @@ pub struct ScaleSpec {
     pub startup_timeout: Duration,
     /// Requests that may wait for an instance; beyond it the client gets 503.
     pub queue_depth: usize,
+    /// Longest a request waits for an instance (cold start, or every instance at its hard
+    /// limit); beyond it the client gets 504.
+    pub cold_start_timeout: Duration,
+    /// Time between SIGTERM and SIGKILL when an instance is stopped.
+    pub stop_grace: Duration,
 }
 
 impl Default for ScaleSpec {
@@ -193,6 +200,8 @@ impl Default for ScaleSpec {
             request_timeout: Duration::from_secs(300),
             startup_timeout: Duration::from_secs(60),
             queue_depth: 10_000,
+            cold_start_timeout: Duration::from_secs(60),
+            stop_grace: Duration::from_secs(10),
         }
     }
 }

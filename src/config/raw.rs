@@ -36,6 +36,7 @@ pub struct RawGateway {
     pub max_header_bytes: Option<usize>,
     pub upstream_connect_timeout: Option<String>,
     pub upstream_idle_timeout: Option<String>,
+    pub logs_dir: Option<String>,
 }
 
 /// The `[tls]` table.
@@ -65,6 +66,8 @@ pub struct RawScale {
     pub request_timeout: Option<String>,
     pub startup_timeout: Option<String>,
     pub queue_depth: Option<usize>,
+    pub cold_start_timeout: Option<String>,
+    pub stop_grace: Option<String>,
 }
 
 /// One `apps/<app>.toml` file.

@@ -259,7 +259,13 @@ fn validate_gateway(
         default_cert: tls.default_cert.clone(),
     });
 
+    let logs_dir = match &g.logs_dir {
+        Some(dir) => base.join(dir),
+        None => std::env::temp_dir().join(format!("tidegate-{}", std::process::id())),
+    };
+
     GatewaySettings {
+        logs_dir,
         http,
         https,
         admin,
@@ -493,6 +499,12 @@ fn overlay_scale(c: &mut Checker<'_>, table: &str, base: &ScaleSpec, raw: &RawSc
         raw.request_timeout.as_ref(),
         s.request_timeout,
     );
+    s.cold_start_timeout = c.duration(
+        &field("cold_start_timeout"),
+        raw.cold_start_timeout.as_ref(),
+        s.cold_start_timeout,
+    );
+    s.stop_grace = c.duration(&field("stop_grace"), raw.stop_grace.as_ref(), s.stop_grace);
     s.startup_timeout = c.duration(
         &field("startup_timeout"),
         raw.startup_timeout.as_ref(),
@@ -547,6 +559,9 @@ fn overlay_scale(c: &mut Checker<'_>, table: &str, base: &ScaleSpec, raw: &RawSc
     }
     if s.startup_timeout.is_zero() {
         c.report(&field("startup_timeout"), "must be longer than 0s");
+    }
+    if s.cold_start_timeout.is_zero() {
+        c.report(&field("cold_start_timeout"), "must be longer than 0s");
     }
     if s.queue_depth == 0 {
         c.report(&field("queue_depth"), "must be at least 1");

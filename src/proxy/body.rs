@@ -17,8 +17,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+use crate::activator::Lease;
 use crate::apps::InFlight;
-use crate::instance::Lease;
 use crate::metrics::Metrics;
 
 /// What the access log and the metrics need to know about one request.

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
 use super::body::ProxyBody;
+use crate::activator::AcquireError;
 
 /// A request the gateway answers itself instead of with an instance's response.
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +28,11 @@ pub enum GatewayError {
     #[error("app {app:?} is not public: requests from {peer} are refused")]
     NotPublic { app: String, peer: IpAddr },
     #[error("app {app:?} has no instance to serve the request: {reason}")]
-    NoInstance { app: String, reason: &'static str },
+    NoInstance { app: String, reason: String },
+    #[error("app {app:?} is busy: {reason}")]
+    QueueFull { app: String, reason: String },
+    #[error("app {app:?}: {reason}")]
+    ColdStartTimeout { app: String, reason: String },
     #[error("app {app:?}: could not connect to instance {addr}: {cause}")]
     UpstreamConnect {
         app: String,
@@ -49,6 +54,22 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
+    /// The error for a request that got no instance from the activator.
+    pub fn from_acquire(app: &str, error: AcquireError) -> Self {
+        let app = app.to_string();
+        match error {
+            AcquireError::QueueFull(_) => GatewayError::QueueFull {
+                app,
+                reason: error.to_string(),
+            },
+            AcquireError::Timeout(_) => GatewayError::ColdStartTimeout {
+                app,
+                reason: error.to_string(),
+            },
+            AcquireError::Unavailable(reason) => GatewayError::NoInstance { app, reason },
+        }
+    }
+
     /// The status code this error answers with.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -57,7 +78,10 @@ impl GatewayError {
             GatewayError::ForeignHost(_) => StatusCode::MISDIRECTED_REQUEST,
             GatewayError::Connect => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::NotPublic { .. } => StatusCode::FORBIDDEN,
-            GatewayError::NoInstance { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::NoInstance { .. } | GatewayError::QueueFull { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            GatewayError::ColdStartTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::UpstreamConnect { .. } | GatewayError::UpstreamReset { .. } => {
                 StatusCode::BAD_GATEWAY
             }
@@ -86,7 +110,12 @@ impl GatewayError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if matches!(
+            self,
+            GatewayError::NoInstance { .. }
+                | GatewayError::QueueFull { .. }
+                | GatewayError::ColdStartTimeout { .. }
+        ) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if let GatewayError::Connect = self {

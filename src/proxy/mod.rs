@@ -133,12 +133,18 @@ impl Proxy {
             });
         }
 
-        let Some(lease) = app.acquire() else {
+        let scale = &route.spec.scale;
+        if scale.max_scale == 0 {
             return Err(GatewayError::NoInstance {
                 app: app.name.clone(),
-                reason: "no instance is running",
+                reason: "max_scale is 0".into(),
             });
-        };
+        }
+        let lease = app
+            .activator
+            .acquire(scale.queue_depth, scale.cold_start_timeout)
+            .await
+            .map_err(|error| GatewayError::from_acquire(&app.name, error))?;
         let addr = lease.instance().addr;
         record.upstream = Some(addr);
 

@@ -7,6 +7,9 @@
 //! routing, autoscaling, draining) is the gateway's and the same for every backend, so a
 //! backend only starts, stops and reports instances.
 
+pub mod logs;
+pub mod probe;
+mod process;
 mod static_backend;
 
 use std::net::SocketAddr;
@@ -18,6 +21,7 @@ use tokio::sync::watch;
 
 use crate::config::AppSpec;
 
+pub use process::ProcessBackend;
 pub use static_backend::StaticBackend;
 
 /// How an app's instances come to be.
@@ -46,6 +50,15 @@ pub enum Exit {
     Stopped,
     /// Ended by itself: the exit code, or the signal that killed it.
     Crashed { description: String },
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exit::Stopped => f.write_str("stopped by the gateway"),
+            Exit::Crashed { description } => f.write_str(description),
+        }
+    }
 }
 
 /// An instance a backend started. Its address may take a moment to accept connections: the
@@ -84,4 +97,7 @@ pub trait RuntimeBackend: Send + Sync + 'static {
 
     /// Stops an instance: a polite request first, then force after `grace`.
     async fn stop(&self, instance_id: &str, grace: Duration) -> Result<(), RuntimeError>;
+
+    /// Ends every instance still running, at once: the last step of a gateway shutdown.
+    async fn shutdown(&self) {}
 }

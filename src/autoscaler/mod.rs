@@ -1,0 +1,5 @@
+//! Autoscaling: the KPA decision (`kpa`) and the per-app controller that acts on it
+//! (`controller`).
+
+pub mod controller;
+pub mod kpa;

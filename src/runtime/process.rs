@@ -1,0 +1,227 @@
+//! The `process` runtime: each instance is a child process of the gateway.
+//!
+//! The gateway picks a free loopback port and passes it in `port_env` (default `PORT`),
+//! together with `TIDEGATE_APP`, `TIDEGATE_REVISION` and `TIDEGATE_INSTANCE`, on top of the
+//! gateway's own environment and the app's `env`. The program `tidegate` means this gateway's
+//! own binary, so the demo app runs without anything on `PATH`.
+//!
+//! No instance outlives the gateway: each child leads its own process group (so a stop reaches
+//! the workers it forks), is stopped with SIGTERM and then SIGKILL after the grace period, and
+//! has the kernel's parent-death signal set to SIGKILL, so even a gateway killed with SIGKILL
+//! takes its instances with it. An exit is reported at once through the instance's `exited`
+//! channel, as "stopped" when the gateway asked for it and as a crash otherwise.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::process::Command;
+use tokio::sync::watch;
+
+use super::logs::{capture, LogTarget};
+use super::{Exit, Placement, RuntimeBackend, RuntimeError, StartRequest, StartedInstance};
+use crate::config::{AppSpec, RuntimeSpec};
+
+struct Child {
+    pgid: Pid,
+    stopping: AtomicBool,
+    exited: watch::Receiver<Option<Exit>>,
+}
+
+/// Runs instances as local child processes.
+pub struct ProcessBackend {
+    logs_dir: PathBuf,
+    own_binary: PathBuf,
+    children: Arc<Mutex<HashMap<String, Arc<Child>>>>,
+}
+
+impl ProcessBackend {
+    /// Instance output goes to files under `logs_dir`.
+    pub fn new(logs_dir: PathBuf) -> Self {
+        ProcessBackend {
+            logs_dir,
+            own_binary: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("tidegate")),
+            children: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    fn children(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Child>>> {
+        self.children.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait]
+impl RuntimeBackend for ProcessBackend {
+    fn kind(&self) -> &'static str {
+        "process"
+    }
+
+    fn placement(&self, _app: &AppSpec) -> Placement {
+        Placement::OnDemand
+    }
+
+    async fn start(&self, request: StartRequest) -> Result<StartedInstance, RuntimeError> {
+        let failed = |reason: String| RuntimeError::StartFailed {
+            instance: request.instance_id.clone(),
+            reason,
+        };
+        let RuntimeSpec::Process(run) = &request.app.runtime else {
+            return Err(failed("not a process app".into()));
+        };
+        let port = free_port().map_err(|e| failed(format!("no free port: {e}")))?;
+        let program = match run.command[0].as_str() {
+            "tidegate" => self.own_binary.clone(),
+            other => PathBuf::from(other),
+        };
+        let mut command = Command::new(&program);
+        command
+            .args(&run.command[1..])
+            .envs(&run.env)
+            .env(&run.port_env, port.to_string())
+            .env("TIDEGATE_APP", &request.app.name)
+            .env("TIDEGATE_REVISION", &request.revision)
+            .env("TIDEGATE_INSTANCE", &request.instance_id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(dir) = &run.workdir {
+            command.current_dir(dir);
+        }
+        die_with_gateway(&mut command);
+        let mut child = command
+            .spawn()
+            .map_err(|e| failed(format!("cannot run {}: {e}", program.display())))?;
+        let pid = child.id().ok_or_else(|| failed("exited at once".into()))?;
+        let pgid = Pid::from_raw(pid as i32);
+
+        let target = LogTarget::new(
+            &self.logs_dir,
+            &request.app.name,
+            &request.revision,
+            &request.instance_id,
+        );
+        if let Some(stdout) = child.stdout.take() {
+            tokio::spawn(capture(stdout, target.clone(), "stdout"));
+        }
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(capture(stderr, target, "stderr"));
+        }
+
+        let (exit_tx, exit_rx) = watch::channel(None);
+        let entry = Arc::new(Child {
+            pgid,
+            stopping: AtomicBool::new(false),
+            exited: exit_rx.clone(),
+        });
+        self.children()
+            .insert(request.instance_id.clone(), Arc::clone(&entry));
+        let children = Arc::clone(&self.children);
+        let id = request.instance_id.clone();
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            // Whatever the leader did, its group goes with it.
+            let _ = killpg(entry.pgid, Signal::SIGKILL);
+            let exit = if entry.stopping.load(Ordering::Acquire) {
+                Exit::Stopped
+            } else {
+                Exit::Crashed {
+                    description: match status {
+                        Ok(status) => describe(status),
+                        Err(error) => format!("could not be waited for: {error}"),
+                    },
+                }
+            };
+            children
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+            let _ = exit_tx.send(Some(exit));
+        });
+
+        Ok(StartedInstance {
+            id: request.instance_id,
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            exited: exit_rx,
+        })
+    }
+
+    async fn stop(&self, instance_id: &str, grace: Duration) -> Result<(), RuntimeError> {
+        let Some(child) = self.children().get(instance_id).cloned() else {
+            return Ok(());
+        };
+        child.stopping.store(true, Ordering::Release);
+        let mut exited = child.exited.clone();
+        let _ = killpg(child.pgid, Signal::SIGTERM);
+        if tokio::time::timeout(grace, exited.wait_for(Option::is_some))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                instance = instance_id,
+                ?grace,
+                "instance ignored SIGTERM; killing it"
+            );
+            let _ = killpg(child.pgid, Signal::SIGKILL);
+            let _ = exited.wait_for(Option::is_some).await;
+        }
+        Ok(())
+    }
+
+    async fn shutdown(&self) {
+        let children: Vec<Arc<Child>> = self.children().values().cloned().collect();
+        for child in &children {
+            child.stopping.store(true, Ordering::Release);
+            let _ = killpg(child.pgid, Signal::SIGKILL);
+        }
+        for child in children {
+            let mut exited = child.exited.clone();
+            let _ = exited.wait_for(Option::is_some).await;
+        }
+    }
+}
+
+/// Asks the kernel to SIGKILL the child when the gateway dies, however it dies.
+#[allow(unsafe_code)]
+fn die_with_gateway(command: &mut Command) {
+    let gateway = std::process::id();
+    // SAFETY: the closure runs in the forked child before exec and only makes the prctl and
+    // getppid system calls, which are async-signal-safe; it allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+            // The gateway may have died between fork and prctl: then nobody would kill us.
+            if nix::unistd::getppid().as_raw() as u32 != gateway {
+                return Err(std::io::Error::other("the gateway exited during start-up"));
+            }
+            Ok(())
+        });
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn describe(status: std::process::ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with code {code}"),
+        (None, Some(signal)) => {
+            let name = Signal::try_from(signal)
+                .map(|s| s.as_str())
+                .unwrap_or("unknown signal");
+            format!("killed by signal {signal} ({name})")
+        }
+        _ => status.to_string(),
+    }
+}
