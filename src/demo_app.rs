@@ -4,7 +4,8 @@
 //! Contract (scripts rely on it): listens on `--port` or `$PORT` on 127.0.0.1. `GET /`
 //! answers `instance=<id> revision=<rev>` (from `$TIDEGATE_INSTANCE` and `$TIDEGATE_REVISION`,
 //! which the process runtime sets); `/env/<NAME>` answers that environment variable;
-//! `?delay_ms=N` on any path delays the answer; `/healthz` answers 200.
+//! `?delay_ms=N` on any path delays the answer; `/healthz` answers 200; `/ws` echoes WebSocket
+//! messages; `/pid` answers the process id (tests use it to kill an instance).
 //! `--startup-delay-ms N` (or `$STARTUP_DELAY_MS`) waits before listening, to simulate a slow
 //! boot.
 
@@ -14,13 +15,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use futures_util::{SinkExt, StreamExt};
+use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Message, Role};
+use tokio_tungstenite::WebSocketStream;
 
 /// How to run the demo app.
 #[derive(Debug, Clone, Default)]
@@ -77,12 +82,16 @@ pub async fn serve(listener: TcpListener) -> std::io::Result<()> {
     }
 }
 
-async fn answer(identity: &Identity, request: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn answer(identity: &Identity, mut request: Request<Incoming>) -> Response<Full<Bytes>> {
     if let Some(delay) = query_param(request.uri().query(), "delay_ms").and_then(|v| v.parse().ok())
     {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
-    let path = request.uri().path();
+    let path = request.uri().path().to_string();
+    let path = path.as_str();
+    if path == "/ws" {
+        return websocket_echo(&mut request);
+    }
     let (status, body) = if path == "/" {
         (
             StatusCode::OK,
@@ -91,6 +100,8 @@ async fn answer(identity: &Identity, request: Request<Incoming>) -> Response<Ful
                 identity.instance, identity.revision
             ),
         )
+    } else if path == "/pid" {
+        (StatusCode::OK, format!("{}\n", std::process::id()))
     } else if path == "/healthz" {
         (StatusCode::OK, "ok\n".to_string())
     } else if let Some(name) = path.strip_prefix("/env/") {
@@ -103,6 +114,49 @@ async fn answer(identity: &Identity, request: Request<Incoming>) -> Response<Ful
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
+    response
+}
+
+/// Accepts a WebSocket upgrade and echoes every text and binary message until the peer closes.
+fn websocket_echo(request: &mut Request<Incoming>) -> Response<Full<Bytes>> {
+    let key = request
+        .headers()
+        .get(header::SEC_WEBSOCKET_KEY)
+        .map(|key| derive_accept_key(key.as_bytes()));
+    let upgrade = request
+        .headers()
+        .get(header::UPGRADE)
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let (Some(accept), true) = (key, upgrade) else {
+        let mut response = Response::new(Full::new(Bytes::from("expected a WebSocket upgrade\n")));
+        *response.status_mut() = StatusCode::UPGRADE_REQUIRED;
+        return response;
+    };
+    let on_upgrade = hyper::upgrade::on(request);
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let mut socket =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        while let Some(Ok(message)) = socket.next().await {
+            let echo = matches!(message, Message::Text(_) | Message::Binary(_));
+            if matches!(message, Message::Close(_)) || (echo && socket.send(message).await.is_err())
+            {
+                break;
+            }
+        }
+        let _ = socket.close(None).await;
+    });
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
+    );
     response
 }
 

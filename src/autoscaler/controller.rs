@@ -433,7 +433,6 @@ impl Controller {
                     self.app.metrics.cold_start.observe(seconds);
                     tracing::info!(app = %self.app.name, cold_start_ms = seconds * 1000.0, "cold start complete");
                 }
-                self.last_error = None;
                 self.update_routing();
             }
             Event::Failed { id, reason } => {

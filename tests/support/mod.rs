@@ -310,3 +310,48 @@ pub fn rss_kib() -> u64 {
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
 }
+
+/// The tidegate binary, for process apps in tests (the test binary is not tidegate).
+pub const TIDEGATE: &str = env!("CARGO_BIN_EXE_tidegate");
+
+impl ConfigDir {
+    /// A process app running the demo app, with `env` entries and `[scale]` lines.
+    pub fn demo_app(&self, name: &str, env: &[(&str, &str)], scale: &str) {
+        let env: Vec<String> = env.iter().map(|(k, v)| format!("{k} = \"{v}\"")).collect();
+        self.write_app(
+            name,
+            &format!(
+                "name = \"{name}\"\nproject = \"p\"\nruntime = \"process\"\n\n[run]\ncommand = [\"{TIDEGATE}\", \"demo-app\"]\nenv = {{ {} }}\nreadiness_path = \"/healthz\"\n\n[scale]\n{scale}\n",
+                env.join(", ")
+            ),
+        );
+    }
+}
+
+/// The app's entry in `/apps`.
+pub async fn app_status(handle: &Handle, name: &str) -> serde_json::Value {
+    let apps: serde_json::Value =
+        serde_json::from_str(&admin_get(handle, "/apps").await.body).expect("JSON");
+    apps["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|app| app["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no app {name} in /apps"))
+}
+
+/// Whether a process with this id exists.
+pub fn pid_alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+/// Waits until no process with this id exists.
+pub async fn wait_gone(pid: i32) {
+    eventually(
+        &format!("process {pid} to exit"),
+        Duration::from_secs(15),
+        || async { (!pid_alive(pid)).then_some(()) },
+    )
+    .await
+}
