@@ -112,13 +112,12 @@ impl AppState {
         let current = self.activator.instances();
         let next: Vec<Arc<Instance>> = addrs
             .iter()
-            .enumerate()
-            .map(|(index, addr)| {
+            .map(|addr| {
                 current
                     .iter()
                     .find(|instance| instance.addr == *addr)
                     .cloned()
-                    .unwrap_or_else(|| Instance::new(format!("static-{index}"), *addr))
+                    .unwrap_or_else(|| Instance::new(format!("static-{addr}"), *addr))
             })
             .collect();
         self.publish_status(AppStatus {

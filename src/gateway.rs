@@ -30,13 +30,19 @@ const DEBOUNCE: Duration = Duration::from_millis(150);
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("invalid configuration:\n{0}")]
-    Config(#[from] ConfigErrors),
-    #[error("cannot listen on {addr} ({listener}): {source}")]
+    Config(ConfigErrors),
+    #[error("cannot listen on {addr} ({listener}): {error}")]
     Bind {
         listener: &'static str,
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
+}
+
+impl From<ConfigErrors> for StartError {
+    fn from(errors: ConfigErrors) -> Self {
+        StartError::Config(errors)
+    }
 }
 
 /// The gateway as a library: what `tidegate serve` runs and what tests start in-process.
@@ -297,10 +303,10 @@ fn record_success(metrics: &Metrics) {
 async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| StartError::Bind {
+        .map_err(|error| StartError::Bind {
             listener,
             addr,
-            source,
+            error,
         })
 }
 

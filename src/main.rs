@@ -92,9 +92,21 @@ async fn serve(config: PathBuf) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    tracing::info!("shutting down: finishing in-flight requests");
-    handle.shutdown().await;
-    Ok(ExitCode::SUCCESS)
+    tracing::info!(
+        "shutting down: finishing in-flight requests (send the signal again to stop now)"
+    );
+    tokio::select! {
+        _ = handle.shutdown() => Ok(ExitCode::SUCCESS),
+        _ = terminate.recv() => Ok(stop_now()),
+        _ = interrupt.recv() => Ok(stop_now()),
+    }
+}
+
+/// A second signal during the drain: give up on it. Instances still die with the gateway
+/// (parent-death signal), so nothing is left behind.
+fn stop_now() -> ExitCode {
+    tracing::warn!("second signal: stopping without waiting for in-flight requests");
+    ExitCode::FAILURE
 }
 
 fn check(config: PathBuf) -> anyhow::Result<ExitCode> {

@@ -240,6 +240,8 @@ pub struct AppMetrics {
     pub crashes: IntCounter,
     instances: [IntGauge; 3],
     by_code: DashMap<u16, IntCounter>,
+    /// Set once the app is deleted: late requests must not bring its series back.
+    removed: std::sync::atomic::AtomicBool,
 }
 
 impl AppMetrics {
@@ -257,7 +259,12 @@ impl AppMetrics {
             instances: INSTANCE_STATES
                 .map(|state| metrics.instances.with_label_values(&[app, state])),
             by_code: DashMap::new(),
+            removed: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    fn is_removed(&self) -> bool {
+        self.removed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Publishes the instance counts by state.
@@ -274,6 +281,9 @@ impl AppMetrics {
             counter.inc();
             return;
         }
+        if self.is_removed() {
+            return;
+        }
         let counter = self
             .metrics
             .requests
@@ -284,6 +294,9 @@ impl AppMetrics {
 
     /// Counts a failure to talk to an instance.
     pub fn upstream_error(&self, kind: &str) {
+        if self.is_removed() {
+            return;
+        }
         self.metrics
             .upstream_errors
             .with_label_values(&[self.app.as_str(), kind])
@@ -292,6 +305,8 @@ impl AppMetrics {
 
     /// Removes every series of this app, for an app that was deleted from the config.
     pub fn remove(&self) {
+        self.removed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let app = self.app.as_str();
         let _ = self.metrics.in_flight.remove_label_values(&[app]);
         let _ = self.metrics.request_duration.remove_label_values(&[app]);

@@ -88,6 +88,7 @@ pub async fn run<H: Handler>(
         };
         while connections.try_join_next().is_some() {}
         let _ = stream.set_nodelay(true);
+        let first_byte_timeout = config.limits.header_read_timeout;
         let conn = ConnInfo {
             peer,
             listener: config.kind,
@@ -97,14 +98,26 @@ pub async fn run<H: Handler>(
             let response = Arc::clone(&handler).call(conn, request);
             async move { Ok::<_, Infallible>(response.await) }
         });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
         total.inc();
         let guard = ConnectionGuard::new(permit, open.clone());
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let mut stop = shutdown.clone();
         connections.spawn(async move {
-            if let Err(error) = connection.await {
+            // A client that connects and sends nothing would otherwise hold its slot forever:
+            // hyper's header timeout only starts once the protocol is known.
+            let mut probe = [0u8; 1];
+            let first_byte = tokio::time::timeout(first_byte_timeout, stream.peek(&mut probe));
+            let spoke = tokio::select! {
+                peeked = first_byte => matches!(peeked, Ok(Ok(n)) if n > 0),
+                _ = stopped(&mut stop) => false,
+            };
+            if !spoke {
+                drop(guard);
+                return;
+            }
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(error) = watcher.watch(connection).await {
                 tracing::debug!(%peer, error = %error, "connection ended with an error");
             }
             drop(guard);

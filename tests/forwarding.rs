@@ -340,3 +340,33 @@ async fn private_apps_refuse_clients_outside_private_networks() {
     );
     handle.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_silent_client_is_disconnected_after_the_header_timeout() {
+    use tokio::io::AsyncReadExt;
+    let config = ConfigDir::new("header_read_timeout = \"300ms\"", "");
+    let echo = echo_backend("echo").await;
+    config.static_app("app", &[echo.addr], "", "");
+    let handle = config.start().await;
+    let mut silent = tokio::net::TcpStream::connect(handle.http_addr().unwrap())
+        .await
+        .unwrap();
+    let mut buffer = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buffer))
+        .await
+        .expect("the gateway closes a connection that never speaks");
+    assert_eq!(read.unwrap(), 0);
+    // A client that dawdles inside its request head is cut off too (hyper's header timeout).
+    let mut slow = tokio::net::TcpStream::connect(handle.http_addr().unwrap())
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut slow, b"GET / HTTP/1.1\r\nHost: app.p.test.local\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut rest))
+        .await
+        .expect("the gateway closes a connection whose head never ends")
+        .ok();
+    handle.shutdown().await;
+}

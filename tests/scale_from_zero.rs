@@ -357,6 +357,16 @@ async fn a_client_that_gives_up_leaves_the_queue() {
         (metric(&handle, "tidegate_activator_queue_depth{app=\"web\"}").await == 0.0).then_some(())
     })
     .await;
+    // Logged and counted as nginx's 499, client closed request.
+    eventually(
+        "the abandoned request to be counted",
+        Duration::from_secs(5),
+        || async {
+            (metric(&handle, "tidegate_requests_total{app=\"web\",code=\"499\"}").await == 1.0)
+                .then_some(())
+        },
+    )
+    .await;
     handle.shutdown().await;
 }
 

@@ -48,7 +48,7 @@ pub struct RawTls {
 }
 
 /// Scaling and timeout keys, shared by `[defaults]` and an app's `[scale]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawScale {
     pub min_scale: Option<u32>,

@@ -253,6 +253,14 @@ fn validate_gateway(
         g.upstream_idle_timeout.as_ref(),
         Duration::from_secs(90),
     );
+    for (field, value) in [
+        ("gateway.upstream_connect_timeout", connect_timeout),
+        ("gateway.upstream_idle_timeout", idle_timeout),
+    ] {
+        if value.is_zero() {
+            c.report(field, "must be longer than 0s");
+        }
+    }
 
     let tls = raw.tls.as_ref().map(|tls| TlsSettings {
         certs_dir: base.join(tls.certs_dir.as_deref().unwrap_or("certs")),
@@ -373,14 +381,17 @@ fn validate_runtime(c: &mut Checker<'_>, raw: &RawApp) -> Option<RuntimeSpec> {
             if table.upstreams.is_empty() {
                 c.report("static.upstreams", "needs at least one address");
             }
-            let upstreams: Vec<SocketAddr> = table
-                .upstreams
-                .iter()
-                .enumerate()
-                .filter_map(|(index, value)| {
-                    c.socket_addr(&format!("static.upstreams[{index}]"), value)
-                })
-                .collect();
+            let mut upstreams: Vec<SocketAddr> = Vec::with_capacity(table.upstreams.len());
+            for (index, value) in table.upstreams.iter().enumerate() {
+                let field = format!("static.upstreams[{index}]");
+                if let Some(addr) = c.socket_addr(&field, value) {
+                    if upstreams.contains(&addr) {
+                        c.report(&field, format!("{addr} is listed twice"));
+                    } else {
+                        upstreams.push(addr);
+                    }
+                }
+            }
             Some(RuntimeSpec::Static { upstreams })
         }
         "process" => {
@@ -510,6 +521,10 @@ fn overlay_scale(c: &mut Checker<'_>, table: &str, base: &ScaleSpec, raw: &RawSc
         raw.startup_timeout.as_ref(),
         s.startup_timeout,
     );
+    if table == "scale" && *raw == RawScale::default() {
+        // Nothing set here: the result is `[defaults]`, which was checked (and reported) there.
+        return s;
+    }
 
     if s.min_scale > s.max_scale {
         c.report(
@@ -690,6 +705,7 @@ mod tests {
             "[gateway]\nhttp = \"localhost\"\n[defaults]\ntarget_utilization = 1.5\npanic_window = \"2m\"",
             &[
                 ("a", "runtime = \"static\"\n[static]\nupstreams = []"),
+                ("e", "runtime = \"static\"\n[static]\nupstreams = [\"127.0.0.1:1\", \"127.0.0.1:1\"]"),
                 ("b", "runtime = \"docker\""),
                 ("c", "runtime = \"process\"\n[run]\ncommand = [\"x\"]\nport_env = \"1X\"\nreadiness_path = \"healthz\"\nenv = { \"A-B\" = \"1\" }"),
                 ("d", &format!("visibility = \"secret\"\n{STATIC}")),
@@ -700,6 +716,7 @@ mod tests {
             "tidegate.toml: defaults.target_utilization: must be in (0, 1]",
             "tidegate.toml: defaults.panic_window: must be longer than 0s and no longer than stable_window",
             "apps/a.toml: static.upstreams: needs at least one address",
+            "apps/e.toml: static.upstreams[1]: 127.0.0.1:1 is listed twice",
             "apps/b.toml: runtime: \"docker\" is not one of",
             "apps/c.toml: run.port_env: \"1X\" is not a valid variable name",
             "apps/c.toml: run.readiness_path: \"healthz\" must start with \"/\"",
@@ -708,6 +725,8 @@ mod tests {
         ] {
             assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
         }
+        // A bad [defaults] value is reported once, not again for every app that inherits it.
+        assert!(!text.contains("apps/a.toml: scale."), "{text}");
     }
 
     #[test]

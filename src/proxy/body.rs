@@ -21,6 +21,9 @@ use crate::activator::Lease;
 use crate::apps::InFlight;
 use crate::metrics::Metrics;
 
+/// Status recorded for a request whose client disconnected before any response.
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
+
 /// What the access log and the metrics need to know about one request.
 pub struct RequestRecord {
     pub started: Instant,
@@ -38,6 +41,10 @@ pub struct RequestRecord {
 
 impl Drop for RequestRecord {
     fn drop(&mut self) {
+        if self.status == 0 {
+            // The client went away before there was a response (nginx's 499).
+            self.status = CLIENT_CLOSED_REQUEST;
+        }
         let elapsed = self.started.elapsed();
         let seconds = elapsed.as_secs_f64();
         let app = match &self.app {
