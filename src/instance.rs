@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 use http::uri::Authority;
 
+use crate::proxy::upstream::IdleConnections;
+
 /// One running copy of an app.
-#[derive(Debug)]
 pub struct Instance {
     /// Stable id for logs and listings (`static-0`, `hello-00001-3`).
     pub id: String,
@@ -20,6 +21,18 @@ pub struct Instance {
     /// `addr` as a URI authority, made once so the request path does not format it.
     pub authority: Authority,
     in_flight: AtomicU32,
+    /// Keep-alive connections to this instance waiting for their next request.
+    pub idle: IdleConnections,
+}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance")
+            .field("id", &self.id)
+            .field("addr", &self.addr)
+            .field("in_flight", &self.in_flight())
+            .finish()
+    }
 }
 
 impl Instance {
@@ -31,6 +44,7 @@ impl Instance {
             addr,
             authority,
             in_flight: AtomicU32::new(0),
+            idle: IdleConnections::default(),
         })
     }
 

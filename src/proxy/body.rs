@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use crate::activator::Lease;
 use crate::apps::InFlight;
 use crate::metrics::Metrics;
+use crate::proxy::upstream::Driver;
 
 /// Status recorded for a request whose client disconnected before any response.
 pub const CLIENT_CLOSED_REQUEST: u16 = 499;
@@ -84,7 +85,7 @@ impl std::fmt::Display for DisplayOption {
 }
 
 enum Kind {
-    Upstream(Incoming),
+    Upstream(Incoming, Driver),
     Full(Option<Bytes>),
 }
 
@@ -103,10 +104,10 @@ impl ProxyBody {
         }
     }
 
-    /// An instance's body, streamed through.
-    pub fn upstream(body: Incoming) -> Self {
+    /// An instance's body, streamed through; `driver` keeps its connection going.
+    pub fn upstream(body: Incoming, driver: Driver) -> Self {
         ProxyBody {
-            kind: Kind::Upstream(body),
+            kind: Kind::Upstream(body, driver),
             record: None,
         }
     }
@@ -128,7 +129,16 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
         let polled = match &mut this.kind {
-            Kind::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Kind::Upstream(body, driver) => {
+                driver.poll_connection(cx);
+                let polled = Pin::new(&mut *body).poll_frame(cx);
+                // hyper stops polling once a body says it has ended, so finish on the last
+                // frame rather than waiting for a `None` that may never be asked for.
+                if matches!(polled, Poll::Ready(None)) || body.is_end_stream() {
+                    driver.finish();
+                }
+                polled
+            }
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         };
         match &polled {
@@ -148,14 +158,14 @@ impl Body for ProxyBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Upstream(body) => body.is_end_stream(),
+            Kind::Upstream(body, _) => body.is_end_stream(),
             Kind::Full(bytes) => bytes.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Upstream(body) => body.size_hint(),
+            Kind::Upstream(body, _) => body.size_hint(),
             Kind::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             Kind::Full(None) => SizeHint::with_exact(0),
         }

@@ -7,16 +7,16 @@
 //! as in flight, and is logged, exactly until its last byte.
 
 pub mod body;
-mod client;
 pub mod error;
 pub mod headers;
+pub mod upstream;
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
@@ -25,9 +25,9 @@ use crate::config::{UpstreamSettings, Visibility};
 use crate::metrics::Metrics;
 use crate::routes::{normalize_host, RouteTable};
 pub use body::{ProxyBody, RequestRecord};
-pub use client::UpstreamClient;
 pub use error::GatewayError;
 use headers::{canonical_ip, prepare_request_headers, prepare_response_headers, ClientFacts};
+use upstream::{Upstream, UpstreamError};
 
 /// Which listener a connection came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +56,7 @@ pub struct ConnInfo {
 pub struct Proxy {
     pub routes: ArcSwap<RouteTable>,
     pub metrics: Arc<Metrics>,
-    client: UpstreamClient,
+    upstream: Upstream,
 }
 
 impl Proxy {
@@ -64,7 +64,7 @@ impl Proxy {
         Proxy {
             routes: ArcSwap::from_pointee(routes),
             metrics,
-            client: client::build(upstream),
+            upstream: Upstream::new(upstream),
         }
     }
 
@@ -165,9 +165,8 @@ impl Proxy {
                 trusted,
             },
         );
+        // Origin form ("/path?query"): the instance learns the host from the Host header.
         let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(Scheme::HTTP);
-        uri.authority = Some(lease.instance().authority.clone());
         uri.path_and_query = Some(
             parts
                 .uri
@@ -175,29 +174,34 @@ impl Proxy {
                 .cloned()
                 .unwrap_or_else(|| PathAndQuery::from_static("/")),
         );
-        parts.uri = Uri::from_parts(uri).expect("scheme, authority and path make a valid URI");
+        parts.uri = Uri::from_parts(uri).expect("a path is a valid URI");
         parts.version = Version::HTTP_11;
         let upstream_request = Request::from_parts(parts, body);
 
         let timeout = route.spec.scale.request_timeout;
-        let result = tokio::time::timeout(timeout, self.client.request(upstream_request)).await;
+        let instance = Arc::clone(lease.instance());
+        let result =
+            tokio::time::timeout(timeout, self.upstream.send(&instance, upstream_request)).await;
         let app_name = || app.name.clone();
         match result {
-            Ok(Ok(response)) => {
+            Ok(Ok((response, driver))) => {
                 let (mut parts, body) = response.into_parts();
                 prepare_response_headers(&mut parts.headers, parts.version);
                 record.lease = Some(lease);
-                Ok(Response::from_parts(parts, ProxyBody::upstream(body)))
+                Ok(Response::from_parts(
+                    parts,
+                    ProxyBody::upstream(body, driver),
+                ))
             }
-            Ok(Err(error)) if error.is_connect() => Err(GatewayError::UpstreamConnect {
+            Ok(Err(UpstreamError::Connect(cause))) => Err(GatewayError::UpstreamConnect {
                 app: app_name(),
                 addr,
-                cause: error::root_cause(&error),
+                cause,
             }),
-            Ok(Err(error)) => Err(GatewayError::UpstreamReset {
+            Ok(Err(UpstreamError::Reset(cause))) => Err(GatewayError::UpstreamReset {
                 app: app_name(),
                 addr,
-                cause: error::root_cause(&error),
+                cause,
             }),
             Err(_) => Err(GatewayError::UpstreamTimeout {
                 app: app_name(),

@@ -1,0 +1,212 @@
+//! HTTP/1.1 connections to instances, pooled per instance and driven by the request using
+//! them.
+//!
+//! hyper's pooled client runs every upstream connection as a task of its own, so each proxied
+//! request crosses tasks several times (request in, response head out, every body chunk out).
+//! Here the request's own task polls the connection: while waiting for the response head, and
+//! then from the response body's `poll_frame` while the body streams to the client. When the
+//! body ends the connection goes back to its instance's idle list (most recently used first);
+//! a connection taken from the list that turns out closed is dropped and the request, which
+//! hyper hands back unsent, goes out on a fresh one.
+
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::config::UpstreamSettings;
+use crate::instance::Instance;
+
+type Connection = http1::Connection<TokioIo<TcpStream>, Incoming>;
+
+/// Idle connections kept per instance at most; more are closed when they come back.
+const MAX_IDLE_PER_INSTANCE: usize = 512;
+
+/// One open connection to an instance.
+pub struct Pooled {
+    sender: http1::SendRequest<Incoming>,
+    connection: Connection,
+    idle_since: Instant,
+}
+
+/// An instance's idle connections.
+#[derive(Default)]
+pub struct IdleConnections {
+    // Boxed: a connection is large, and it moves from the list to the request, its body and
+    // back; moving a pointer is cheaper than copying it each time.
+    #[allow(clippy::vec_box)]
+    idle: Mutex<Vec<Box<Pooled>>>,
+}
+
+impl IdleConnections {
+    fn take(&self, max_idle: Duration) -> Option<Box<Pooled>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        while let Some(pooled) = idle.pop() {
+            if now.duration_since(pooled.idle_since) < max_idle && !pooled.sender.is_closed() {
+                return Some(pooled);
+            }
+        }
+        None
+    }
+
+    fn put(&self, mut pooled: Box<Pooled>) {
+        pooled.idle_since = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE_PER_INSTANCE {
+            idle.push(pooled);
+        }
+    }
+
+    /// Idle connections now, for tests and listings.
+    pub fn len(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Why a request could not be sent or answered.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("{0}")]
+    Connect(String),
+    #[error("{0}")]
+    Reset(String),
+}
+
+/// Sends requests to instances over pooled connections.
+pub struct Upstream {
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl Upstream {
+    pub fn new(settings: &UpstreamSettings) -> Self {
+        Upstream {
+            connect_timeout: settings.connect_timeout,
+            idle_timeout: settings.idle_timeout,
+        }
+    }
+
+    /// Sends `request` to `instance` and waits for the response head. The returned [`Driver`]
+    /// must be polled alongside the response body (see [`Driver::poll_connection`]).
+    pub async fn send(
+        &self,
+        instance: &Arc<Instance>,
+        mut request: Request<Incoming>,
+    ) -> Result<(Response<Incoming>, Driver), UpstreamError> {
+        loop {
+            let (mut pooled, reused) = match instance.idle.take(self.idle_timeout) {
+                Some(pooled) => (pooled, true),
+                None => (self.connect(instance).await?, false),
+            };
+            if wait_ready(&mut pooled).await.is_err() {
+                if reused {
+                    continue;
+                }
+                return Err(UpstreamError::Reset("connection closed at once".into()));
+            }
+            let mut response = std::pin::pin!(pooled.sender.try_send_request(request));
+            let mut connection_done = false;
+            let result = poll_fn(|cx| {
+                if !connection_done {
+                    if let Poll::Ready(result) = Pin::new(&mut pooled.connection).poll(cx) {
+                        connection_done = true;
+                        if let Err(error) = result {
+                            tracing::debug!(%error, "upstream connection ended");
+                        }
+                    }
+                }
+                response.as_mut().poll(cx)
+            })
+            .await;
+            match result {
+                Ok(response) => {
+                    let driver = Driver {
+                        pooled: (!connection_done).then_some(pooled),
+                        instance: Arc::clone(instance),
+                    };
+                    return Ok((response, driver));
+                }
+                Err(mut error) => match error.take_message() {
+                    // Never written: a pooled connection the instance had closed. Retry.
+                    Some(unsent) if reused => request = unsent,
+                    _ => {
+                        return Err(UpstreamError::Reset(super::error::root_cause(
+                            &error.into_error(),
+                        )))
+                    }
+                },
+            }
+        }
+    }
+
+    async fn connect(&self, instance: &Instance) -> Result<Box<Pooled>, UpstreamError> {
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(instance.addr))
+            .await
+            .map_err(|_| {
+                UpstreamError::Connect(format!("timed out after {:?}", self.connect_timeout))
+            })?
+            .map_err(|error| UpstreamError::Connect(error.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|error| UpstreamError::Connect(error.to_string()))?;
+        Ok(Box::new(Pooled {
+            sender,
+            connection,
+            idle_since: Instant::now(),
+        }))
+    }
+}
+
+/// Drives a connection until it can take a request.
+async fn wait_ready(pooled: &mut Pooled) -> Result<(), ()> {
+    poll_fn(|cx| {
+        if Pin::new(&mut pooled.connection).poll(cx).is_ready() {
+            return Poll::Ready(Err(()));
+        }
+        pooled.sender.poll_ready(cx).map_err(|_| ())
+    })
+    .await
+}
+
+/// Keeps an upstream connection going while its response body streams, then returns it to
+/// the instance's idle list.
+pub struct Driver {
+    pooled: Option<Box<Pooled>>,
+    instance: Arc<Instance>,
+}
+
+impl Driver {
+    /// Lets the connection read and write; call before polling the response body.
+    pub fn poll_connection(&mut self, cx: &mut Context<'_>) {
+        if let Some(pooled) = &mut self.pooled {
+            if Pin::new(&mut pooled.connection).poll(cx).is_ready() {
+                self.pooled = None;
+            }
+        }
+    }
+
+    /// The response body has ended: keep the connection for the next request. (The next
+    /// user drives it through the end of this exchange before sending.)
+    pub fn finish(&mut self) {
+        if let Some(pooled) = self.pooled.take() {
+            if !pooled.sender.is_closed() {
+                self.instance.idle.put(pooled);
+            }
+        }
+    }
+}
