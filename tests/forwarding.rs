@@ -311,3 +311,53 @@ async fn a_silent_client_is_disconnected_after_the_header_timeout() {
         .ok();
     handle.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_pooled_connection_the_instance_closed_is_retried_on_a_fresh_one() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A raw backend that answers one request per connection, keep-alive style, then closes
+    // the connection once the answer is out, as an instance with a short idle timeout does.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (closed_tx, mut closed_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let closed_tx = closed_tx.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buffer = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n")
+                    .await;
+                drop(stream);
+                let _ = closed_tx.send(());
+            });
+        }
+    });
+    let config = ConfigDir::new("", "");
+    config.static_app("app", &[addr], "", "");
+    let handle = config.start().await;
+    let gateway = handle.http_addr().unwrap();
+    for _ in 0..3 {
+        let answer = get(gateway, "app.p.test.local", "/").await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        assert_eq!(answer.body, "ok\n");
+        // The instance has closed the connection the gateway keeps for the next request.
+        closed_rx.recv().await.unwrap();
+    }
+    assert_eq!(
+        metric(
+            &handle,
+            "tidegate_upstream_errors_total{app=\"app\",kind=\"reset\"}"
+        )
+        .await,
+        0.0
+    );
+    handle.shutdown().await;
+}
