@@ -22,6 +22,7 @@ use crate::proxy::{ConnInfo, ListenerKind, Proxy, ProxyBody};
 use crate::routes::RouteTable;
 use crate::runtime::{ProcessBackend, StaticBackend};
 use crate::server::{self, stopped, Handler, ListenerConfig};
+use crate::tls::Tls;
 
 /// Quiet time after the last file event before a reload: one editor save is several events.
 const DEBOUNCE: Duration = Duration::from_millis(150);
@@ -77,8 +78,27 @@ impl Gateway {
             Some(addr) => Some(bind("http", addr).await?),
             None => None,
         };
+        let https = match settings.https {
+            Some(addr) => Some(bind("https", addr).await?),
+            None => None,
+        };
         let admin = bind("admin", settings.admin).await?;
         let http_addr = http.as_ref().map(local_addr);
+        let https_addr = https.as_ref().map(local_addr);
+        if let Some(addr) = https_addr {
+            let _ = proxy.https_port.set(addr.port());
+        }
+        let tls = settings.tls.as_ref().map(|tls| Tls::load(tls, &metrics));
+        let tls_watcher = match &tls {
+            Some(tls) => match tls.watch() {
+                Ok(watcher) => Some(watcher),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot watch the certs directory; certificate changes need a restart");
+                    None
+                }
+            },
+            None => None,
+        };
         let admin_addr = local_addr(&admin);
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -92,6 +112,22 @@ impl Gateway {
                     kind: ListenerKind::Http,
                     limits: settings.limits.clone(),
                     grace: settings.shutdown_grace,
+                    tls: None,
+                },
+                Arc::clone(&proxy),
+                Arc::clone(&metrics),
+                shutdown_rx.clone(),
+            )));
+        }
+        if let (Some(listener), Some(tls)) = (https, &tls) {
+            public.push(tokio::spawn(server::run(
+                listener,
+                ListenerConfig {
+                    name: "https",
+                    kind: ListenerKind::Https,
+                    limits: settings.limits.clone(),
+                    grace: settings.shutdown_grace,
+                    tls: Some(Arc::clone(tls)),
                 },
                 Arc::clone(&proxy),
                 Arc::clone(&metrics),
@@ -105,6 +141,7 @@ impl Gateway {
                 kind: ListenerKind::Http,
                 limits: settings.limits.clone(),
                 grace: Duration::from_secs(1),
+                tls: None,
             },
             Arc::new(Admin {
                 proxy: Arc::clone(&proxy),
@@ -134,12 +171,15 @@ impl Gateway {
 
         tracing::info!(
             http = ?http_addr,
+            https = ?https_addr,
             admin = %admin_addr,
             config = %path.display(),
             "tidegate started"
         );
         Ok(Handle {
             http_addr,
+            https_addr,
+            _tls_watcher: tls_watcher,
             admin_addr,
             proxy,
             registry,
@@ -157,6 +197,8 @@ impl Gateway {
 /// tokio runtime ends.
 pub struct Handle {
     http_addr: Option<SocketAddr>,
+    https_addr: Option<SocketAddr>,
+    _tls_watcher: Option<notify::RecommendedWatcher>,
     admin_addr: SocketAddr,
     proxy: Arc<Proxy>,
     registry: Arc<AppRegistry>,
@@ -172,6 +214,11 @@ impl Handle {
     /// The bound address of the plain HTTP listener (useful with port 0).
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
+    }
+
+    /// The bound address of the HTTPS listener.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https_addr
     }
 
     /// The bound address of the admin listener.

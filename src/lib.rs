@@ -24,5 +24,6 @@ pub mod proxy;
 pub mod routes;
 pub mod runtime;
 pub mod server;
+pub mod tls;
 
 pub use gateway::{Gateway, Handle, StartError};

@@ -40,6 +40,11 @@ enum Command {
         #[arg(long, default_value = "config/tidegate.toml")]
         config: PathBuf,
     },
+    /// Certificates: `certs dev` writes a self-signed development certificate.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
     /// Run the built-in demo app.
     DemoApp {
         /// Port to listen on (default: $PORT, else any free port).
@@ -48,6 +53,16 @@ enum Command {
         /// Wait this many milliseconds before listening (default: $STARTUP_DELAY_MS or 0).
         #[arg(long, env = "STARTUP_DELAY_MS", default_value_t = 0)]
         startup_delay_ms: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Write dev.crt and dev.key for the domain, *.domain and *.<project>.domain into the
+    /// config's certs directory.
+    Dev {
+        #[arg(long, default_value = "config/tidegate.toml")]
+        config: PathBuf,
     },
 }
 
@@ -62,6 +77,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve { config } => serve(config).await,
             Command::Check { config } => check(config),
+            Command::Certs {
+                command: CertsCommand::Dev { config },
+            } => certs_dev(config),
             Command::DemoApp {
                 port,
                 startup_delay_ms,
@@ -123,6 +141,24 @@ fn check(config: PathBuf) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+fn certs_dev(config: PathBuf) -> anyhow::Result<ExitCode> {
+    let loaded = tidegate::config::load(&config).map_err(|errors| anyhow::anyhow!("{errors}"))?;
+    let Some(tls) = &loaded.gateway.tls else {
+        anyhow::bail!(
+            "{}: no [tls] table, so no certs_dir to write to",
+            config.display()
+        );
+    };
+    let (file, names) = tidegate::tls::dev::write_dev_cert(&loaded, &tls.certs_dir)
+        .map_err(|error| anyhow::anyhow!(error))?;
+    println!("wrote {} for {}", file.display(), names.join(", "));
+    println!(
+        "self-signed: pass --cacert {} (or -k) to curl",
+        file.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn demo(port: Option<u16>, startup_delay_ms: u64) -> anyhow::Result<ExitCode> {

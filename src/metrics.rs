@@ -40,6 +40,9 @@ pub struct Metrics {
     pub panic: IntGaugeVec,
     pub cold_start: HistogramVec,
     pub instance_crashes: IntCounterVec,
+    pub tls_handshake_errors: IntCounterVec,
+    pub tls_cert_reloads: IntCounterVec,
+    pub tls_certificates: IntGauge,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -198,6 +201,29 @@ impl Metrics {
                     &["app"],
                 )
                 .unwrap(),
+            ),
+            tls_handshake_errors: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tidegate_tls_handshake_errors_total",
+                        "TLS connections that failed before HTTP, by reason (unrecognized_name, not_tls, handshake, closed).",
+                    ),
+                    &["reason"],
+                )
+                .unwrap(),
+            ),
+            tls_cert_reloads: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new("tidegate_tls_cert_reload_total", "Certificate directory loads, by result."),
+                    &["result"],
+                )
+                .unwrap(),
+            ),
+            tls_certificates: register(
+                r,
+                IntGauge::new("tidegate_tls_certificates", "Certificates in use.").unwrap(),
             ),
             registry,
         };

@@ -28,6 +28,8 @@ use tokio::task::JoinSet;
 use crate::config::ListenerLimits;
 use crate::metrics::Metrics;
 use crate::proxy::{ConnInfo, ListenerKind};
+use crate::tls::accept::accept;
+use crate::tls::Tls;
 
 /// Something that answers requests on a listener: the proxy or the admin API.
 pub trait Handler: Send + Sync + 'static {
@@ -50,6 +52,8 @@ pub struct ListenerConfig {
     pub limits: ListenerLimits,
     /// How long open connections may take to finish after shutdown begins.
     pub grace: Duration,
+    /// Certificates, for a TLS listener.
+    pub tls: Option<Arc<Tls>>,
 }
 
 /// Serves `handler` on `listener` until `shutdown` turns true, then drains.
@@ -101,6 +105,7 @@ pub async fn run<H: Handler>(
         total.inc();
         let guard = ConnectionGuard::new(permit, open.clone());
         let builder = builder.clone();
+        let tls = config.tls.clone();
         let watcher = graceful.watcher();
         let mut stop = shutdown.clone();
         connections.spawn(async move {
@@ -116,8 +121,36 @@ pub async fn run<H: Handler>(
                 drop(guard);
                 return;
             }
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(error) = watcher.watch(connection).await {
+            let result = match tls {
+                None => {
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(connection).await
+                }
+                Some(tls) => {
+                    let store = tls.store();
+                    let handshake =
+                        tokio::time::timeout(first_byte_timeout, accept(stream, &store));
+                    let stream = match handshake.await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(error)) => {
+                            tls.handshake_errors
+                                .with_label_values(&[error.reason()])
+                                .inc();
+                            tracing::debug!(%peer, %error, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tls.handshake_errors.with_label_values(&["timeout"]).inc();
+                            return;
+                        }
+                    };
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(connection).await
+                }
+            };
+            if let Err(error) = result {
                 tracing::debug!(%peer, error = %error, "connection ended with an error");
             }
             drop(guard);

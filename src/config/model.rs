@@ -117,6 +117,10 @@ pub struct AppSpec {
     pub hosts: Vec<HostPattern>,
     pub runtime: RuntimeSpec,
     pub scale: ScaleSpec,
+    /// Plain-HTTP requests get a 308 to the same URL on the HTTPS listener.
+    pub https_redirect: bool,
+    /// `Strict-Transport-Security: max-age=...` on HTTPS responses, when set.
+    pub hsts_max_age: Option<Duration>,
 }
 
 /// How an app's instances come to exist.

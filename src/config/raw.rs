@@ -80,6 +80,8 @@ pub struct RawApp {
     #[serde(default)]
     pub hosts: Vec<String>,
     pub runtime: Option<String>,
+    pub https_redirect: Option<bool>,
+    pub hsts_max_age: Option<String>,
     pub run: Option<RawRun>,
     #[serde(rename = "static")]
     pub static_: Option<RawStatic>,

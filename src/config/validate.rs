@@ -120,7 +120,14 @@ pub fn validate(
             file,
             issues: &mut issues,
         };
-        let Some(spec) = validate_app(&mut checker, raw_app, &gateway.domain, &defaults) else {
+        let https_enabled = gateway.https.is_some() && gateway.tls.is_some();
+        let Some(spec) = validate_app(
+            &mut checker,
+            raw_app,
+            &gateway.domain,
+            &defaults,
+            https_enabled,
+        ) else {
             continue;
         };
         if let Some(first) = names.get(&spec.name) {
@@ -180,10 +187,10 @@ fn validate_gateway(
         .https
         .as_deref()
         .and_then(|value| c.socket_addr("gateway.https", value));
-    if https.is_some() {
+    if https.is_some() && raw.tls.is_none() {
         c.report(
             "gateway.https",
-            "the HTTPS listener is not available in this build yet; remove the key",
+            "the HTTPS listener needs a [tls] table with certs_dir",
         );
     }
     let admin = c
@@ -300,6 +307,7 @@ fn validate_app(
     raw: &RawApp,
     domain: &str,
     defaults: &ScaleSpec,
+    https_enabled: bool,
 ) -> Option<AppSpec> {
     let issues_before = c.issues.len();
     let file_stem = c
@@ -346,6 +354,17 @@ fn validate_app(
 
     let runtime = validate_runtime(c, raw);
     let scale = overlay_scale(c, "scale", defaults, &raw.scale);
+    let https_redirect = raw.https_redirect.unwrap_or(false);
+    if https_redirect && !https_enabled {
+        c.report(
+            "https_redirect",
+            "needs an HTTPS listener ([gateway] https and [tls])",
+        );
+    }
+    let hsts_max_age = raw
+        .hsts_max_age
+        .as_ref()
+        .map(|text| c.duration("hsts_max_age", Some(text), Duration::ZERO));
 
     if c.issues.len() > issues_before {
         return None;
@@ -358,6 +377,8 @@ fn validate_app(
         hosts,
         runtime: runtime?,
         scale,
+        https_redirect,
+        hsts_max_age,
     })
 }
 

@@ -19,6 +19,8 @@ use crate::activator::AcquireError;
 pub enum GatewayError {
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    #[error("this app is served over HTTPS: {0}")]
+    HttpsRedirect(String),
     #[error("no app is routed for host {0:?}")]
     UnknownHost(String),
     #[error("host {0:?} is not served here: this gateway is not an open proxy")]
@@ -74,6 +76,7 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::HttpsRedirect(_) => StatusCode::PERMANENT_REDIRECT,
             GatewayError::UnknownHost(_) => StatusCode::NOT_FOUND,
             GatewayError::ForeignHost(_) => StatusCode::MISDIRECTED_REQUEST,
             GatewayError::Connect => StatusCode::METHOD_NOT_ALLOWED,
@@ -117,6 +120,11 @@ impl GatewayError {
                 | GatewayError::ColdStartTimeout { .. }
         ) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let GatewayError::HttpsRedirect(location) = self {
+            if let Ok(value) = HeaderValue::try_from(location.as_str()) {
+                headers.insert(header::LOCATION, value);
+            }
         }
         if let GatewayError::Connect = self {
             headers.insert(

@@ -57,6 +57,8 @@ pub struct Proxy {
     pub routes: ArcSwap<RouteTable>,
     pub metrics: Arc<Metrics>,
     upstream: Upstream,
+    /// The bound port of the HTTPS listener, for redirects (the configured one may be 0).
+    pub https_port: std::sync::OnceLock<u16>,
 }
 
 impl Proxy {
@@ -65,6 +67,7 @@ impl Proxy {
             routes: ArcSwap::from_pointee(routes),
             metrics,
             upstream: Upstream::new(upstream),
+            https_port: std::sync::OnceLock::new(),
         }
     }
 
@@ -118,6 +121,14 @@ impl Proxy {
         };
         let app = &route.app;
         record.app = Some(app.begin_request());
+
+        if route.spec.https_redirect && conn.listener == ListenerKind::Http {
+            return Err(GatewayError::HttpsRedirect(https_location(
+                &target.name,
+                self.https_port.get().copied(),
+                request.uri(),
+            )));
+        }
 
         let peer_ip = canonical_ip(conn.peer.ip());
         if route.spec.visibility != Visibility::Public
@@ -187,6 +198,17 @@ impl Proxy {
             Ok(Ok((response, driver))) => {
                 let (mut parts, body) = response.into_parts();
                 prepare_response_headers(&mut parts.headers, parts.version);
+                if let (Some(max_age), ListenerKind::Https) =
+                    (route.spec.hsts_max_age, conn.listener)
+                {
+                    if let Ok(value) =
+                        HeaderValue::try_from(format!("max-age={}", max_age.as_secs()))
+                    {
+                        parts
+                            .headers
+                            .insert(http::header::STRICT_TRANSPORT_SECURITY, value);
+                    }
+                }
                 record.lease = Some(lease);
                 Ok(Response::from_parts(
                     parts,
@@ -209,6 +231,16 @@ impl Proxy {
                 timeout,
             }),
         }
+    }
+}
+
+/// The HTTPS URL of a plain-HTTP request: same host and path, the HTTPS listener's port
+/// (omitted when it is 443).
+fn https_location(host: &str, https_port: Option<u16>, uri: &Uri) -> String {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    match https_port {
+        Some(443) | None => format!("https://{host}{path}"),
+        Some(port) => format!("https://{host}:{port}{path}"),
     }
 }
 

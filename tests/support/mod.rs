@@ -355,3 +355,78 @@ pub async fn wait_gone(pid: i32) {
     )
     .await
 }
+
+/// Writes a self-signed certificate for `names` as `<stem>.crt` + `<stem>.key` in `dir` and
+/// returns it (DER), so a client can trust exactly it.
+pub fn write_cert(
+    dir: &Path,
+    stem: &str,
+    names: &[&str],
+) -> rustls::pki_types::CertificateDer<'static> {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let cert = rcgen::CertificateParams::new(names)
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(format!("{stem}.key")), key.serialize_pem()).unwrap();
+    write_atomically(&dir.join(format!("{stem}.crt")), &cert.pem());
+    cert.der().clone()
+}
+
+/// A TLS client trusting `roots`, offering `alpn`.
+pub fn tls_client(
+    roots: &[rustls::pki_types::CertificateDer<'static>],
+    alpn: &[&[u8]],
+) -> tokio_rustls::TlsConnector {
+    let mut store = rustls::RootCertStore::empty();
+    for root in roots {
+        store.add(root.clone()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(store)
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// Opens a TLS connection to `addr` with `server_name` as SNI (an IP address sends none).
+pub async fn tls_connect(
+    connector: &tokio_rustls::TlsConnector,
+    addr: SocketAddr,
+    server_name: &str,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_string()).unwrap();
+    let stream = TcpStream::connect(addr).await?;
+    connector.connect(name, stream).await
+}
+
+/// The certificate the server presented on a TLS connection.
+pub fn peer_cert(
+    stream: &tokio_rustls::client::TlsStream<TcpStream>,
+) -> rustls::pki_types::CertificateDer<'static> {
+    stream.get_ref().1.peer_certificates().unwrap()[0]
+        .clone()
+        .into_owned()
+}
+
+/// One HTTP/1.1 GET over an established stream.
+pub async fn get_over<S>(stream: S, host: &str, path: &str) -> Answer
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = Request::get(path)
+        .header("host", host)
+        .body(full(Bytes::new()))
+        .unwrap();
+    read_answer(sender.send_request(request).await.unwrap()).await
+}

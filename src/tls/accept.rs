@@ -1,0 +1,88 @@
+//! The TLS handshake of one client connection, with the certificate chosen by SNI.
+//!
+//! The ClientHello is read first (rustls' `Acceptor`) so the certificate can be picked from
+//! the live store before the handshake goes on. A name no certificate covers, with no default
+//! certificate, ends the connection with the `unrecognized_name` alert (rustls itself would
+//! send `access_denied`). Bytes that are not TLS (plain HTTP sent to the TLS port, garbage)
+//! end it with rustls' alert. Nothing here can affect another connection.
+
+use std::sync::Arc;
+
+use rustls::server::Acceptor;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::StartHandshake;
+
+use super::store::CertStore;
+
+/// A fatal `unrecognized_name` (112) alert record, as sent in answer to a ClientHello.
+const UNRECOGNIZED_NAME: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
+
+/// Why a handshake failed; `reason()` is the metric label.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("no certificate for server name {0:?}")]
+    UnrecognizedName(Option<String>),
+    #[error("not a TLS ClientHello: {0}")]
+    NotTls(rustls::Error),
+    #[error("handshake failed: {0}")]
+    Handshake(std::io::Error),
+    #[error("connection closed during the handshake")]
+    Closed,
+}
+
+impl HandshakeError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            HandshakeError::UnrecognizedName(_) => "unrecognized_name",
+            HandshakeError::NotTls(_) => "not_tls",
+            HandshakeError::Handshake(_) => "handshake",
+            HandshakeError::Closed => "closed",
+        }
+    }
+}
+
+/// Runs the server side of a TLS handshake on `stream`.
+pub async fn accept(
+    mut stream: TcpStream,
+    store: &Arc<CertStore>,
+) -> Result<TlsStream<TcpStream>, HandshakeError> {
+    let mut acceptor = Acceptor::default();
+    let mut buffer = vec![0u8; 4096];
+    let accepted = loop {
+        let read = stream
+            .read(&mut buffer)
+            .await
+            .map_err(HandshakeError::Handshake)?;
+        if read == 0 {
+            return Err(HandshakeError::Closed);
+        }
+        let mut input = &buffer[..read];
+        while !input.is_empty() {
+            acceptor
+                .read_tls(&mut input)
+                .map_err(HandshakeError::Handshake)?;
+        }
+        match acceptor.accept() {
+            Ok(Some(accepted)) => break accepted,
+            Ok(None) => continue,
+            Err((error, mut alert)) => {
+                let mut out = Vec::new();
+                let _ = alert.write(&mut out);
+                let _ = stream.write_all(&out).await;
+                return Err(HandshakeError::NotTls(error));
+            }
+        }
+    };
+    let server_name = accepted.client_hello().server_name().map(str::to_string);
+    let Some(config) = store.lookup(server_name.as_deref()) else {
+        let _ = stream.write_all(&UNRECOGNIZED_NAME).await;
+        let _ = stream.shutdown().await;
+        return Err(HandshakeError::UnrecognizedName(server_name));
+    };
+    StartHandshake::from_parts(accepted, stream)
+        .into_stream(config)
+        .await
+        .map_err(HandshakeError::Handshake)
+}
