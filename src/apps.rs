@@ -76,9 +76,14 @@ impl AppState {
 
     /// Counts a request of this app until the returned guard drops.
     pub fn begin_request(self: &Arc<Self>) -> InFlight {
-        self.arrivals.fetch_add(1, Ordering::Relaxed);
         self.metrics.in_flight.inc();
         InFlight(Arc::clone(self))
+    }
+
+    /// Counts a request that will be served (it passed visibility and redirects) as traffic
+    /// for the autoscaler. Refused requests must not wake an app.
+    pub fn note_arrival(&self) {
+        self.arrivals.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Requests of this app in flight now, waiting ones included.

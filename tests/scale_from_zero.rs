@@ -413,3 +413,45 @@ fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_app_finishes_its_requests_before_its_instances_stop() {
+    let config = ConfigDir::new("", "");
+    config.demo_app("web", &[], "");
+    let handle = config.start().await;
+    let addr = handle.http_addr().unwrap();
+    let pid = pid_of(addr).await;
+    let slow = tokio::spawn(get(addr, HOST, "/?delay_ms=500"));
+    eventually(
+        "the slow request to be in flight",
+        Duration::from_secs(5),
+        || async {
+            (metric(&handle, "tidegate_in_flight_requests{app=\"web\"}").await == 1.0).then_some(())
+        },
+    )
+    .await;
+    std::fs::remove_file(config.app_file("web")).unwrap();
+    handle.reload().await.unwrap();
+    assert_eq!(get(addr, HOST, "/").await.status, StatusCode::NOT_FOUND);
+    let answer = slow.await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    wait_gone(pid).await;
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_an_app_from_process_to_static_routes_to_the_static_upstream() {
+    let config = ConfigDir::new("", "");
+    config.demo_app("web", &[], "");
+    let handle = config.start().await;
+    let addr = handle.http_addr().unwrap();
+    let pid = pid_of(addr).await;
+    let echo = echo_backend("static").await;
+    config.static_app("web", &[echo.addr], "", "");
+    handle.reload().await.unwrap();
+    wait_gone(pid).await;
+    let answer = get(addr, HOST, "/").await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert!(answer.body.starts_with("backend=static"), "{}", answer.body);
+    handle.shutdown().await;
+}

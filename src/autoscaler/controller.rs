@@ -116,6 +116,8 @@ pub struct Controller {
     cold_start_since: Option<Instant>,
     last_arrivals: u64,
     last_error: Option<String>,
+    /// Start-and-probe tasks still running, aborted on shutdown.
+    starts: tokio::task::JoinSet<()>,
 }
 
 impl Controller {
@@ -146,6 +148,7 @@ impl Controller {
             next_start_at: None,
             cold_start_since: None,
             last_error: None,
+            starts: tokio::task::JoinSet::new(),
         };
         let task = tokio::spawn(controller.run(spec_rx, stop_rx, events_rx));
         ControllerHandle {
@@ -344,7 +347,8 @@ impl Controller {
         let backend = Arc::clone(&self.backend);
         let events = self.events_tx.clone();
         tracing::debug!(app = %self.app.name, instance = %id, "starting instance");
-        tokio::spawn(async move {
+        while self.starts.try_join_next().is_some() {}
+        self.starts.spawn(async move {
             let started = match backend.start(request).await {
                 Ok(started) => started,
                 Err(error) => {
@@ -540,28 +544,50 @@ impl Controller {
         });
     }
 
-    /// Stops every instance: ready ones get SIGTERM then SIGKILL after `stop_grace`.
+    /// Stops every instance of the app: each leaves routing, its in-flight requests finish
+    /// (bounded by `request_timeout`), then it gets SIGTERM and, after `stop_grace`, SIGKILL.
+    /// Used when the app is removed, changes runtime, or the gateway shuts down.
     async fn shutdown(mut self, mut events: mpsc::UnboundedReceiver<Event>) {
-        self.app.activator.set_instances(Vec::new());
-        self.desired = 0;
+        // Starts still under way: abort them; an instance they already spawned is stopped
+        // below by id (the backend registers a child before its start returns).
+        self.starts.abort_all();
+        while self.starts.join_next().await.is_some() {}
+        while let Ok(event) = events.try_recv() {
+            if let Event::Ready { id, instance } = event {
+                if let Some(member) = self.members.iter_mut().find(|m| m.id == id) {
+                    member.instance = Some(instance);
+                }
+            }
+        }
+        // Leave routing, but only with this controller's instances: a static list that
+        // replaced them (runtime change) stays.
+        let mine: Vec<String> = self.members.iter().map(|m| m.id.clone()).collect();
+        let others: Vec<Arc<Instance>> = self
+            .app
+            .activator
+            .instances()
+            .iter()
+            .filter(|instance| !mine.contains(&instance.id))
+            .cloned()
+            .collect();
+        self.app.activator.set_instances(others);
+
+        let bound = self.spec.scale.request_timeout;
         let grace = self.spec.scale.stop_grace;
         let mut stops = tokio::task::JoinSet::new();
-        for member in &self.members {
+        for member in self.members.drain(..) {
             let backend = Arc::clone(&self.backend);
-            let id = member.id.clone();
             stops.spawn(async move {
-                let _ = backend.stop(&id, grace).await;
+                if let Some(instance) = member.instance {
+                    let deadline = Instant::now() + bound;
+                    while instance.in_flight() > 0 && Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+                let _ = backend.stop(&member.id, grace).await;
             });
         }
         while stops.join_next().await.is_some() {}
-        // Instances that were still starting may report in after the stop: stop those too.
-        while let Ok(event) = events.try_recv() {
-            if let Event::Ready { id, .. } = event {
-                let _ = self.backend.stop(&id, grace).await;
-            }
-        }
-        self.members.clear();
-        self.publish();
     }
 }
 

@@ -129,7 +129,7 @@ impl Kpa {
             .last_traffic
             .map(|at| now.duration_since(at))
             .unwrap_or(Duration::MAX);
-        if idle_for >= policy.scale_to_zero_grace {
+        if idle_for > Duration::ZERO && idle_for >= policy.scale_to_zero_grace {
             desired = 0;
         } else if desired == 0 {
             // Traffic within the grace period keeps one instance.

@@ -144,6 +144,7 @@ impl Proxy {
             });
         }
 
+        app.note_arrival();
         let scale = &route.spec.scale;
         if scale.max_scale == 0 {
             return Err(GatewayError::NoInstance {
@@ -195,8 +196,13 @@ impl Proxy {
             tokio::time::timeout(timeout, self.upstream.send(&instance, upstream_request)).await;
         let app_name = || app.name.clone();
         match result {
-            Ok(Ok((response, driver))) => {
+            Ok(Ok((response, mut driver))) => {
                 let (mut parts, body) = response.into_parts();
+                if http_body::Body::is_end_stream(&body) {
+                    // hyper never polls a body that is empty from the start (HEAD, 204, 304,
+                    // Content-Length: 0), so hand the connection back now.
+                    driver.finish();
+                }
                 prepare_response_headers(&mut parts.headers, parts.version);
                 if let (Some(max_age), ListenerKind::Https) =
                     (route.spec.hsts_max_age, conn.listener)

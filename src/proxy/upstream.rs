@@ -9,6 +9,7 @@
 //! a connection taken from the list that turns out closed is dropped and the request, which
 //! hyper hands back unsent, goes out on a fresh one.
 
+use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -42,15 +43,15 @@ pub struct Pooled {
 pub struct IdleConnections {
     // Boxed: a connection is large, and it moves from the list to the request, its body and
     // back; moving a pointer is cheaper than copying it each time.
-    #[allow(clippy::vec_box)]
-    idle: Mutex<Vec<Box<Pooled>>>,
+    // Most recently used at the back (taken first); the oldest at the front expire first.
+    idle: Mutex<VecDeque<Box<Pooled>>>,
 }
 
 impl IdleConnections {
     fn take(&self, max_idle: Duration) -> Option<Box<Pooled>> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        while let Some(pooled) = idle.pop() {
+        while let Some(pooled) = idle.pop_back() {
             if now.duration_since(pooled.idle_since) < max_idle && !pooled.sender.is_closed() {
                 return Some(pooled);
             }
@@ -58,11 +59,18 @@ impl IdleConnections {
         None
     }
 
-    fn put(&self, mut pooled: Box<Pooled>) {
-        pooled.idle_since = Instant::now();
+    fn put(&self, mut pooled: Box<Pooled>, max_idle: Duration) {
+        let now = Instant::now();
+        pooled.idle_since = now;
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while idle
+            .front()
+            .is_some_and(|oldest| now.duration_since(oldest.idle_since) >= max_idle)
+        {
+            idle.pop_front();
+        }
         if idle.len() < MAX_IDLE_PER_INSTANCE {
-            idle.push(pooled);
+            idle.push_back(pooled);
         }
     }
 
@@ -136,6 +144,7 @@ impl Upstream {
                     let driver = Driver {
                         pooled: (!connection_done).then_some(pooled),
                         instance: Arc::clone(instance),
+                        idle_timeout: self.idle_timeout,
                     };
                     return Ok((response, driver));
                 }
@@ -188,6 +197,7 @@ async fn wait_ready(pooled: &mut Pooled) -> Result<(), ()> {
 pub struct Driver {
     pooled: Option<Box<Pooled>>,
     instance: Arc<Instance>,
+    idle_timeout: Duration,
 }
 
 impl Driver {
@@ -205,7 +215,7 @@ impl Driver {
     pub fn finish(&mut self) {
         if let Some(pooled) = self.pooled.take() {
             if !pooled.sender.is_closed() {
-                self.instance.idle.put(pooled);
+                self.instance.idle.put(pooled, self.idle_timeout);
             }
         }
     }

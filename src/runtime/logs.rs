@@ -9,6 +9,19 @@ use std::path::{Path, PathBuf};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 
 const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
+/// `/apps/<app>/logs` shows the most recently written instance logs only.
+const MAX_INSTANCES_SHOWN: usize = 10;
+
+/// The last `max_bytes` of a file, without reading the rest.
+fn read_tail(path: &Path, max_bytes: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(max_bytes)))?;
+    let mut bytes = Vec::with_capacity(max_bytes.min(len) as usize);
+    file.take(max_bytes).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
 
 /// Where one instance's output goes.
 #[derive(Debug, Clone)]
@@ -99,13 +112,13 @@ pub fn read_app_logs(logs_dir: &Path, app: &str, max_bytes: u64) -> std::io::Res
         Err(error) => return Err(error),
     };
     files.sort();
+    let newest = files.len().saturating_sub(MAX_INSTANCES_SHOWN);
     let mut out = String::new();
-    for (_, path) in files {
-        let bytes = std::fs::read(&path)?;
-        let start = bytes.len().saturating_sub(max_bytes as usize);
+    for (_, path) in files.into_iter().skip(newest) {
+        let bytes = read_tail(&path, max_bytes)?;
         let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("?");
         out.push_str(&format!("==> instance {name} <==\n"));
-        out.push_str(&String::from_utf8_lossy(&bytes[start..]));
+        out.push_str(&String::from_utf8_lossy(&bytes));
         if !out.ends_with('\n') {
             out.push('\n');
         }

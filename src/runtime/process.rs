@@ -195,13 +195,17 @@ impl RuntimeBackend for ProcessBackend {
 fn die_with_gateway(command: &mut Command) {
     let gateway = std::process::id();
     // SAFETY: the closure runs in the forked child before exec and only makes the prctl and
-    // getppid system calls, which are async-signal-safe; it allocates nothing.
+    // getppid system calls, which are async-signal-safe; it allocates nothing (errors are raw
+    // OS error codes).
     unsafe {
         command.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+                .map_err(|errno| std::io::Error::from_raw_os_error(errno as i32))?;
             // The gateway may have died between fork and prctl: then nobody would kill us.
             if nix::unistd::getppid().as_raw() as u32 != gateway {
-                return Err(std::io::Error::other("the gateway exited during start-up"));
+                return Err(std::io::Error::from_raw_os_error(
+                    nix::errno::Errno::ESRCH as i32,
+                ));
             }
             Ok(())
         });
