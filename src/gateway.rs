@@ -249,6 +249,8 @@ impl Handle {
             let _ = task.await;
         }
         let _ = self.reload_task.await;
+        // WebSocket sessions outlive their HTTP connections: give them their grace too.
+        self.proxy.sessions.close_all().await;
         self.registry.shutdown().await;
         let _ = self.admin_stop_tx.send(true);
         let _ = self.admin_task.await;

@@ -43,6 +43,9 @@ pub struct Metrics {
     pub tls_handshake_errors: IntCounterVec,
     pub tls_cert_reloads: IntCounterVec,
     pub tls_certificates: IntGauge,
+    pub websocket_open: IntGaugeVec,
+    pub websocket_total: IntCounterVec,
+    pub websocket_bytes: IntCounterVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -225,6 +228,33 @@ impl Metrics {
                 r,
                 IntGauge::new("tidegate_tls_certificates", "Certificates in use.").unwrap(),
             ),
+            websocket_open: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new("tidegate_websocket_sessions", "Open WebSocket sessions."),
+                    &["app"],
+                )
+                .unwrap(),
+            ),
+            websocket_total: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new("tidegate_websocket_sessions_total", "WebSocket sessions opened."),
+                    &["app"],
+                )
+                .unwrap(),
+            ),
+            websocket_bytes: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tidegate_websocket_bytes_total",
+                        "Bytes relayed in WebSocket sessions, by direction (from_client, to_client).",
+                    ),
+                    &["app", "direction"],
+                )
+                .unwrap(),
+            ),
             registry,
         };
         for result in ["success", "error"] {
@@ -265,6 +295,10 @@ pub struct AppMetrics {
     pub cold_start: Histogram,
     pub crashes: IntCounter,
     instances: [IntGauge; 3],
+    pub websocket_open: IntGauge,
+    pub websocket_total: IntCounter,
+    /// Bytes from the client, bytes to the client.
+    pub websocket_bytes: [IntCounter; 2],
     by_code: DashMap<u16, IntCounter>,
     /// Set once the app is deleted: late requests must not bring its series back.
     removed: std::sync::atomic::AtomicBool,
@@ -284,6 +318,10 @@ impl AppMetrics {
             crashes: metrics.instance_crashes.with_label_values(&[app]),
             instances: INSTANCE_STATES
                 .map(|state| metrics.instances.with_label_values(&[app, state])),
+            websocket_open: metrics.websocket_open.with_label_values(&[app]),
+            websocket_total: metrics.websocket_total.with_label_values(&[app]),
+            websocket_bytes: ["from_client", "to_client"]
+                .map(|direction| metrics.websocket_bytes.with_label_values(&[app, direction])),
             by_code: DashMap::new(),
             removed: std::sync::atomic::AtomicBool::new(false),
         }
@@ -350,6 +388,14 @@ impl AppMetrics {
             let _ = family.remove_label_values(&[app]);
         }
         let _ = self.metrics.cold_start.remove_label_values(&[app]);
+        let _ = self.metrics.websocket_open.remove_label_values(&[app]);
+        let _ = self.metrics.websocket_total.remove_label_values(&[app]);
+        for direction in ["from_client", "to_client"] {
+            let _ = self
+                .metrics
+                .websocket_bytes
+                .remove_label_values(&[app, direction]);
+        }
         let _ = self.metrics.instance_crashes.remove_label_values(&[app]);
         for state in INSTANCE_STATES {
             let _ = self.metrics.instances.remove_label_values(&[app, state]);

@@ -121,6 +121,8 @@ pub struct AppSpec {
     pub https_redirect: bool,
     /// `Strict-Transport-Security: max-age=...` on HTTPS responses, when set.
     pub hsts_max_age: Option<Duration>,
+    /// A WebSocket session with no byte either way for this long is closed; `None`: never.
+    pub websocket_idle_timeout: Option<Duration>,
 }
 
 /// How an app's instances come to exist.

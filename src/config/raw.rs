@@ -82,6 +82,7 @@ pub struct RawApp {
     pub runtime: Option<String>,
     pub https_redirect: Option<bool>,
     pub hsts_max_age: Option<String>,
+    pub websocket_idle_timeout: Option<String>,
     pub run: Option<RawRun>,
     #[serde(rename = "static")]
     pub static_: Option<RawStatic>,

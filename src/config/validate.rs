@@ -365,6 +365,16 @@ fn validate_app(
         .hsts_max_age
         .as_ref()
         .map(|text| c.duration("hsts_max_age", Some(text), Duration::ZERO));
+    let websocket_idle_timeout = raw
+        .websocket_idle_timeout
+        .as_ref()
+        .map(|text| c.duration("websocket_idle_timeout", Some(text), Duration::ZERO));
+    if websocket_idle_timeout.is_some_and(|t| t.is_zero()) {
+        c.report(
+            "websocket_idle_timeout",
+            "must be longer than 0s; leave it out for no timeout",
+        );
+    }
 
     if c.issues.len() > issues_before {
         return None;
@@ -379,6 +389,7 @@ fn validate_app(
         scale,
         https_redirect,
         hsts_max_age,
+        websocket_idle_timeout,
     })
 }
 

@@ -85,7 +85,7 @@ impl std::fmt::Display for DisplayOption {
 }
 
 enum Kind {
-    Upstream(Incoming, Driver),
+    Upstream(Incoming, Option<Driver>),
     Full(Option<Bytes>),
 }
 
@@ -104,8 +104,9 @@ impl ProxyBody {
         }
     }
 
-    /// An instance's body, streamed through; `driver` keeps its connection going.
-    pub fn upstream(body: Incoming, driver: Driver) -> Self {
+    /// An instance's body, streamed through; `driver`, if the connection is driven by the
+    /// request, keeps it going.
+    pub fn upstream(body: Incoming, driver: Option<Driver>) -> Self {
         ProxyBody {
             kind: Kind::Upstream(body, driver),
             record: None,
@@ -130,12 +131,16 @@ impl Body for ProxyBody {
         let this = self.get_mut();
         let polled = match &mut this.kind {
             Kind::Upstream(body, driver) => {
-                driver.poll_connection(cx);
+                if let Some(driver) = driver.as_mut() {
+                    driver.poll_connection(cx);
+                }
                 let polled = Pin::new(&mut *body).poll_frame(cx);
                 // hyper stops polling once a body says it has ended, so finish on the last
                 // frame rather than waiting for a `None` that may never be asked for.
                 if matches!(polled, Poll::Ready(None)) || body.is_end_stream() {
-                    driver.finish();
+                    if let Some(driver) = driver.as_mut() {
+                        driver.finish();
+                    }
                 }
                 polled
             }

@@ -10,6 +10,7 @@ pub mod body;
 pub mod error;
 pub mod headers;
 pub mod upstream;
+pub mod websocket;
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -59,6 +60,8 @@ pub struct Proxy {
     upstream: Upstream,
     /// The bound port of the HTTPS listener, for redirects (the configured one may be 0).
     pub https_port: std::sync::OnceLock<u16>,
+    /// Open WebSocket sessions.
+    pub sessions: Arc<websocket::Sessions>,
 }
 
 impl Proxy {
@@ -68,6 +71,7 @@ impl Proxy {
             metrics,
             upstream: Upstream::new(upstream),
             https_port: std::sync::OnceLock::new(),
+            sessions: Arc::default(),
         }
     }
 
@@ -105,7 +109,7 @@ impl Proxy {
         &self,
         table: &RouteTable,
         conn: ConnInfo,
-        request: Request<Incoming>,
+        mut request: Request<Incoming>,
         record: &mut RequestRecord,
     ) -> Result<Response<ProxyBody>, GatewayError> {
         if request.method() == Method::CONNECT {
@@ -166,6 +170,8 @@ impl Proxy {
             .iter()
             .any(|net| net.contains(&peer_ip));
         let host = target.original;
+        let client_upgrade =
+            websocket::is_websocket_upgrade(&request).then(|| hyper::upgrade::on(&mut request));
         let (mut parts, body) = request.into_parts();
         prepare_request_headers(
             &mut parts.headers,
@@ -188,7 +194,22 @@ impl Proxy {
         );
         parts.uri = Uri::from_parts(uri).expect("a path is a valid URI");
         parts.version = Version::HTTP_11;
+        if client_upgrade.is_some() {
+            websocket::restore_upgrade_headers(&mut parts.headers);
+        }
         let upstream_request = Request::from_parts(parts, body);
+        if let Some(client_upgrade) = client_upgrade {
+            return self
+                .forward_upgrade(
+                    route,
+                    table,
+                    upstream_request,
+                    lease,
+                    client_upgrade,
+                    record,
+                )
+                .await;
+        }
 
         let timeout = route.spec.scale.request_timeout;
         let instance = Arc::clone(lease.instance());
@@ -218,7 +239,7 @@ impl Proxy {
                 record.lease = Some(lease);
                 Ok(Response::from_parts(
                     parts,
-                    ProxyBody::upstream(body, driver),
+                    ProxyBody::upstream(body, Some(driver)),
                 ))
             }
             Ok(Err(UpstreamError::Connect(cause))) => Err(GatewayError::UpstreamConnect {
@@ -237,6 +258,77 @@ impl Proxy {
                 timeout,
             }),
         }
+    }
+}
+
+impl Proxy {
+    /// The WebSocket leg of `forward`: on a 101 from the instance the session takes over the
+    /// lease and an in-flight count of its own; any other answer is passed on as it is.
+    async fn forward_upgrade(
+        &self,
+        route: &crate::routes::Route,
+        table: &RouteTable,
+        request: Request<Incoming>,
+        lease: crate::activator::Lease,
+        client_upgrade: hyper::upgrade::OnUpgrade,
+        record: &mut RequestRecord,
+    ) -> Result<Response<ProxyBody>, GatewayError> {
+        let app = &route.app;
+        let instance = Arc::clone(lease.instance());
+        let addr = instance.addr;
+        let timeout = route.spec.scale.request_timeout;
+        let result =
+            tokio::time::timeout(timeout, self.upstream.send_upgrade(&instance, request)).await;
+        let mut response = match result {
+            Ok(Ok(response)) => response,
+            Ok(Err(UpstreamError::Connect(cause))) => {
+                return Err(GatewayError::UpstreamConnect {
+                    app: app.name.clone(),
+                    addr,
+                    cause,
+                })
+            }
+            Ok(Err(UpstreamError::Reset(cause))) => {
+                return Err(GatewayError::UpstreamReset {
+                    app: app.name.clone(),
+                    addr,
+                    cause,
+                })
+            }
+            Err(_) => {
+                return Err(GatewayError::UpstreamTimeout {
+                    app: app.name.clone(),
+                    addr,
+                    timeout,
+                })
+            }
+        };
+        if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+            let (mut parts, body) = response.into_parts();
+            prepare_response_headers(&mut parts.headers, parts.version);
+            record.lease = Some(lease);
+            return Ok(Response::from_parts(parts, ProxyBody::upstream(body, None)));
+        }
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        let (mut parts, _) = response.into_parts();
+        prepare_response_headers(&mut parts.headers, parts.version);
+        websocket::restore_upgrade_headers(&mut parts.headers);
+        let session = websocket::Session {
+            app: app.begin_request(),
+            lease,
+            idle_timeout: route.spec.websocket_idle_timeout,
+            shutdown_grace: table.settings.shutdown_grace,
+        };
+        tokio::spawn(websocket::run(
+            Arc::clone(&self.sessions),
+            session,
+            client_upgrade,
+            upstream_upgrade,
+        ));
+        Ok(Response::from_parts(
+            parts,
+            ProxyBody::full(bytes::Bytes::new()),
+        ))
     }
 }
 

@@ -161,7 +161,31 @@ impl Upstream {
         }
     }
 
-    async fn connect(&self, instance: &Instance) -> Result<Box<Pooled>, UpstreamError> {
+    /// Sends an upgrade request on a connection of its own (never pooled: after a 101 it
+    /// belongs to the session). The connection runs as its own task so the upgrade can
+    /// complete.
+    pub async fn send_upgrade(
+        &self,
+        instance: &Instance,
+        request: Request<Incoming>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let stream = self.connect_stream(instance).await?;
+        let (mut sender, connection) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|error| UpstreamError::Connect(error.to_string()))?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.with_upgrades().await {
+                tracing::debug!(%error, "upgrade connection ended");
+            }
+        });
+        sender
+            .send_request(request)
+            .await
+            .map_err(|error| UpstreamError::Reset(super::error::root_cause(&error)))
+    }
+
+    async fn connect_stream(&self, instance: &Instance) -> Result<TcpStream, UpstreamError> {
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(instance.addr))
             .await
             .map_err(|_| {
@@ -169,6 +193,11 @@ impl Upstream {
             })?
             .map_err(|error| UpstreamError::Connect(error.to_string()))?;
         let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    async fn connect(&self, instance: &Instance) -> Result<Box<Pooled>, UpstreamError> {
+        let stream = self.connect_stream(instance).await?;
         let (sender, connection) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await

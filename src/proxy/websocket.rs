@@ -1,0 +1,281 @@
+//! WebSocket proxying: an HTTP/1.1 `Upgrade: websocket` request goes to the instance on a
+//! connection of its own; when the instance answers 101 the client gets the 101, and from then
+//! on both sides are plain byte streams copied both ways until either closes.
+//!
+//! A session holds its instance lease and counts as one in-flight request of its app for its
+//! whole life, so a long session keeps the app scaled up and an instance is not stopped under
+//! it until the drain bound passes. A session idle (no byte either way) longer than the app's
+//! `websocket_idle_timeout` is closed. When the gateway shuts down, sessions get
+//! `shutdown_grace` to finish, then are closed.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::Request;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+
+use crate::activator::Lease;
+use crate::apps::InFlight;
+use crate::server::stopped;
+
+/// Whether a request asks to become a WebSocket (RFC 6455 section 4.1).
+pub fn is_websocket_upgrade<B>(request: &Request<B>) -> bool {
+    request.version() == http::Version::HTTP_11
+        && request
+            .headers()
+            .get(header::UPGRADE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+        && request
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Puts back the two hop-by-hop headers an upgrade needs on the next hop.
+pub fn restore_upgrade_headers(headers: &mut HeaderMap) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+}
+
+/// Open sessions, and the signal that tells them the gateway is stopping.
+pub struct Sessions {
+    open: AtomicUsize,
+    all_closed: Notify,
+    closing: watch::Sender<bool>,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions {
+            open: AtomicUsize::new(0),
+            all_closed: Notify::new(),
+            closing: watch::channel(false).0,
+        }
+    }
+}
+
+impl Sessions {
+    /// Sessions open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Tells every session the gateway is stopping and waits until they have all ended
+    /// (each closes itself `grace` after the signal at the latest).
+    pub async fn close_all(&self) {
+        self.closing.send_replace(true);
+        loop {
+            let notified = self.all_closed.notified();
+            if self.open() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// What a session needs besides its two streams.
+pub struct Session {
+    pub app: InFlight,
+    pub lease: Lease,
+    pub idle_timeout: Option<Duration>,
+    pub shutdown_grace: Duration,
+}
+
+/// Copies bytes between the upgraded client and instance connections until either side
+/// closes, the session idles out, or the gateway's shutdown grace runs out.
+pub async fn run(
+    sessions: Arc<Sessions>,
+    session: Session,
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+) {
+    sessions.open.fetch_add(1, Ordering::AcqRel);
+    let metrics = &session.app.app().metrics;
+    metrics.websocket_open.inc();
+    metrics.websocket_total.inc();
+    let started = Instant::now();
+    let activity = Arc::new(Activity::new(started));
+    let outcome = match tokio::try_join!(client, upstream) {
+        Ok((client, upstream)) => {
+            let client = Counted {
+                inner: TokioIo::new(client),
+                activity: Arc::clone(&activity),
+            };
+            let upstream = TokioIo::new(upstream);
+            let mut closing = sessions.closing.subscribe();
+            tokio::select! {
+                outcome = relay(client, upstream) => outcome,
+                _ = idle(&activity, session.idle_timeout) => "idle timeout",
+                _ = async {
+                    stopped(&mut closing).await;
+                    tokio::time::sleep(session.shutdown_grace).await;
+                } => "gateway shutdown",
+            }
+        }
+        Err(_) => "upgrade failed",
+    };
+    let from_client = activity.from_client.load(Ordering::Relaxed);
+    let to_client = activity.to_client.load(Ordering::Relaxed);
+    metrics.websocket_bytes[0].inc_by(from_client);
+    metrics.websocket_bytes[1].inc_by(to_client);
+    metrics.websocket_open.dec();
+    tracing::info!(
+        target: "tidegate::access",
+        app = %session.app.app().name,
+        upstream = %session.lease.instance().addr,
+        websocket = outcome,
+        bytes_from_client = from_client,
+        bytes_to_client = to_client,
+        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "websocket session ended"
+    );
+    drop(session);
+    if sessions.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+        sessions.all_closed.notify_waiters();
+    }
+}
+
+/// How long the other direction may go on once one side has closed: a WebSocket is over when
+/// either end closes its connection, but bytes already on the way should still arrive.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Copies both ways; when one direction ends, its write side is shut down and the other gets
+/// `LINGER` to finish.
+async fn relay<C, U>(client: C, upstream: U) -> &'static str
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    let (mut client_read, mut client_write) = tokio::io::split(client);
+    let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream);
+    let from_client = async {
+        let result = tokio::io::copy(&mut client_read, &mut upstream_write).await;
+        let _ = upstream_write.shutdown().await;
+        result
+    };
+    let to_client = async {
+        let result = tokio::io::copy(&mut upstream_read, &mut client_write).await;
+        let _ = client_write.shutdown().await;
+        result
+    };
+    tokio::pin!(from_client, to_client);
+    let first = tokio::select! {
+        result = &mut from_client => {
+            let _ = tokio::time::timeout(LINGER, &mut to_client).await;
+            result
+        }
+        result = &mut to_client => {
+            let _ = tokio::time::timeout(LINGER, &mut from_client).await;
+            result
+        }
+    };
+    if first.is_ok() {
+        "closed"
+    } else {
+        "reset"
+    }
+}
+
+async fn idle(activity: &Activity, timeout: Option<Duration>) {
+    let Some(timeout) = timeout else {
+        return std::future::pending().await;
+    };
+    loop {
+        let deadline = activity.last() + timeout;
+        if Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep_until(deadline).await;
+    }
+}
+
+/// Bytes each way and the time of the last one.
+struct Activity {
+    epoch: Instant,
+    last_ms: AtomicU64,
+    from_client: AtomicU64,
+    to_client: AtomicU64,
+}
+
+impl Activity {
+    fn new(epoch: Instant) -> Self {
+        Activity {
+            epoch,
+            last_ms: AtomicU64::new(0),
+            from_client: AtomicU64::new(0),
+            to_client: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.epoch + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// The client side of a session, counting what passes through it.
+struct Counted<T> {
+    inner: T,
+    activity: Arc<Activity>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        if read > 0 {
+            self.activity
+                .from_client
+                .fetch_add(read as u64, Ordering::Relaxed);
+            self.activity.touch();
+        }
+        result
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(written)) = result {
+            self.activity
+                .to_client
+                .fetch_add(written as u64, Ordering::Relaxed);
+            self.activity.touch();
+        }
+        result
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,265 @@
+//! WebSocket proxying with real clients and servers (tokio-tungstenite on both ends): echo of
+//! text, binary and large frames, ping/pong, close from either side, TLS, sessions counted as
+//! in-flight requests, 1,000 concurrent sessions, idle timeout, and waking an app from zero.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use support::*;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+/// An echo server; "bye" makes it close the session itself.
+async fn ws_backend() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut socket) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                while let Some(Ok(message)) = socket.next().await {
+                    let bye = matches!(&message, Message::Text(text) if text.as_str() == "bye");
+                    if bye {
+                        let _ = socket.close(None).await;
+                        break;
+                    }
+                    let echo = matches!(message, Message::Text(_) | Message::Binary(_));
+                    if matches!(message, Message::Close(_))
+                        || (echo && socket.send(message).await.is_err())
+                    {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+async fn connect<S>(stream: S, url: &str) -> WebSocketStream<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let request = url.into_client_request().unwrap();
+    let (socket, response) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 101);
+    socket
+}
+
+async fn ws(addr: SocketAddr, host: &str) -> WebSocketStream<TcpStream> {
+    connect(
+        TcpStream::connect(addr).await.unwrap(),
+        &format!("ws://{host}/ws"),
+    )
+    .await
+}
+
+async fn echo_round<S>(socket: &mut WebSocketStream<S>, message: Message)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    socket.send(message.clone()).await.unwrap();
+    loop {
+        match socket.next().await.unwrap().unwrap() {
+            Message::Pong(_) | Message::Ping(_) => continue,
+            echoed => {
+                assert_eq!(echoed, message);
+                return;
+            }
+        }
+    }
+}
+
+async fn static_setup(app_top: &str) -> (ConfigDir, tidegate::Handle, tokio::task::JoinHandle<()>) {
+    let (backend, task) = ws_backend().await;
+    let config = ConfigDir::new("", "");
+    config.static_app("chat", &[backend], app_top, "");
+    let handle = config.start().await;
+    (config, handle, task)
+}
+
+#[tokio::test]
+async fn messages_echo_through_the_plain_listener() {
+    let (_config, handle, _backend) = static_setup("").await;
+    let mut socket = ws(handle.http_addr().unwrap(), "chat.p.test.local").await;
+    echo_round(&mut socket, Message::text("hello")).await;
+    echo_round(&mut socket, Message::binary(vec![0u8, 1, 2, 255])).await;
+    let large: Vec<u8> = (0..4 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    echo_round(&mut socket, Message::binary(large)).await;
+
+    socket
+        .send(Message::Ping(b"are you there".to_vec().into()))
+        .await
+        .unwrap();
+    let pong = loop {
+        match socket.next().await.unwrap().unwrap() {
+            Message::Pong(payload) => break payload,
+            _ => continue,
+        }
+    };
+    assert_eq!(&pong[..], b"are you there");
+
+    // While open, the session is one in-flight request of its app.
+    assert_eq!(
+        metric(&handle, "tidegate_websocket_sessions{app=\"chat\"}").await,
+        1.0
+    );
+    assert_eq!(
+        metric(&handle, "tidegate_in_flight_requests{app=\"chat\"}").await,
+        1.0
+    );
+
+    // Close from the client: the close handshake completes end to end.
+    socket.close(None).await.unwrap();
+    while let Some(Ok(_)) = socket.next().await {}
+    eventually("the session to end", Duration::from_secs(5), || async {
+        (metric(&handle, "tidegate_websocket_sessions{app=\"chat\"}").await == 0.0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        metric(&handle, "tidegate_in_flight_requests{app=\"chat\"}").await,
+        0.0
+    );
+    assert!(
+        metric(
+            &handle,
+            "tidegate_websocket_bytes_total{app=\"chat\",direction=\"from_client\"}"
+        )
+        .await
+            > 4e6
+    );
+    assert!(
+        metric(
+            &handle,
+            "tidegate_websocket_bytes_total{app=\"chat\",direction=\"to_client\"}"
+        )
+        .await
+            > 4e6
+    );
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_server_can_close_the_session() {
+    let (_config, handle, _backend) = static_setup("").await;
+    let mut socket = ws(handle.http_addr().unwrap(), "chat.p.test.local").await;
+    socket.send(Message::text("bye")).await.unwrap();
+    let closed = loop {
+        match socket.next().await {
+            Some(Ok(Message::Close(_))) | None => break true,
+            Some(Ok(_)) => continue,
+            Some(Err(_)) => break true,
+        }
+    };
+    assert!(closed);
+    eventually("the session to end", Duration::from_secs(5), || async {
+        (metric(&handle, "tidegate_websocket_sessions{app=\"chat\"}").await == 0.0).then_some(())
+    })
+    .await;
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn websockets_work_over_tls() {
+    let (backend, _task) = ws_backend().await;
+    let config = ConfigDir::new(
+        "https = \"127.0.0.1:0\"\n\n[tls]\ncerts_dir = \"certs\"",
+        "",
+    );
+    let cert = write_cert(
+        &config.dir.path().join("certs"),
+        "chat",
+        &["chat.p.test.local"],
+    );
+    config.static_app("chat", &[backend], "", "");
+    let handle = config.start().await;
+    let client = tls_client(&[cert], &[b"http/1.1"]);
+    let stream = tls_connect(&client, handle.https_addr().unwrap(), "chat.p.test.local")
+        .await
+        .unwrap();
+    let mut socket = connect(stream, "wss://chat.p.test.local/ws").await;
+    echo_round(&mut socket, Message::text("over tls")).await;
+    socket.close(None).await.unwrap();
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_sessions() {
+    // Sessions count against the hard concurrency limit like requests; lift it for one backend.
+    let (backend, _task) = ws_backend().await;
+    let config = ConfigDir::new("", "");
+    config.static_app("chat", &[backend], "", "concurrency = 0");
+    let handle = config.start().await;
+    let addr = handle.http_addr().unwrap();
+    let mut sockets = Vec::with_capacity(1000);
+    for chunk in 0..10 {
+        let opened: Vec<_> = (0..100)
+            .map(|_| tokio::spawn(async move { ws(addr, "chat.p.test.local").await }))
+            .collect();
+        for task in opened {
+            sockets.push(task.await.unwrap());
+        }
+        assert_eq!(sockets.len(), (chunk + 1) * 100);
+    }
+    assert_eq!(
+        metric(&handle, "tidegate_websocket_sessions{app=\"chat\"}").await,
+        1000.0
+    );
+    let rounds: Vec<_> = sockets
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut socket)| {
+            tokio::spawn(async move {
+                echo_round(&mut socket, Message::text(format!("session {i}"))).await;
+                socket.close(None).await.unwrap();
+            })
+        })
+        .collect();
+    for round in rounds {
+        round.await.unwrap();
+    }
+    eventually("all sessions to end", Duration::from_secs(20), || async {
+        (metric(&handle, "tidegate_websocket_sessions{app=\"chat\"}").await == 0.0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        metric(&handle, "tidegate_websocket_sessions_total{app=\"chat\"}").await,
+        1000.0
+    );
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_idle_session_is_closed_after_the_app_timeout() {
+    let (_config, handle, _backend) = static_setup("websocket_idle_timeout = \"300ms\"").await;
+    let mut socket = ws(handle.http_addr().unwrap(), "chat.p.test.local").await;
+    echo_round(&mut socket, Message::text("still here")).await;
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(_)) = socket.next().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the idle session was not closed");
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_wakes_an_app_from_zero() {
+    let config = ConfigDir::new("", "");
+    config.demo_app("web", &[], "");
+    let handle = config.start().await;
+    assert_eq!(app_status(&handle, "web").await["ready"], 0);
+    let mut socket = ws(handle.http_addr().unwrap(), "web.p.test.local").await;
+    echo_round(&mut socket, Message::text("good morning")).await;
+    assert_eq!(app_status(&handle, "web").await["ready"], 1);
+    socket.close(None).await.unwrap();
+    handle.shutdown().await;
+}
