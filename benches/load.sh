@@ -46,6 +46,7 @@ wait_port() {
 }
 
 BACKEND_PORT=$(free_port); TIDEGATE_PORT=$(free_port); ADMIN_PORT=$(free_port); NGINX_PORT=$(free_port)
+TIDEGATE_TLS_PORT=$(free_port); NGINX_TLS_PORT=$(free_port)
 HOST=hello.bench.localhost
 
 nginx_conf() { # name, body of the server block
@@ -67,15 +68,17 @@ CONF
 }
 
 nginx_conf backend "server { listen 127.0.0.1:$BACKEND_PORT; location / { return 200 'hello from backend\n'; } }"
-nginx_conf proxy "upstream app { server 127.0.0.1:$BACKEND_PORT; keepalive 64; }
-  server { listen 127.0.0.1:$NGINX_PORT; location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_set_header Host \$host; } }"
-
 mkdir -p "$WORK/tidegate/apps"
 cat > "$WORK/tidegate/tidegate.toml" <<CONF
 [gateway]
 http = "127.0.0.1:$TIDEGATE_PORT"
+https = "127.0.0.1:$TIDEGATE_TLS_PORT"
 admin = "127.0.0.1:$ADMIN_PORT"
 domain = "localhost"
+
+[tls]
+certs_dir = "certs"
+default_cert = "localhost"
 CONF
 cat > "$WORK/tidegate/apps/hello.toml" <<CONF
 name = "hello"
@@ -85,22 +88,33 @@ runtime = "static"
 upstreams = ["127.0.0.1:$BACKEND_PORT"]
 CONF
 
+# One certificate for both TLS servers: tidegate's development certificate (ECDSA P-256).
+"$BIN" certs dev --config "$WORK/tidegate/tidegate.toml" >/dev/null
+CERT="$WORK/tidegate/certs/dev.crt"; KEY="$WORK/tidegate/certs/dev.key"
+PROXY_LOCATION="location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_set_header Host \$host; }"
+nginx_conf proxy "upstream app { server 127.0.0.1:$BACKEND_PORT; keepalive 64; }
+  server { listen 127.0.0.1:$NGINX_PORT; $PROXY_LOCATION }
+  server { listen 127.0.0.1:$NGINX_TLS_PORT ssl; ssl_certificate $CERT; ssl_certificate_key $KEY;
+           ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache off; ssl_session_tickets off; $PROXY_LOCATION }"
+
 taskset -c "$LOAD_CPU" nginx -c "$WORK/backend/nginx.conf" & PIDS+=($!)
 taskset -c "$PROXY_CPU" nginx -c "$WORK/proxy/nginx.conf" & PIDS+=($!)
 RUST_LOG=warn taskset -c "$PROXY_CPU" "$BIN" serve --config "$WORK/tidegate/tidegate.toml" & TIDEGATE_PID=$!; PIDS+=($TIDEGATE_PID)
 wait_port "$BACKEND_PORT"; wait_port "$NGINX_PORT"; wait_port "$TIDEGATE_PORT"
+wait_port "$NGINX_TLS_PORT"; wait_port "$TIDEGATE_TLS_PORT"
 NGINX_WORKER=$(pgrep -P "$(cat "$WORK/proxy/nginx.pid")" | head -1)
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICK=$(getconf CLK_TCK)
 
 # One wrk run: prints "rps p50_ms p99_ms cpu_us_per_request" (cpu "-" when no proxy).
-run() { # port, pid-or-empty
-  local before=0 after=0 out
-  [ -n "$2" ] && before=$(cpu_ticks "$2")
-  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "Host: $HOST" "http://127.0.0.1:$1/")
-  [ -n "$2" ] && after=$(cpu_ticks "$2")
-  echo "$out" | awk -v before="$before" -v after="$after" -v tick="$TICK" -v haspid="$2" '
+run() { # url, pid-or-empty, extra wrk args...
+  local url=$1 pid=$2 before=0 after=0 out
+  shift 2
+  [ -n "$pid" ] && before=$(cpu_ticks "$pid")
+  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "Host: $HOST" "$@" "$url")
+  [ -n "$pid" ] && after=$(cpu_ticks "$pid")
+  echo "$out" | awk -v before="$before" -v after="$after" -v tick="$TICK" -v haspid="$pid" '
     function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
     /^ +50%/ { p50 = ms($2) } /^ +99%/ { p99 = ms($2) }
     /requests in/ { requests = $1 } /^Requests\/sec/ { rps = $2 }
@@ -112,26 +126,54 @@ run() { # port, pid-or-empty
     }'
 }
 
+# name|url|pid|extra wrk args. "handshake" rows close the connection after every request, so
+# every request is a new TCP connection and a full TLS handshake (no session resumption).
+TARGETS=(
+  "direct|http://127.0.0.1:$BACKEND_PORT/||"
+  "tidegate|http://127.0.0.1:$TIDEGATE_PORT/|$TIDEGATE_PID|"
+  "nginx|http://127.0.0.1:$NGINX_PORT/|$NGINX_WORKER|"
+  "tidegate-https|https://127.0.0.1:$TIDEGATE_TLS_PORT/|$TIDEGATE_PID|"
+  "nginx-https|https://127.0.0.1:$NGINX_TLS_PORT/|$NGINX_WORKER|"
+  "tidegate-handshake|https://127.0.0.1:$TIDEGATE_TLS_PORT/|$TIDEGATE_PID|Connection: close"
+  "nginx-handshake|https://127.0.0.1:$NGINX_TLS_PORT/|$NGINX_WORKER|Connection: close"
+)
+ONLY=${ONLY:-}
+
 # Warm up every path once (pools, page cache), then measure in turns.
-for port in "$BACKEND_PORT" "$TIDEGATE_PORT" "$NGINX_PORT"; do
-  taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d2s -H "Host: $HOST" "http://127.0.0.1:$port/" >/dev/null
+for target in "${TARGETS[@]}"; do
+  IFS='|' read -r name url pid header <<<"$target"
+  taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d1s -H "Host: $HOST" "$url" >/dev/null
 done
 declare -A RESULTS
 for round in $(seq 1 "$ROUNDS"); do
-  RESULTS[direct]+="$(run "$BACKEND_PORT" "")"$'\n'
-  RESULTS[tidegate]+="$(run "$TIDEGATE_PORT" "$TIDEGATE_PID")"$'\n'
-  RESULTS[nginx]+="$(run "$NGINX_PORT" "$NGINX_WORKER")"$'\n'
+  for target in "${TARGETS[@]}"; do
+    IFS='|' read -r name url pid header <<<"$target"
+    if [ -n "$ONLY" ] && ! [[ "$name" =~ $ONLY ]]; then continue; fi
+    if [ -n "$header" ]; then
+      RESULTS[$name]+="$(run "$url" "$pid" -H "$header")"$'\n'
+    else
+      RESULTS[$name]+="$(run "$url" "$pid")"$'\n'
+    fi
+  done
   echo "round $round/$ROUNDS done" >&2
 done
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) { print "-"; exit } print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-col() { printf '%s' "${RESULTS[$1]}" | awk -v c="$2" 'NF { print $c }' | median; }
+col() { printf '%s' "${RESULTS[$1]:-}" | awk -v c="$2" 'NF { print $c }' | median; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b }'; }
 
 echo
 echo "load: wrk -t1 -c$CONNECTIONS -d${DURATION}s, $ROUNDS rounds, medians; proxy on CPU $PROXY_CPU, wrk + backend on CPU $LOAD_CPU"
-printf '%-10s %12s %10s %10s %16s\n' target "requests/s" "p50 ms" "p99 ms" "proxy CPU us/req"
-for target in direct tidegate nginx; do
-  printf '%-10s %12s %10s %10s %16s\n' "$target" "$(col $target 1)" "$(col $target 2)" "$(col $target 3)" "$(col $target 4)"
+printf '%-19s %12s %10s %10s %16s\n' target "requests/s" "p50 ms" "p99 ms" "proxy CPU us/req"
+for target in "${TARGETS[@]}"; do
+  IFS='|' read -r name _ <<<"$target"
+  [ -z "${RESULTS[$name]:-}" ] && continue
+  printf '%-19s %12s %10s %10s %16s\n' "$name" "$(col "$name" 1)" "$(col "$name" 2)" "$(col "$name" 3)" "$(col "$name" 4)"
 done
-awk -v t="$(col tidegate 1)" -v d="$(col direct 1)" -v n="$(col nginx 1)" -v tc="$(col tidegate 4)" -v nc="$(col nginx 4)" 'BEGIN {
-  printf "\nratios: tidegate/direct requests/s %.2f, tidegate/nginx requests/s %.2f, tidegate/nginx CPU per request %.2f\n", t / d, t / n, tc / nc }'
+echo
+echo "ratios (tidegate / other):"
+for pair in "tidegate direct" "tidegate nginx" "tidegate-https nginx-https" "tidegate-handshake nginx-handshake"; do
+  set -- $pair
+  [ -z "${RESULTS[$1]:-}" ] || [ -z "${RESULTS[$2]:-}" ] && continue
+  printf '  %-19s vs %-18s requests/s %s, CPU per request %s\n' "$1" "$2" "$(ratio "$(col "$1" 1)" "$(col "$2" 1)")" "$(ratio "$(col "$1" 4)" "$(col "$2" 4)")"
+done
