@@ -99,7 +99,7 @@ nginx_conf proxy "upstream app { server 127.0.0.1:$BACKEND_PORT; keepalive 64; }
 
 taskset -c "$LOAD_CPU" nginx -c "$WORK/backend/nginx.conf" & PIDS+=($!)
 taskset -c "$PROXY_CPU" nginx -c "$WORK/proxy/nginx.conf" & PIDS+=($!)
-RUST_LOG=warn taskset -c "$PROXY_CPU" "$BIN" serve --config "$WORK/tidegate/tidegate.toml" & TIDEGATE_PID=$!; PIDS+=($TIDEGATE_PID)
+RUST_LOG=warn,rustls=error taskset -c "$PROXY_CPU" "$BIN" serve --config "$WORK/tidegate/tidegate.toml" & TIDEGATE_PID=$!; PIDS+=($TIDEGATE_PID)
 wait_port "$BACKEND_PORT"; wait_port "$NGINX_PORT"; wait_port "$TIDEGATE_PORT"
 wait_port "$NGINX_TLS_PORT"; wait_port "$TIDEGATE_TLS_PORT"
 NGINX_WORKER=$(pgrep -P "$(cat "$WORK/proxy/nginx.pid")" | head -1)

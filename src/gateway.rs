@@ -270,6 +270,14 @@ impl Handler for Proxy {
     }
 }
 
+/// What a reload cannot change: listener addresses and the TLS settings they were built with.
+type Listeners = (
+    Option<SocketAddr>,
+    Option<SocketAddr>,
+    SocketAddr,
+    Option<crate::config::TlsSettings>,
+);
+
 /// Owns the reload path: file events and explicit requests in, swapped route tables out.
 struct Reloader {
     path: PathBuf,
@@ -286,7 +294,12 @@ impl Reloader {
         mut changes: mpsc::UnboundedReceiver<()>,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let mut listeners = (initial.gateway.http, initial.gateway.admin);
+        let mut listeners = (
+            initial.gateway.http,
+            initial.gateway.https,
+            initial.gateway.admin,
+            initial.gateway.tls.clone(),
+        );
         loop {
             let responder = tokio::select! {
                 _ = stopped(&mut shutdown) => break,
@@ -309,15 +322,20 @@ impl Reloader {
         }
     }
 
-    fn reload(
-        &mut self,
-        listeners: &mut (Option<SocketAddr>, SocketAddr),
-    ) -> Result<(), ConfigErrors> {
+    fn reload(&mut self, listeners: &mut Listeners) -> Result<(), ConfigErrors> {
         let metrics = &self.proxy.metrics;
         match config::load(&self.path) {
             Ok(config) => {
-                if (config.gateway.http, config.gateway.admin) != *listeners {
-                    tracing::warn!("listener addresses changed; they take effect on restart");
+                let now = (
+                    config.gateway.http,
+                    config.gateway.https,
+                    config.gateway.admin,
+                    config.gateway.tls.clone(),
+                );
+                if now != *listeners {
+                    tracing::warn!(
+                        "listener addresses or [tls] changed; they take effect on restart"
+                    );
                 }
                 let states = self.registry.apply(&config);
                 let table = RouteTable::build(&config, &states);

@@ -181,7 +181,9 @@ async fn demo(port: Option<u16>, startup_delay_ms: u64) -> anyhow::Result<ExitCo
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // rustls warns once per odd ClientHello (an IP address as SNI, say): client noise that
+        // would flood the log under load; its errors still show.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rustls=error"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(true);

@@ -222,6 +222,7 @@ fn connection_builder(limits: &ListenerLimits) -> auto::Builder<TokioExecutor> {
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(250);
+        .max_concurrent_streams(250)
+        .enable_connect_protocol();
     builder
 }

@@ -263,3 +263,44 @@ async fn a_websocket_wakes_an_app_from_zero() {
     socket.close(None).await.unwrap();
     handle.shutdown().await;
 }
+
+#[tokio::test]
+async fn websockets_over_http2_extended_connect() {
+    let (_config, handle, _backend) = static_setup("").await;
+    let stream = TcpStream::connect(handle.http_addr().unwrap())
+        .await
+        .unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let mut request = http::Request::connect("http://chat.p.test.local/ws")
+        .header("sec-websocket-version", "13")
+        .body(full(bytes::Bytes::new()))
+        .unwrap();
+    request
+        .extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let response = sender.send_request(request).await.unwrap();
+    if response.status() != 200 {
+        let answer = read_answer(response).await;
+        panic!("RFC 8441: a 2xx opens the tunnel, got {answer:?}");
+    }
+    let upgraded = hyper::upgrade::on(response).await.unwrap();
+    let mut socket = WebSocketStream::from_raw_socket(
+        hyper_util::rt::TokioIo::new(upgraded),
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    echo_round(&mut socket, Message::text("over h2")).await;
+    assert_eq!(
+        metric(&handle, "tidegate_websocket_sessions{app=\"chat\"}").await,
+        1.0
+    );
+    socket.close(None).await.unwrap();
+    handle.shutdown().await;
+}

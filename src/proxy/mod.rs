@@ -112,7 +112,8 @@ impl Proxy {
         mut request: Request<Incoming>,
         record: &mut RequestRecord,
     ) -> Result<Response<ProxyBody>, GatewayError> {
-        if request.method() == Method::CONNECT {
+        let h2_websocket = websocket::is_h2_websocket(&request);
+        if request.method() == Method::CONNECT && !h2_websocket {
             return Err(GatewayError::Connect);
         }
         let target = RequestHost::of(&request)?;
@@ -126,10 +127,15 @@ impl Proxy {
         let app = &route.app;
         record.app = Some(app.begin_request());
 
-        if route.spec.https_redirect && conn.listener == ListenerKind::Http {
+        // Only when an HTTPS listener is bound (one added by a reload waits for a restart).
+        if let (true, ListenerKind::Http, Some(port)) = (
+            route.spec.https_redirect,
+            conn.listener,
+            self.https_port.get().copied(),
+        ) {
             return Err(GatewayError::HttpsRedirect(https_location(
                 &target.name,
-                self.https_port.get().copied(),
+                port,
                 request.uri(),
             )));
         }
@@ -170,8 +176,8 @@ impl Proxy {
             .iter()
             .any(|net| net.contains(&peer_ip));
         let host = target.original;
-        let client_upgrade =
-            websocket::is_websocket_upgrade(&request).then(|| hyper::upgrade::on(&mut request));
+        let client_upgrade = (h2_websocket || websocket::is_websocket_upgrade(&request))
+            .then(|| hyper::upgrade::on(&mut request));
         let (mut parts, body) = request.into_parts();
         prepare_request_headers(
             &mut parts.headers,
@@ -196,21 +202,28 @@ impl Proxy {
         parts.version = Version::HTTP_11;
         if client_upgrade.is_some() {
             websocket::restore_upgrade_headers(&mut parts.headers);
+            if h2_websocket {
+                websocket::h2_to_h1_handshake(&mut parts);
+            }
         }
-        let upstream_request = Request::from_parts(parts, body);
         if let Some(client_upgrade) = client_upgrade {
+            // An upgrade request has no body of its own; over HTTP/2 the request stream *is*
+            // the tunnel, so it must not be sent upstream as a body.
+            drop(body);
+            let upstream_request = Request::from_parts(parts, http_body_util::Empty::new());
             return self
                 .forward_upgrade(
                     route,
                     table,
                     upstream_request,
                     lease,
-                    client_upgrade,
+                    (client_upgrade, h2_websocket),
                     record,
                 )
                 .await;
         }
 
+        let upstream_request = Request::from_parts(parts, body);
         let timeout = route.spec.scale.request_timeout;
         let instance = Arc::clone(lease.instance());
         let result =
@@ -268,9 +281,9 @@ impl Proxy {
         &self,
         route: &crate::routes::Route,
         table: &RouteTable,
-        request: Request<Incoming>,
+        request: Request<http_body_util::Empty<bytes::Bytes>>,
         lease: crate::activator::Lease,
-        client_upgrade: hyper::upgrade::OnUpgrade,
+        (client_upgrade, h2): (hyper::upgrade::OnUpgrade, bool),
         record: &mut RequestRecord,
     ) -> Result<Response<ProxyBody>, GatewayError> {
         let app = &route.app;
@@ -312,7 +325,12 @@ impl Proxy {
         let upstream_upgrade = hyper::upgrade::on(&mut response);
         let (mut parts, _) = response.into_parts();
         prepare_response_headers(&mut parts.headers, parts.version);
-        websocket::restore_upgrade_headers(&mut parts.headers);
+        if h2 {
+            websocket::h1_to_h2_response(&mut parts.headers);
+            parts.status = http::StatusCode::OK;
+        } else {
+            websocket::restore_upgrade_headers(&mut parts.headers);
+        }
         let session = websocket::Session {
             app: app.begin_request(),
             lease,
@@ -334,11 +352,11 @@ impl Proxy {
 
 /// The HTTPS URL of a plain-HTTP request: same host and path, the HTTPS listener's port
 /// (omitted when it is 443).
-fn https_location(host: &str, https_port: Option<u16>, uri: &Uri) -> String {
+fn https_location(host: &str, https_port: u16, uri: &Uri) -> String {
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     match https_port {
-        Some(443) | None => format!("https://{host}{path}"),
-        Some(port) => format!("https://{host}:{port}{path}"),
+        443 => format!("https://{host}{path}"),
+        port => format!("https://{host}:{port}{path}"),
     }
 }
 

@@ -167,7 +167,7 @@ impl Upstream {
     pub async fn send_upgrade(
         &self,
         instance: &Instance,
-        request: Request<Incoming>,
+        request: Request<http_body_util::Empty<bytes::Bytes>>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let stream = self.connect_stream(instance).await?;
         let (mut sender, connection) = http1::Builder::new()

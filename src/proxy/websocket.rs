@@ -42,6 +42,46 @@ pub fn is_websocket_upgrade<B>(request: &Request<B>) -> bool {
             .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
 }
 
+/// Whether a request is a WebSocket over HTTP/2: extended CONNECT with `:protocol websocket`
+/// (RFC 8441).
+pub fn is_h2_websocket<B>(request: &Request<B>) -> bool {
+    request.version() == http::Version::HTTP_2
+        && request.method() == http::Method::CONNECT
+        && request
+            .extensions()
+            .get::<hyper::ext::Protocol>()
+            .is_some_and(|protocol| protocol.as_str().eq_ignore_ascii_case("websocket"))
+}
+
+/// Turns an RFC 8441 request head into an RFC 6455 one for the HTTP/1.1 instance: GET, a
+/// fresh `Sec-WebSocket-Key` (HTTP/2 has none), and version 13 unless the client gave one.
+pub fn h2_to_h1_handshake(parts: &mut http::request::Parts) {
+    parts.method = http::Method::GET;
+    parts.extensions.remove::<hyper::ext::Protocol>();
+    let key = tokio_tungstenite::tungstenite::handshake::client::generate_key();
+    if let Ok(key) = HeaderValue::from_str(&key) {
+        parts.headers.insert(header::SEC_WEBSOCKET_KEY, key);
+    }
+    if !parts.headers.contains_key(header::SEC_WEBSOCKET_VERSION) {
+        parts.headers.insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+    }
+}
+
+/// The instance's 101 as the 200 an RFC 8441 client expects: the handshake headers of
+/// HTTP/1.1 do not exist in HTTP/2.
+pub fn h1_to_h2_response(headers: &mut HeaderMap) {
+    for name in [
+        header::CONNECTION,
+        header::UPGRADE,
+        header::SEC_WEBSOCKET_ACCEPT,
+    ] {
+        headers.remove(name);
+    }
+}
+
 /// Puts back the two hop-by-hop headers an upgrade needs on the next hop.
 pub fn restore_upgrade_headers(headers: &mut HeaderMap) {
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));

@@ -116,12 +116,12 @@ impl CertStore {
         (store, errors)
     }
 
-    /// The server config for a ClientHello's SNI; the default certificate without SNI.
+    /// The server config for a ClientHello's SNI; the default certificate when the client
+    /// sends no SNI or a name no certificate covers.
     pub fn lookup(&self, server_name: Option<&str>) -> Option<Arc<ServerConfig>> {
-        let entry = match server_name {
-            Some(name) => self.find(&name.trim_end_matches('.').to_ascii_lowercase()),
-            None => self.default.clone(),
-        };
+        let entry = server_name
+            .and_then(|name| self.find(&name.trim_end_matches('.').to_ascii_lowercase()))
+            .or_else(|| self.default.clone());
         entry.map(|entry| Arc::clone(&entry.config))
     }
 
