@@ -22,10 +22,12 @@ async fn main() {
         nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
     nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard).unwrap();
     let fits = ((hard.saturating_sub(256)) / 2) as usize;
+    // Under `cargo test --all-targets` (no --bench flag): a smoke run of a few sessions.
+    let full = std::env::args().any(|arg| arg == "--bench");
     let wanted: usize = std::env::var("SESSIONS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
+        .unwrap_or(if full { 10_000 } else { 50 });
     let sessions = wanted.min(fits);
     if sessions < wanted {
         println!("note: the file limit ({hard}) fits {sessions} sessions, not {wanted}; measuring {sessions}");

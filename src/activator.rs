@@ -96,6 +96,9 @@ impl Activator {
             self.publish_len(&queue);
             (id, rx)
         };
+        // A lease may have been released between our failed claim and the enqueue, seeing an
+        // empty queue and so dispatching to nobody: dispatch once ourselves.
+        self.dispatch();
         self.poke.notify_one();
         let mut guard = LeaveQueue {
             activator: self,
@@ -131,7 +134,7 @@ impl Activator {
 
     /// Hands free slots to waiters in arrival order.
     pub fn dispatch(self: &Arc<Self>) {
-        if self.queued.load(Ordering::Acquire) == 0 {
+        if self.queued.load(Ordering::SeqCst) == 0 {
             return;
         }
         let mut undelivered = Vec::new();
@@ -204,7 +207,7 @@ impl Activator {
     }
 
     fn publish_len(&self, queue: &Queue) {
-        self.queued.store(queue.waiters.len(), Ordering::Release);
+        self.queued.store(queue.waiters.len(), Ordering::SeqCst);
         self.depth_gauge.set(queue.waiters.len() as i64);
     }
 }
@@ -250,6 +253,9 @@ impl std::fmt::Debug for Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         self.instance.release();
+        // Order the release before reading the queue length (store-load): with the dispatch
+        // that `acquire` runs after enqueueing, either we see the waiter or it sees the slot.
+        std::sync::atomic::fence(Ordering::SeqCst);
         self.activator.dispatch();
     }
 }

@@ -300,7 +300,11 @@ impl Controller {
                     .as_ref()
                     .map_or(0, |inst| inst.in_flight())
             });
-            for index in ready.into_iter().take((live - self.desired) as usize) {
+            // Never drain a serving instance in favour of one still starting: those extra
+            // ones are drained once ready, if still not needed.
+            let excess = ((live - self.desired) as usize)
+                .min(ready.len().saturating_sub(self.desired as usize));
+            for index in ready.into_iter().take(excess) {
                 self.drain(index);
             }
         }

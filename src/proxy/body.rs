@@ -137,7 +137,9 @@ impl Body for ProxyBody {
                 let polled = Pin::new(&mut *body).poll_frame(cx);
                 // hyper stops polling once a body says it has ended, so finish on the last
                 // frame rather than waiting for a `None` that may never be asked for.
-                if matches!(polled, Poll::Ready(None)) || body.is_end_stream() {
+                let trailers =
+                    matches!(&polled, Poll::Ready(Some(Ok(frame))) if frame.is_trailers());
+                if matches!(polled, Poll::Ready(None)) || trailers || body.is_end_stream() {
                     if let Some(driver) = driver.as_mut() {
                         driver.finish();
                     }

@@ -339,6 +339,7 @@ impl Proxy {
         };
         tokio::spawn(websocket::run(
             Arc::clone(&self.sessions),
+            self.sessions.begin(),
             session,
             client_upgrade,
             upstream_upgrade,

@@ -34,7 +34,9 @@ const MAX_IDLE_PER_INSTANCE: usize = 512;
 /// One open connection to an instance.
 pub struct Pooled {
     sender: http1::SendRequest<Incoming>,
-    connection: Connection,
+    /// `None` once the connection has ended; dropping it makes hyper hand back a request it
+    /// had queued but not written.
+    connection: Option<Connection>,
     idle_since: Instant,
 }
 
@@ -126,19 +128,21 @@ impl Upstream {
                 return Err(UpstreamError::Reset("connection closed at once".into()));
             }
             let mut response = std::pin::pin!(pooled.sender.try_send_request(request));
-            let mut connection_done = false;
             let result = poll_fn(|cx| {
-                if !connection_done {
-                    if let Poll::Ready(result) = Pin::new(&mut pooled.connection).poll(cx) {
-                        connection_done = true;
+                if let Some(connection) = pooled.connection.as_mut() {
+                    if let Poll::Ready(result) = Pin::new(connection).poll(cx) {
                         if let Err(error) = result {
                             tracing::debug!(%error, "upstream connection ended");
                         }
+                        // An idle connection the instance closed ends cleanly with our request
+                        // still queued; only dropping it returns the request for a retry.
+                        pooled.connection = None;
                     }
                 }
                 response.as_mut().poll(cx)
             })
             .await;
+            let connection_done = pooled.connection.is_none();
             match result {
                 Ok(response) => {
                     let driver = Driver {
@@ -204,7 +208,7 @@ impl Upstream {
             .map_err(|error| UpstreamError::Connect(error.to_string()))?;
         Ok(Box::new(Pooled {
             sender,
-            connection,
+            connection: Some(connection),
             idle_since: Instant::now(),
         }))
     }
@@ -213,7 +217,11 @@ impl Upstream {
 /// Drives a connection until it can take a request.
 async fn wait_ready(pooled: &mut Pooled) -> Result<(), ()> {
     poll_fn(|cx| {
-        if Pin::new(&mut pooled.connection).poll(cx).is_ready() {
+        let Some(connection) = pooled.connection.as_mut() else {
+            return Poll::Ready(Err(()));
+        };
+        if Pin::new(connection).poll(cx).is_ready() {
+            pooled.connection = None;
             return Poll::Ready(Err(()));
         }
         pooled.sender.poll_ready(cx).map_err(|_| ())
@@ -233,7 +241,11 @@ impl Driver {
     /// Lets the connection read and write; call before polling the response body.
     pub fn poll_connection(&mut self, cx: &mut Context<'_>) {
         if let Some(pooled) = &mut self.pooled {
-            if Pin::new(&mut pooled.connection).poll(cx).is_ready() {
+            let ended = match pooled.connection.as_mut() {
+                Some(connection) => Pin::new(connection).poll(cx).is_ready(),
+                None => true,
+            };
+            if ended {
                 self.pooled = None;
             }
         }
@@ -243,7 +255,10 @@ impl Driver {
     /// user drives it through the end of this exchange before sending.)
     pub fn finish(&mut self) {
         if let Some(pooled) = self.pooled.take() {
-            if !pooled.sender.is_closed() {
+            // Only a connection that can take the next request now: one still writing the
+            // previous request's body (the instance answered early) would stall whoever
+            // takes it next.
+            if pooled.sender.is_ready() && pooled.connection.is_some() {
                 self.instance.idle.put(pooled, self.idle_timeout);
             }
         }

@@ -106,6 +106,13 @@ impl Default for Sessions {
 }
 
 impl Sessions {
+    /// Counts a session from before its task is spawned, so `close_all` cannot miss it; the
+    /// count drops with the guard however the session ends (panics included).
+    pub fn begin(self: &Arc<Self>) -> SessionGuard {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        SessionGuard(Arc::clone(self))
+    }
+
     /// Sessions open now.
     pub fn open(&self) -> usize {
         self.open.load(Ordering::Acquire)
@@ -125,6 +132,17 @@ impl Sessions {
     }
 }
 
+/// One open session in [`Sessions`]; dropping it ends the count.
+pub struct SessionGuard(Arc<Sessions>);
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.all_closed.notify_waiters();
+        }
+    }
+}
+
 /// What a session needs besides its two streams.
 pub struct Session {
     pub app: InFlight,
@@ -137,13 +155,14 @@ pub struct Session {
 /// closes, the session idles out, or the gateway's shutdown grace runs out.
 pub async fn run(
     sessions: Arc<Sessions>,
+    counted: SessionGuard,
     session: Session,
     client: OnUpgrade,
     upstream: OnUpgrade,
 ) {
-    sessions.open.fetch_add(1, Ordering::AcqRel);
     let metrics = &session.app.app().metrics;
     metrics.websocket_open.inc();
+    let _open_gauge = GaugeGuard(metrics.websocket_open.clone());
     metrics.websocket_total.inc();
     let started = Instant::now();
     let activity = Arc::new(Activity::new(started));
@@ -170,7 +189,6 @@ pub async fn run(
     let to_client = activity.to_client.load(Ordering::Relaxed);
     metrics.websocket_bytes[0].inc_by(from_client);
     metrics.websocket_bytes[1].inc_by(to_client);
-    metrics.websocket_open.dec();
     tracing::info!(
         target: "tidegate::access",
         app = %session.app.app().name,
@@ -182,8 +200,15 @@ pub async fn run(
         "websocket session ended"
     );
     drop(session);
-    if sessions.open.fetch_sub(1, Ordering::AcqRel) == 1 {
-        sessions.all_closed.notify_waiters();
+    drop(counted);
+}
+
+/// Lowers the open-sessions gauge however the session ends.
+struct GaugeGuard(prometheus::IntGauge);
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -198,19 +223,10 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    use tokio::io::AsyncWriteExt;
     let (mut client_read, mut client_write) = tokio::io::split(client);
     let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream);
-    let from_client = async {
-        let result = tokio::io::copy(&mut client_read, &mut upstream_write).await;
-        let _ = upstream_write.shutdown().await;
-        result
-    };
-    let to_client = async {
-        let result = tokio::io::copy(&mut upstream_read, &mut client_write).await;
-        let _ = client_write.shutdown().await;
-        result
-    };
+    let from_client = pump(&mut client_read, &mut upstream_write);
+    let to_client = pump(&mut upstream_read, &mut client_write);
     tokio::pin!(from_client, to_client);
     let first = tokio::select! {
         result = &mut from_client => {
@@ -226,6 +242,45 @@ where
         "closed"
     } else {
         "reset"
+    }
+}
+
+/// Bytes read into the small buffer that lives with the session; a read that fills it
+/// switches to a large buffer for the burst, dropped again once reads are small.
+const SMALL: usize = 512;
+const LARGE: usize = 16 * 1024;
+
+/// Copies `from` to `to` until `from` ends, then shuts `to`'s write side. Unlike
+/// `tokio::io::copy` (an 8 KiB buffer per direction for the session's whole life) an idle
+/// session holds only the small inline buffer: most sessions are idle most of the time.
+async fn pump<R, W>(from: &mut R, to: &mut W) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut small = [0u8; SMALL];
+    let mut large: Option<Box<[u8]>> = None;
+    loop {
+        let (read, capacity) = match large.as_mut() {
+            Some(buffer) => (from.read(buffer).await?, buffer.len()),
+            None => (from.read(&mut small).await?, SMALL),
+        };
+        if read == 0 {
+            let _ = to.shutdown().await;
+            return Ok(());
+        }
+        let data = match &large {
+            Some(buffer) => &buffer[..read],
+            None => &small[..read],
+        };
+        to.write_all(data).await?;
+        to.flush().await?;
+        if read == capacity && large.is_none() {
+            large = Some(vec![0u8; LARGE].into_boxed_slice());
+        } else if read < SMALL && large.is_some() {
+            large = None;
+        }
     }
 }
 
