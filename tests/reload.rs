@@ -149,14 +149,7 @@ async fn in_flight_requests_finish_on_the_old_table() {
     let handle = config.start().await;
     let addr = handle.http_addr().unwrap();
     let request = tokio::spawn(get(addr, "app.p.test.local", "/"));
-    eventually(
-        "the request to be in flight",
-        Duration::from_secs(5),
-        || async {
-            (metric(&handle, "tidegate_in_flight_requests{app=\"app\"}").await == 1.0).then_some(())
-        },
-    )
-    .await;
+    wait_in_flight(&handle, "app", 1.0).await;
     std::fs::remove_file(config.app_file("app")).unwrap();
     handle.reload().await.unwrap();
     assert_eq!(

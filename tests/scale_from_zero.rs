@@ -357,7 +357,7 @@ async fn a_client_that_gives_up_leaves_the_queue() {
         (metric(&handle, "tidegate_activator_queue_depth{app=\"web\"}").await == 0.0).then_some(())
     })
     .await;
-    // Logged and counted as nginx's 499, client closed request.
+    // Logged and counted as 499 (client closed request).
     eventually(
         "the abandoned request to be counted",
         Duration::from_secs(5),
@@ -422,14 +422,7 @@ async fn a_removed_app_finishes_its_requests_before_its_instances_stop() {
     let addr = handle.http_addr().unwrap();
     let pid = pid_of(addr).await;
     let slow = tokio::spawn(get(addr, HOST, "/?delay_ms=500"));
-    eventually(
-        "the slow request to be in flight",
-        Duration::from_secs(5),
-        || async {
-            (metric(&handle, "tidegate_in_flight_requests{app=\"web\"}").await == 1.0).then_some(())
-        },
-    )
-    .await;
+    wait_in_flight(&handle, "web", 1.0).await;
     std::fs::remove_file(config.app_file("web")).unwrap();
     handle.reload().await.unwrap();
     assert_eq!(get(addr, HOST, "/").await.status, StatusCode::NOT_FOUND);

@@ -21,14 +21,7 @@ async fn shutdown_lets_in_flight_requests_finish() {
     assert_eq!(admin_get(&handle, "/readyz").await.status, StatusCode::OK);
 
     let request = tokio::spawn(get(addr, "app.p.test.local", "/"));
-    eventually(
-        "the request to be in flight",
-        Duration::from_secs(5),
-        || async {
-            (metric(&handle, "tidegate_in_flight_requests{app=\"app\"}").await == 1.0).then_some(())
-        },
-    )
-    .await;
+    wait_in_flight(&handle, "app", 1.0).await;
     let admin = handle.admin_addr();
     let shutdown = tokio::spawn(handle.shutdown());
 
@@ -66,14 +59,7 @@ async fn shutdown_gives_up_on_requests_after_the_grace_period() {
     let handle = config.start().await;
     let addr = handle.http_addr().unwrap();
     let _request = tokio::spawn(get(addr, "app.p.test.local", "/"));
-    eventually(
-        "the request to be in flight",
-        Duration::from_secs(5),
-        || async {
-            (metric(&handle, "tidegate_in_flight_requests{app=\"app\"}").await == 1.0).then_some(())
-        },
-    )
-    .await;
+    wait_in_flight(&handle, "app", 1.0).await;
     tokio::time::timeout(Duration::from_secs(5), handle.shutdown())
         .await
         .expect("shutdown returns after the grace period");

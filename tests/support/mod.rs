@@ -291,6 +291,15 @@ where
     }
 }
 
+/// Waits until `app` has exactly `count` requests in flight (waiting ones included).
+pub async fn wait_in_flight(handle: &Handle, app: &str, count: f64) {
+    let series = format!("tidegate_in_flight_requests{{app=\"{app}\"}}");
+    eventually(&series, Duration::from_secs(5), || async {
+        (metric(handle, &series).await == count).then_some(())
+    })
+    .await
+}
+
 /// Waits until the gateway has applied `count` successful config loads in total (the first
 /// load at start counts as one).
 pub async fn wait_reloads(handle: &Handle, result: &str, count: f64) {
