@@ -9,6 +9,7 @@ mod error;
 mod load;
 mod model;
 mod raw;
+mod scale;
 mod validate;
 pub mod watch;
 

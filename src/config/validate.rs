@@ -1,4 +1,5 @@
 //! Turns raw config files into a validated [`Config`]. Pure: no file system, no network.
+//! (The `[defaults]`/`[scale]` overlay and its checks live in `scale`.)
 //!
 //! Every check reports the file and the dotted field it is about, and all problems of one load
 //! are reported together. Defaults are filled in here and nowhere else: an app's `[scale]`
@@ -17,16 +18,17 @@ use super::model::{
     AppSpec, Config, GatewaySettings, HostPattern, ListenerLimits, RunSpec, RuntimeSpec, ScaleSpec,
     TlsSettings, UpstreamSettings, Visibility,
 };
-use super::raw::{RawApp, RawGatewayFile, RawScale};
+use super::raw::{RawApp, RawGatewayFile};
+use super::scale::overlay_scale;
 
 /// Collects problems for one file while values are converted.
-struct Checker<'a> {
+pub(super) struct Checker<'a> {
     file: &'a Path,
     issues: &'a mut Vec<ConfigIssue>,
 }
 
 impl Checker<'_> {
-    fn report(&mut self, field: &str, message: impl Into<String>) {
+    pub(super) fn report(&mut self, field: &str, message: impl Into<String>) {
         self.issues.push(ConfigIssue {
             file: self.file.to_path_buf(),
             field: field.to_string(),
@@ -34,7 +36,12 @@ impl Checker<'_> {
         });
     }
 
-    fn duration(&mut self, field: &str, value: Option<&String>, default: Duration) -> Duration {
+    pub(super) fn duration(
+        &mut self,
+        field: &str,
+        value: Option<&String>,
+        default: Duration,
+    ) -> Duration {
         match value {
             None => default,
             Some(text) => match parse_duration(text) {
@@ -482,140 +489,6 @@ fn validate_runtime(c: &mut Checker<'_>, raw: &RawApp) -> Option<RuntimeSpec> {
     }
 }
 
-/// Overlays the keys present in `raw` on `base` and checks the result as a whole.
-fn overlay_scale(c: &mut Checker<'_>, table: &str, base: &ScaleSpec, raw: &RawScale) -> ScaleSpec {
-    let field = |key: &str| format!("{table}.{key}");
-    let mut s = base.clone();
-    if let Some(v) = raw.min_scale {
-        s.min_scale = v;
-    }
-    if let Some(v) = raw.max_scale {
-        s.max_scale = v;
-    }
-    if let Some(v) = raw.concurrency {
-        s.concurrency = v;
-        // The soft target follows the hard limit unless it is given explicitly.
-        if raw.concurrency_target.is_none() && v > 0 {
-            s.concurrency_target = f64::from(v);
-        }
-    }
-    if let Some(v) = raw.concurrency_target {
-        s.concurrency_target = v;
-    }
-    if let Some(v) = raw.target_utilization {
-        s.target_utilization = v;
-    }
-    if let Some(v) = raw.panic_threshold {
-        s.panic_threshold = v;
-    }
-    if let Some(v) = raw.max_scale_up_rate {
-        s.max_scale_up_rate = v;
-    }
-    if let Some(v) = raw.max_scale_down_rate {
-        s.max_scale_down_rate = v;
-    }
-    if let Some(v) = raw.queue_depth {
-        s.queue_depth = v;
-    }
-    s.stable_window = c.duration(
-        &field("stable_window"),
-        raw.stable_window.as_ref(),
-        s.stable_window,
-    );
-    s.panic_window = c.duration(
-        &field("panic_window"),
-        raw.panic_window.as_ref(),
-        s.panic_window,
-    );
-    s.scale_to_zero_grace = c.duration(
-        &field("scale_to_zero_grace"),
-        raw.scale_to_zero_grace.as_ref(),
-        s.scale_to_zero_grace,
-    );
-    s.scale_down_delay = c.duration(
-        &field("scale_down_delay"),
-        raw.scale_down_delay.as_ref(),
-        s.scale_down_delay,
-    );
-    s.request_timeout = c.duration(
-        &field("request_timeout"),
-        raw.request_timeout.as_ref(),
-        s.request_timeout,
-    );
-    s.cold_start_timeout = c.duration(
-        &field("cold_start_timeout"),
-        raw.cold_start_timeout.as_ref(),
-        s.cold_start_timeout,
-    );
-    s.stop_grace = c.duration(&field("stop_grace"), raw.stop_grace.as_ref(), s.stop_grace);
-    s.startup_timeout = c.duration(
-        &field("startup_timeout"),
-        raw.startup_timeout.as_ref(),
-        s.startup_timeout,
-    );
-    if table == "scale" && *raw == RawScale::default() {
-        // Nothing set here: the result is `[defaults]`, which was checked (and reported) there.
-        return s;
-    }
-
-    if s.min_scale > s.max_scale {
-        c.report(
-            &field("min_scale"),
-            format!("{} is greater than max_scale {}", s.min_scale, s.max_scale),
-        );
-    }
-    if s.concurrency > 0 && s.concurrency_target > f64::from(s.concurrency) {
-        // Knative caps the soft target by the hard limit; say so rather than silently capping.
-        c.report(
-            &field("concurrency_target"),
-            format!(
-                "{} is above the hard limit concurrency = {}",
-                s.concurrency_target, s.concurrency
-            ),
-        );
-    }
-    if !(s.concurrency_target > 0.0 && s.concurrency_target.is_finite()) {
-        c.report(&field("concurrency_target"), "must be greater than 0");
-    }
-    if !(s.target_utilization > 0.0 && s.target_utilization <= 1.0) {
-        c.report(&field("target_utilization"), "must be in (0, 1], e.g. 0.7");
-    }
-    if !(s.panic_threshold > 1.0 && s.panic_threshold.is_finite()) {
-        c.report(
-            &field("panic_threshold"),
-            "must be greater than 1.0, e.g. 2.0 for 200%",
-        );
-    }
-    if !(s.max_scale_up_rate > 1.0 && s.max_scale_up_rate.is_finite()) {
-        c.report(&field("max_scale_up_rate"), "must be greater than 1.0");
-    }
-    if !(s.max_scale_down_rate > 1.0 && s.max_scale_down_rate.is_finite()) {
-        c.report(&field("max_scale_down_rate"), "must be greater than 1.0");
-    }
-    if s.stable_window.is_zero() {
-        c.report(&field("stable_window"), "must be longer than 0s");
-    }
-    if s.panic_window.is_zero() || s.panic_window > s.stable_window {
-        c.report(
-            &field("panic_window"),
-            "must be longer than 0s and no longer than stable_window",
-        );
-    }
-    if s.request_timeout.is_zero() {
-        c.report(&field("request_timeout"), "must be longer than 0s");
-    }
-    if s.startup_timeout.is_zero() {
-        c.report(&field("startup_timeout"), "must be longer than 0s");
-    }
-    if s.cold_start_timeout.is_zero() {
-        c.report(&field("cold_start_timeout"), "must be longer than 0s");
-    }
-    if s.queue_depth == 0 {
-        c.report(&field("queue_depth"), "must be at least 1");
-    }
-    s
-}
-
 fn check_label(c: &mut Checker<'_>, field: &str, value: &str) {
     if !is_dns_label(value) {
         c.report(
@@ -676,144 +549,5 @@ pub fn parse_host_pattern(value: &str) -> Result<HostPattern, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn check(gateway: &str, apps: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
-        let raw: RawGatewayFile = toml::from_str(gateway).unwrap();
-        let apps: Vec<(PathBuf, RawApp)> = apps
-            .iter()
-            .map(|(name, text)| {
-                (
-                    PathBuf::from(format!("apps/{name}.toml")),
-                    toml::from_str(text).unwrap(),
-                )
-            })
-            .collect();
-        validate(Path::new("tidegate.toml"), &raw, &apps)
-    }
-
-    fn errors(gateway: &str, apps: &[(&str, &str)]) -> String {
-        check(gateway, apps).unwrap_err().to_string()
-    }
-
-    const STATIC: &str = "runtime = \"static\"\n[static]\nupstreams = [\"127.0.0.1:3000\"]\n";
-
-    #[test]
-    fn defaults_fill_in_and_the_default_host_is_app_project_domain() {
-        let config = check("[gateway]\ndomain = \"Example.COM.\"", &[("web", STATIC)]).unwrap();
-        let app = &config.apps[0];
-        assert_eq!(app.name, "web", "the name defaults to the file name");
-        assert_eq!(app.project, "default");
-        assert_eq!(
-            app.hosts,
-            vec![HostPattern::Exact("web.default.example.com".into())]
-        );
-        assert_eq!(app.scale, ScaleSpec::default());
-        assert_eq!(config.gateway.apps_dir, PathBuf::from("apps"));
-        assert_eq!(config.gateway.http, Some("127.0.0.1:8080".parse().unwrap()));
-    }
-
-    #[test]
-    fn app_scale_overlays_defaults_and_concurrency_sets_the_soft_target() {
-        let config = check(
-            "[defaults]\nmax_scale = 7\nconcurrency = 20\nscale_to_zero_grace = \"250ms\"",
-            &[(
-                "web",
-                &format!("{STATIC}[scale]\nmin_scale = 1\nconcurrency = 10"),
-            )],
-        )
-        .unwrap();
-        let scale = &config.apps[0].scale;
-        assert_eq!((scale.min_scale, scale.max_scale), (1, 7));
-        assert_eq!(scale.concurrency, 10);
-        assert_eq!(scale.concurrency_target, 10.0);
-        assert_eq!(scale.scale_to_zero_grace, Duration::from_millis(250));
-    }
-
-    #[test]
-    fn every_problem_names_its_file_and_field() {
-        let text = errors(
-            "[gateway]\nhttp = \"localhost\"\n[defaults]\ntarget_utilization = 1.5\npanic_window = \"2m\"",
-            &[
-                ("a", "runtime = \"static\"\n[static]\nupstreams = []"),
-                ("e", "runtime = \"static\"\n[static]\nupstreams = [\"127.0.0.1:1\", \"127.0.0.1:1\"]"),
-                ("b", "runtime = \"docker\""),
-                ("c", "runtime = \"process\"\n[run]\ncommand = [\"x\"]\nport_env = \"1X\"\nreadiness_path = \"healthz\"\nenv = { \"A-B\" = \"1\" }"),
-                ("d", &format!("visibility = \"secret\"\n{STATIC}")),
-            ],
-        );
-        for expected in [
-            "tidegate.toml: gateway.http: \"localhost\" is not an address",
-            "tidegate.toml: defaults.target_utilization: must be in (0, 1]",
-            "tidegate.toml: defaults.panic_window: must be longer than 0s and no longer than stable_window",
-            "apps/a.toml: static.upstreams: needs at least one address",
-            "apps/e.toml: static.upstreams[1]: 127.0.0.1:1 is listed twice",
-            "apps/b.toml: runtime: \"docker\" is not one of",
-            "apps/c.toml: run.port_env: \"1X\" is not a valid variable name",
-            "apps/c.toml: run.readiness_path: \"healthz\" must start with \"/\"",
-            "apps/c.toml: run.env.A-B: is not a valid variable name",
-            "apps/d.toml: visibility: \"secret\" is not one of",
-        ] {
-            assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
-        }
-        // A bad [defaults] value is reported once, not again for every app that inherits it.
-        assert!(!text.contains("apps/a.toml: scale."), "{text}");
-    }
-
-    #[test]
-    fn duplicate_names_and_hosts_are_refused() {
-        let text = errors(
-            "",
-            &[
-                (
-                    "a",
-                    &format!("name = \"x\"\nhosts = [\"*.shop.example\"]\n{STATIC}"),
-                ),
-                ("b", &format!("name = \"x\"\n{STATIC}")),
-                (
-                    "c",
-                    &format!("hosts = [\"*.shop.example\", \"x.default.localhost\"]\n{STATIC}"),
-                ),
-            ],
-        );
-        assert!(
-            text.contains("apps/b.toml: name: app \"x\" is already defined in apps/a.toml"),
-            "{text}"
-        );
-        assert!(
-            text.contains("apps/c.toml: hosts: host *.shop.example is already routed to app \"x\""),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                "apps/c.toml: hosts: host x.default.localhost is already routed to app \"x\""
-            ),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn durations_need_a_unit() {
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
-        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
-        assert!(parse_duration("30").is_err());
-        assert!(parse_duration("soon").is_err());
-    }
-
-    #[test]
-    fn host_patterns() {
-        assert_eq!(
-            parse_host_pattern("*.Example.com").unwrap(),
-            HostPattern::Wildcard("example.com".into())
-        );
-        assert_eq!(
-            parse_host_pattern("API.example.com.").unwrap(),
-            HostPattern::Exact("api.example.com".into())
-        );
-        assert!(parse_host_pattern("*").is_err());
-        assert!(parse_host_pattern("a.*.com").is_err());
-        assert!(parse_host_pattern("bad host").is_err());
-    }
-}
+#[path = "validate_tests.rs"]
+mod tests;

@@ -1,0 +1,146 @@
+//! `[defaults]` and `[scale]`: overlaying the keys an operator set on the inherited values,
+//! then checking the result as a whole (min <= max, target under the hard limit, windows,
+//! rates, timeouts).
+
+use super::model::ScaleSpec;
+use super::raw::RawScale;
+use super::validate::Checker;
+
+/// Overlays the keys present in `raw` on `base` and checks the result as a whole.
+pub(super) fn overlay_scale(
+    c: &mut Checker<'_>,
+    table: &str,
+    base: &ScaleSpec,
+    raw: &RawScale,
+) -> ScaleSpec {
+    let field = |key: &str| format!("{table}.{key}");
+    let mut s = base.clone();
+    if let Some(v) = raw.min_scale {
+        s.min_scale = v;
+    }
+    if let Some(v) = raw.max_scale {
+        s.max_scale = v;
+    }
+    if let Some(v) = raw.concurrency {
+        s.concurrency = v;
+        // The soft target follows the hard limit unless it is given explicitly.
+        if raw.concurrency_target.is_none() && v > 0 {
+            s.concurrency_target = f64::from(v);
+        }
+    }
+    if let Some(v) = raw.concurrency_target {
+        s.concurrency_target = v;
+    }
+    if let Some(v) = raw.target_utilization {
+        s.target_utilization = v;
+    }
+    if let Some(v) = raw.panic_threshold {
+        s.panic_threshold = v;
+    }
+    if let Some(v) = raw.max_scale_up_rate {
+        s.max_scale_up_rate = v;
+    }
+    if let Some(v) = raw.max_scale_down_rate {
+        s.max_scale_down_rate = v;
+    }
+    if let Some(v) = raw.queue_depth {
+        s.queue_depth = v;
+    }
+    s.stable_window = c.duration(
+        &field("stable_window"),
+        raw.stable_window.as_ref(),
+        s.stable_window,
+    );
+    s.panic_window = c.duration(
+        &field("panic_window"),
+        raw.panic_window.as_ref(),
+        s.panic_window,
+    );
+    s.scale_to_zero_grace = c.duration(
+        &field("scale_to_zero_grace"),
+        raw.scale_to_zero_grace.as_ref(),
+        s.scale_to_zero_grace,
+    );
+    s.scale_down_delay = c.duration(
+        &field("scale_down_delay"),
+        raw.scale_down_delay.as_ref(),
+        s.scale_down_delay,
+    );
+    s.request_timeout = c.duration(
+        &field("request_timeout"),
+        raw.request_timeout.as_ref(),
+        s.request_timeout,
+    );
+    s.cold_start_timeout = c.duration(
+        &field("cold_start_timeout"),
+        raw.cold_start_timeout.as_ref(),
+        s.cold_start_timeout,
+    );
+    s.stop_grace = c.duration(&field("stop_grace"), raw.stop_grace.as_ref(), s.stop_grace);
+    s.startup_timeout = c.duration(
+        &field("startup_timeout"),
+        raw.startup_timeout.as_ref(),
+        s.startup_timeout,
+    );
+    if table == "scale" && *raw == RawScale::default() {
+        // Nothing set here: the result is `[defaults]`, which was checked (and reported) there.
+        return s;
+    }
+
+    if s.min_scale > s.max_scale {
+        c.report(
+            &field("min_scale"),
+            format!("{} is greater than max_scale {}", s.min_scale, s.max_scale),
+        );
+    }
+    if s.concurrency > 0 && s.concurrency_target > f64::from(s.concurrency) {
+        // Knative caps the soft target by the hard limit; say so rather than silently capping.
+        c.report(
+            &field("concurrency_target"),
+            format!(
+                "{} is above the hard limit concurrency = {}",
+                s.concurrency_target, s.concurrency
+            ),
+        );
+    }
+    if !(s.concurrency_target > 0.0 && s.concurrency_target.is_finite()) {
+        c.report(&field("concurrency_target"), "must be greater than 0");
+    }
+    if !(s.target_utilization > 0.0 && s.target_utilization <= 1.0) {
+        c.report(&field("target_utilization"), "must be in (0, 1], e.g. 0.7");
+    }
+    if !(s.panic_threshold > 1.0 && s.panic_threshold.is_finite()) {
+        c.report(
+            &field("panic_threshold"),
+            "must be greater than 1.0, e.g. 2.0 for 200%",
+        );
+    }
+    if !(s.max_scale_up_rate > 1.0 && s.max_scale_up_rate.is_finite()) {
+        c.report(&field("max_scale_up_rate"), "must be greater than 1.0");
+    }
+    if !(s.max_scale_down_rate > 1.0 && s.max_scale_down_rate.is_finite()) {
+        c.report(&field("max_scale_down_rate"), "must be greater than 1.0");
+    }
+    if s.stable_window.is_zero() {
+        c.report(&field("stable_window"), "must be longer than 0s");
+    }
+    if s.panic_window.is_zero() || s.panic_window > s.stable_window {
+        c.report(
+            &field("panic_window"),
+            "must be longer than 0s and no longer than stable_window",
+        );
+    }
+    if s.request_timeout.is_zero() {
+        c.report(&field("request_timeout"), "must be longer than 0s");
+    }
+    if s.startup_timeout.is_zero() {
+        c.report(&field("startup_timeout"), "must be longer than 0s");
+    }
+    if s.cold_start_timeout.is_zero() {
+        c.report(&field("cold_start_timeout"), "must be longer than 0s");
+    }
+    if s.queue_depth == 0 {
+        c.report(&field("queue_depth"), "must be at least 1");
+    }
+    s
+}

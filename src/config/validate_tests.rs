@@ -1,0 +1,140 @@
+//! Unit tests of `validate`: defaults, overlay, every check naming its file and field.
+use super::*;
+
+fn check(gateway: &str, apps: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
+    let raw: RawGatewayFile = toml::from_str(gateway).unwrap();
+    let apps: Vec<(PathBuf, RawApp)> = apps
+        .iter()
+        .map(|(name, text)| {
+            (
+                PathBuf::from(format!("apps/{name}.toml")),
+                toml::from_str(text).unwrap(),
+            )
+        })
+        .collect();
+    validate(Path::new("tidegate.toml"), &raw, &apps)
+}
+
+fn errors(gateway: &str, apps: &[(&str, &str)]) -> String {
+    check(gateway, apps).unwrap_err().to_string()
+}
+
+const STATIC: &str = "runtime = \"static\"\n[static]\nupstreams = [\"127.0.0.1:3000\"]\n";
+
+#[test]
+fn defaults_fill_in_and_the_default_host_is_app_project_domain() {
+    let config = check("[gateway]\ndomain = \"Example.COM.\"", &[("web", STATIC)]).unwrap();
+    let app = &config.apps[0];
+    assert_eq!(app.name, "web", "the name defaults to the file name");
+    assert_eq!(app.project, "default");
+    assert_eq!(
+        app.hosts,
+        vec![HostPattern::Exact("web.default.example.com".into())]
+    );
+    assert_eq!(app.scale, ScaleSpec::default());
+    assert_eq!(config.gateway.apps_dir, PathBuf::from("apps"));
+    assert_eq!(config.gateway.http, Some("127.0.0.1:8080".parse().unwrap()));
+}
+
+#[test]
+fn app_scale_overlays_defaults_and_concurrency_sets_the_soft_target() {
+    let config = check(
+        "[defaults]\nmax_scale = 7\nconcurrency = 20\nscale_to_zero_grace = \"250ms\"",
+        &[(
+            "web",
+            &format!("{STATIC}[scale]\nmin_scale = 1\nconcurrency = 10"),
+        )],
+    )
+    .unwrap();
+    let scale = &config.apps[0].scale;
+    assert_eq!((scale.min_scale, scale.max_scale), (1, 7));
+    assert_eq!(scale.concurrency, 10);
+    assert_eq!(scale.concurrency_target, 10.0);
+    assert_eq!(scale.scale_to_zero_grace, Duration::from_millis(250));
+}
+
+#[test]
+fn every_problem_names_its_file_and_field() {
+    let text = errors(
+        "[gateway]\nhttp = \"localhost\"\n[defaults]\ntarget_utilization = 1.5\npanic_window = \"2m\"",
+        &[
+            ("a", "runtime = \"static\"\n[static]\nupstreams = []"),
+            ("e", "runtime = \"static\"\n[static]\nupstreams = [\"127.0.0.1:1\", \"127.0.0.1:1\"]"),
+            ("b", "runtime = \"docker\""),
+            ("c", "runtime = \"process\"\n[run]\ncommand = [\"x\"]\nport_env = \"1X\"\nreadiness_path = \"healthz\"\nenv = { \"A-B\" = \"1\" }"),
+            ("d", &format!("visibility = \"secret\"\n{STATIC}")),
+        ],
+    );
+    for expected in [
+        "tidegate.toml: gateway.http: \"localhost\" is not an address",
+        "tidegate.toml: defaults.target_utilization: must be in (0, 1]",
+        "tidegate.toml: defaults.panic_window: must be longer than 0s and no longer than stable_window",
+        "apps/a.toml: static.upstreams: needs at least one address",
+        "apps/e.toml: static.upstreams[1]: 127.0.0.1:1 is listed twice",
+        "apps/b.toml: runtime: \"docker\" is not one of",
+        "apps/c.toml: run.port_env: \"1X\" is not a valid variable name",
+        "apps/c.toml: run.readiness_path: \"healthz\" must start with \"/\"",
+        "apps/c.toml: run.env.A-B: is not a valid variable name",
+        "apps/d.toml: visibility: \"secret\" is not one of",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    // A bad [defaults] value is reported once, not again for every app that inherits it.
+    assert!(!text.contains("apps/a.toml: scale."), "{text}");
+}
+
+#[test]
+fn duplicate_names_and_hosts_are_refused() {
+    let text = errors(
+        "",
+        &[
+            (
+                "a",
+                &format!("name = \"x\"\nhosts = [\"*.shop.example\"]\n{STATIC}"),
+            ),
+            ("b", &format!("name = \"x\"\n{STATIC}")),
+            (
+                "c",
+                &format!("hosts = [\"*.shop.example\", \"x.default.localhost\"]\n{STATIC}"),
+            ),
+        ],
+    );
+    assert!(
+        text.contains("apps/b.toml: name: app \"x\" is already defined in apps/a.toml"),
+        "{text}"
+    );
+    assert!(
+        text.contains("apps/c.toml: hosts: host *.shop.example is already routed to app \"x\""),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "apps/c.toml: hosts: host x.default.localhost is already routed to app \"x\""
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn durations_need_a_unit() {
+    assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+    assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+    assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
+    assert!(parse_duration("30").is_err());
+    assert!(parse_duration("soon").is_err());
+}
+
+#[test]
+fn host_patterns() {
+    assert_eq!(
+        parse_host_pattern("*.Example.com").unwrap(),
+        HostPattern::Wildcard("example.com".into())
+    );
+    assert_eq!(
+        parse_host_pattern("API.example.com.").unwrap(),
+        HostPattern::Exact("api.example.com".into())
+    );
+    assert!(parse_host_pattern("*").is_err());
+    assert!(parse_host_pattern("a.*.com").is_err());
+    assert!(parse_host_pattern("bad host").is_err());
+}
