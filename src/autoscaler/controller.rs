@@ -1,5 +1,6 @@
 //! The per-app controller: samples concurrency, asks the KPA how many instances the app
-//! needs, and moves the app's instances toward that number through its runtime backend.
+//! needs, and moves the app's instances toward that number through its runtime backend (the
+//! long-running start and drain steps run as tasks, in `lifecycle`).
 //!
 //! One task per on-demand app owns all of the app's control state, so nothing here needs a
 //! lock. It wakes on: a sample tick (every 250 ms; a decision every 2 s), a poke from the
@@ -22,10 +23,10 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::kpa::Kpa;
+use super::lifecycle;
 use crate::apps::{AppState, AppStatus, InstanceStatus};
 use crate::config::{AppSpec, RuntimeSpec};
 use crate::instance::Instance;
-use crate::runtime::probe::{self, ProbeFailure};
 use crate::runtime::{Exit, RuntimeBackend, StartRequest};
 
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
@@ -92,7 +93,7 @@ struct Member {
     ready_at: Option<Instant>,
 }
 
-enum Event {
+pub(super) enum Event {
     Ready { id: String, instance: Arc<Instance> },
     Failed { id: String, reason: String },
     Exited { id: String, exit: Exit },
@@ -352,51 +353,14 @@ impl Controller {
         let events = self.events_tx.clone();
         tracing::debug!(app = %self.app.name, instance = %id, "starting instance");
         while self.starts.try_join_next().is_some() {}
-        self.starts.spawn(async move {
-            let started = match backend.start(request).await {
-                Ok(started) => started,
-                Err(error) => {
-                    let _ = events.send(Event::Failed {
-                        id,
-                        reason: error.to_string(),
-                    });
-                    return;
-                }
-            };
-            let mut exited = started.exited.clone();
-            let ready = probe::wait_ready(
-                started.addr,
-                readiness_path.as_deref(),
-                timeout,
-                &mut exited,
-            )
-            .await;
-            let addr = started.addr;
-            // Report the instance's exit whenever it comes.
-            let exit_events = events.clone();
-            let exit_id = id.clone();
-            let mut exit_watch = started.exited;
-            tokio::spawn(async move {
-                if let Ok(exit) = exit_watch.wait_for(Option::is_some).await {
-                    let exit = exit.clone().expect("checked by wait_for");
-                    let _ = exit_events.send(Event::Exited { id: exit_id, exit });
-                }
-            });
-            match ready {
-                Ok(_) => {
-                    let instance = Instance::new(id.clone(), addr);
-                    let _ = events.send(Event::Ready { id, instance });
-                }
-                Err(ProbeFailure::Exited(_)) => {} // the exit watcher reports it
-                Err(failure @ ProbeFailure::Timeout(_)) => {
-                    let _ = events.send(Event::Failed {
-                        id: id.clone(),
-                        reason: failure.to_string(),
-                    });
-                    let _ = backend.stop(&id, grace).await;
-                }
-            }
-        });
+        self.starts.spawn(lifecycle::start_and_probe(
+            backend,
+            request,
+            readiness_path,
+            timeout,
+            grace,
+            events,
+        ));
     }
 
     fn drain(&mut self, index: usize) {
@@ -413,11 +377,7 @@ impl Controller {
         let events = self.events_tx.clone();
         tracing::info!(app = %self.app.name, instance = %id, in_flight = instance.in_flight(), "draining instance");
         tokio::spawn(async move {
-            let deadline = Instant::now() + bound;
-            while instance.in_flight() > 0 && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            let _ = backend.stop(&id, grace).await;
+            lifecycle::drain_then_stop(Some(instance), backend.as_ref(), &id, bound, grace).await;
             let _ = events.send(Event::Stopped { id });
         });
     }
@@ -582,13 +542,14 @@ impl Controller {
         for member in self.members.drain(..) {
             let backend = Arc::clone(&self.backend);
             stops.spawn(async move {
-                if let Some(instance) = member.instance {
-                    let deadline = Instant::now() + bound;
-                    while instance.in_flight() > 0 && Instant::now() < deadline {
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                }
-                let _ = backend.stop(&member.id, grace).await;
+                lifecycle::drain_then_stop(
+                    member.instance,
+                    backend.as_ref(),
+                    &member.id,
+                    bound,
+                    grace,
+                )
+                .await;
             });
         }
         while stops.join_next().await.is_some() {}
