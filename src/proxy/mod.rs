@@ -331,12 +331,12 @@ impl Proxy {
         } else {
             websocket::restore_upgrade_headers(&mut parts.headers);
         }
-        let session = websocket::Session {
-            app: app.begin_request(),
+        let session = websocket::Session::new(
+            app.begin_request(),
             lease,
-            idle_timeout: route.spec.websocket_idle_timeout,
-            shutdown_grace: table.settings.shutdown_grace,
-        };
+            route.spec.websocket_idle_timeout,
+            table.settings.shutdown_grace,
+        );
         tokio::spawn(websocket::run(
             Arc::clone(&self.sessions),
             self.sessions.begin(),

@@ -145,10 +145,34 @@ impl Drop for SessionGuard {
 
 /// What a session needs besides its two streams.
 pub struct Session {
-    pub app: InFlight,
-    pub lease: Lease,
-    pub idle_timeout: Option<Duration>,
-    pub shutdown_grace: Duration,
+    app: InFlight,
+    lease: Lease,
+    idle_timeout: Option<Duration>,
+    shutdown_grace: Duration,
+    _open: GaugeGuard,
+}
+
+impl Session {
+    /// A session that has just been accepted (the 101 is on its way): it counts in the
+    /// session metrics from now on, however its task later ends.
+    pub fn new(
+        app: InFlight,
+        lease: Lease,
+        idle_timeout: Option<Duration>,
+        shutdown_grace: Duration,
+    ) -> Self {
+        let metrics = &app.app().metrics;
+        metrics.websocket_total.inc();
+        metrics.websocket_open.inc();
+        let open = GaugeGuard(metrics.websocket_open.clone());
+        Session {
+            app,
+            lease,
+            idle_timeout,
+            shutdown_grace,
+            _open: open,
+        }
+    }
 }
 
 /// Copies bytes between the upgraded client and instance connections until either side
@@ -161,9 +185,6 @@ pub async fn run(
     upstream: OnUpgrade,
 ) {
     let metrics = &session.app.app().metrics;
-    metrics.websocket_open.inc();
-    let _open_gauge = GaugeGuard(metrics.websocket_open.clone());
-    metrics.websocket_total.inc();
     let started = Instant::now();
     let activity = Arc::new(Activity::new(started));
     let outcome = match tokio::try_join!(client, upstream) {
