@@ -184,9 +184,11 @@ fn init_logging(format: LogFormat) {
         // rustls warns once per odd ClientHello (an IP address as SNI, say): client noise that
         // would flood the log under load; its errors still show.
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rustls=error"));
+    // Colours only on a terminal: log files and the per-instance logs stay plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(true);
+        .with_target(true)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),

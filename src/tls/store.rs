@@ -107,7 +107,10 @@ impl CertStore {
         store.exact = exact;
         store.wildcard = wildcard;
         store.default = default_name.and_then(|name| store.find(&name.to_ascii_lowercase()));
-        if let (Some(name), None) = (default_name, &store.default) {
+        // With no certificate at all the caller reports that; a missing default is news only
+        // when there are certificates to choose from.
+        if let (Some(name), None, false) = (default_name, &store.default, store.by_file.is_empty())
+        {
             errors.push(CertError {
                 file: dir.display().to_string(),
                 reason: format!("default_cert {name:?} matches no certificate"),
