@@ -83,7 +83,8 @@ async fn main() {
     let after = rss_kib(gateway_pid);
     let per_session = (after.saturating_sub(before)) as f64 * 1024.0 / sessions as f64;
     println!(
-        "{sessions} idle WebSocket sessions through tidegate (release): RSS {} -> {} KiB, {:.1} KiB per session; opened in {:.1} s",
+        "{sessions} idle WebSocket sessions through tidegate ({} build): RSS {} -> {} KiB, {:.1} KiB per session; opened in {:.1} s",
+        if cfg!(debug_assertions) { "debug" } else { "release" },
         before,
         after,
         per_session / 1024.0,
