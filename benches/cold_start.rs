@@ -69,9 +69,12 @@ async fn main() {
     let median = |v: &[Duration]| v[v.len() / 2];
     let p90 = |v: &[Duration]| v[v.len() * 9 / 10];
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!(
-        "cold start, {rounds} rounds (release build, demo app with readiness by TCP connect):"
-    );
+    let build = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    println!("cold start, {rounds} rounds ({build} build, demo app, readiness by TCP connect):");
     println!(
         "  demo app spawn -> accepting:      median {:7.2} ms  p90 {:7.2} ms",
         ms(median(&own)),
