@@ -4,7 +4,8 @@
 //! the live store before the handshake goes on. A name no certificate covers, with no default
 //! certificate, ends the connection with the `unrecognized_name` alert (rustls itself would
 //! send `access_denied`). Bytes that are not TLS (plain HTTP sent to the TLS port, garbage)
-//! end it with rustls' alert. Nothing here can affect another connection.
+//! end it with rustls' alert; plain HTTP gets a readable 400 instead, as nginx does, because
+//! a person with curl is the usual sender. Nothing here can affect another connection.
 
 use std::sync::Arc;
 
@@ -18,6 +19,22 @@ use super::store::CertStore;
 
 /// A fatal `unrecognized_name` (112) alert record, as sent in answer to a ClientHello.
 const UNRECOGNIZED_NAME: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
+
+/// The answer to a plain-HTTP request sent to the TLS port.
+fn plain_http_answer() -> Vec<u8> {
+    let body = "tidegate: a plain HTTP request was sent to the HTTPS port; use https://\n";
+    format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Whether the first bytes of a connection look like an HTTP/1 request line ("GET /...").
+fn looks_like_http(bytes: &[u8]) -> bool {
+    let method_len = bytes.iter().take_while(|b| b.is_ascii_uppercase()).count();
+    (3..=7).contains(&method_len) && bytes.get(method_len) == Some(&b' ')
+}
 
 /// Why a handshake failed; `reason()` is the metric label.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +67,7 @@ pub async fn accept(
 ) -> Result<TlsStream<TcpStream>, HandshakeError> {
     let mut acceptor = Acceptor::default();
     let mut buffer = vec![0u8; 4096];
+    let mut first = true;
     let accepted = loop {
         let read = stream
             .read(&mut buffer)
@@ -58,6 +76,14 @@ pub async fn accept(
         if read == 0 {
             return Err(HandshakeError::Closed);
         }
+        if first && looks_like_http(&buffer[..read]) {
+            let _ = stream.write_all(&plain_http_answer()).await;
+            let _ = stream.shutdown().await;
+            return Err(HandshakeError::NotTls(rustls::Error::General(
+                "plain HTTP on the TLS port".into(),
+            )));
+        }
+        first = false;
         let mut input = &buffer[..read];
         while !input.is_empty() {
             acceptor
@@ -85,4 +111,21 @@ pub async fn accept(
         .into_stream(config)
         .await
         .map_err(HandshakeError::Handshake)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_is_recognised_and_the_answer_is_well_formed() {
+        assert!(looks_like_http(b"GET / HTTP/1.1\r\n"));
+        assert!(looks_like_http(b"OPTIONS * HTTP/1.1\r\n"));
+        assert!(!looks_like_http(&[0x16, 0x03, 0x01, 0x02, 0x00]));
+        assert!(!looks_like_http(b"garbage"));
+        let answer = plain_http_answer();
+        let text = std::str::from_utf8(&answer).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+    }
 }
