@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use crate::admin::Admin;
 use crate::apps::AppRegistry;
 use crate::config::{self, watch::ConfigWatcher, Config, ConfigErrors};
+use crate::identity::Identities;
 use crate::metrics::Metrics;
 use crate::proxy::{ConnInfo, ListenerKind, Proxy, ProxyBody};
 use crate::routes::RouteTable;
@@ -57,11 +58,15 @@ impl Gateway {
         let path = config_path.as_ref().to_path_buf();
         let config = config::load(&path)?;
         let metrics = Metrics::new();
+        let identities = Arc::new(Identities::default());
         let registry = Arc::new(AppRegistry::new(
             Arc::clone(&metrics),
             vec![
                 Arc::new(StaticBackend),
-                Arc::new(ProcessBackend::new(config.gateway.logs_dir.clone())),
+                Arc::new(ProcessBackend::new(
+                    config.gateway.logs_dir.clone(),
+                    Arc::clone(&identities),
+                )),
             ],
         ));
         let states = registry.apply(&config);
@@ -70,6 +75,7 @@ impl Gateway {
             table,
             Arc::clone(&metrics),
             &config.gateway.upstream,
+            identities,
         ));
         record_success(&metrics);
 

@@ -18,6 +18,7 @@ pub mod autoscaler;
 pub mod config;
 pub mod demo_app;
 mod gateway;
+pub mod identity;
 pub mod instance;
 pub mod metrics;
 pub mod proxy;

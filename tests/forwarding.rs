@@ -361,3 +361,59 @@ async fn a_pooled_connection_the_instance_closed_is_retried_on_a_fresh_one() {
     );
     handle.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn project_visibility_admits_only_instances_of_the_same_project() {
+    let config = ConfigDir::new("", "");
+    let echo = echo_backend("secret").await;
+    config.static_app("secret", &[echo.addr], "visibility = \"project\"", "");
+    config.demo_app("caller", &[], "");
+    config.write_app(
+        "stranger",
+        &format!(
+            "project = \"q\"\n[run]\ncommand = [\"{TIDEGATE}\", \"demo-app\"]\nreadiness_path = \"/healthz\"\n"
+        ),
+    );
+    let handle = config.start().await;
+    let addr = handle.http_addr().unwrap();
+    // Each instance finds its token in TIDEGATE_TOKEN (the demo app echoes its environment).
+    let caller = get(addr, "caller.p.test.local", "/env/TIDEGATE_TOKEN")
+        .await
+        .body;
+    let stranger = get(addr, "stranger.q.test.local", "/env/TIDEGATE_TOKEN")
+        .await
+        .body;
+    let with_token = |token: &str| {
+        Request::get("/")
+            .header("host", "secret.p.test.local")
+            .header("x-tidegate-token", token.trim())
+            .body(full(Bytes::new()))
+            .unwrap()
+    };
+
+    let outsider = get(addr, "secret.p.test.local", "/").await;
+    assert_eq!(outsider.status, StatusCode::FORBIDDEN);
+    assert!(
+        outsider.body.contains("only instances of its own project"),
+        "{}",
+        outsider.body
+    );
+    assert_eq!(
+        send(addr, with_token(&stranger)).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        send(addr, with_token("forged")).await.status,
+        StatusCode::FORBIDDEN
+    );
+
+    let insider = send(addr, with_token(&caller)).await;
+    assert_eq!(insider.status, StatusCode::OK, "{}", insider.body);
+    assert!(insider.body.starts_with("backend=secret"));
+    assert_eq!(
+        insider.echoed("x-tidegate-token"),
+        None,
+        "the token must not reach the app"
+    );
+    handle.shutdown().await;
+}

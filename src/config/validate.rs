@@ -331,13 +331,7 @@ fn validate_app(
     let visibility = match raw.visibility.as_deref().unwrap_or("public") {
         "public" => Visibility::Public,
         "private" => Visibility::Private,
-        "project" => {
-            c.report(
-                "visibility",
-                "\"project\" needs per-instance identities, which this build does not have yet; use \"public\" or \"private\"",
-            );
-            Visibility::Project
-        }
+        "project" => Visibility::Project,
         other => {
             c.report(
                 "visibility",

@@ -13,6 +13,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 
 use super::body::ProxyBody;
 use crate::activator::AcquireError;
+use crate::config::Visibility;
 
 /// A request the gateway answers itself instead of with an instance's response.
 #[derive(Debug, thiserror::Error)]
@@ -27,8 +28,12 @@ pub enum GatewayError {
     ForeignHost(String),
     #[error("CONNECT is not supported: this gateway is not an open proxy")]
     Connect,
-    #[error("app {app:?} is not public: requests from {peer} are refused")]
-    NotPublic { app: String, peer: IpAddr },
+    #[error("app {app:?} is not public: {}", not_public_reason(visibility, peer))]
+    NotPublic {
+        app: String,
+        peer: IpAddr,
+        visibility: Visibility,
+    },
     #[error("app {app:?} has no instance to serve the request: {reason}")]
     NoInstance { app: String, reason: String },
     #[error("app {app:?} is busy: {reason}")]
@@ -133,6 +138,15 @@ impl GatewayError {
             );
         }
         response
+    }
+}
+
+fn not_public_reason(visibility: &Visibility, peer: &IpAddr) -> String {
+    match visibility {
+        Visibility::Project => {
+            "it serves only instances of its own project (no valid X-Tidegate-Token)".into()
+        }
+        _ => format!("requests from {peer} are refused (outside private_networks)"),
     }
 }
 

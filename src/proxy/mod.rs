@@ -23,6 +23,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::config::{UpstreamSettings, Visibility};
+use crate::identity::{Identities, TOKEN_HEADER};
 use crate::metrics::Metrics;
 use crate::routes::{normalize_host, RouteTable};
 pub use body::{ProxyBody, RequestRecord};
@@ -62,16 +63,24 @@ pub struct Proxy {
     pub https_port: std::sync::OnceLock<u16>,
     /// Open WebSocket sessions.
     pub sessions: Arc<websocket::Sessions>,
+    /// Instance tokens, for `project` visibility.
+    pub identities: Arc<Identities>,
 }
 
 impl Proxy {
-    pub fn new(routes: RouteTable, metrics: Arc<Metrics>, upstream: &UpstreamSettings) -> Self {
+    pub fn new(
+        routes: RouteTable,
+        metrics: Arc<Metrics>,
+        upstream: &UpstreamSettings,
+        identities: Arc<Identities>,
+    ) -> Self {
         Proxy {
             routes: ArcSwap::from_pointee(routes),
             metrics,
             upstream: Upstream::new(upstream),
             https_port: std::sync::OnceLock::new(),
             sessions: Arc::default(),
+            identities,
         }
     }
 
@@ -141,16 +150,25 @@ impl Proxy {
         }
 
         let peer_ip = canonical_ip(conn.peer.ip());
-        if route.spec.visibility != Visibility::Public
-            && !table
+        let admitted = match route.spec.visibility {
+            Visibility::Public => true,
+            Visibility::Private => table
                 .settings
                 .private_networks
                 .iter()
-                .any(|net| net.contains(&peer_ip))
-        {
+                .any(|net| net.contains(&peer_ip)),
+            Visibility::Project => request
+                .headers()
+                .get(&TOKEN_HEADER)
+                .and_then(|token| token.to_str().ok())
+                .and_then(|token| self.identities.project_of(token))
+                .is_some_and(|project| project == route.spec.project),
+        };
+        if !admitted {
             return Err(GatewayError::NotPublic {
                 app: app.name.clone(),
                 peer: peer_ip,
+                visibility: route.spec.visibility,
             });
         }
 
@@ -179,6 +197,8 @@ impl Proxy {
         let client_upgrade = (h2_websocket || websocket::is_websocket_upgrade(&request))
             .then(|| hyper::upgrade::on(&mut request));
         let (mut parts, body) = request.into_parts();
+        // An instance's token is for the gateway only, never for the app it calls.
+        parts.headers.remove(&TOKEN_HEADER);
         prepare_request_headers(
             &mut parts.headers,
             &ClientFacts {

@@ -29,6 +29,7 @@ use tokio::sync::watch;
 use super::logs::{capture, LogTarget};
 use super::{Exit, Placement, RuntimeBackend, RuntimeError, StartRequest, StartedInstance};
 use crate::config::{AppSpec, RuntimeSpec};
+use crate::identity::{Identities, TOKEN_ENV};
 
 struct Child {
     pgid: Pid,
@@ -39,15 +40,18 @@ struct Child {
 /// Runs instances as local child processes.
 pub struct ProcessBackend {
     logs_dir: PathBuf,
+    identities: Arc<Identities>,
     own_binary: PathBuf,
     children: Arc<Mutex<HashMap<String, Arc<Child>>>>,
 }
 
 impl ProcessBackend {
-    /// Instance output goes to files under `logs_dir`.
-    pub fn new(logs_dir: PathBuf) -> Self {
+    /// Instance output goes to files under `logs_dir`; each instance gets a token from
+    /// `identities` (see `identity`), revoked when it exits.
+    pub fn new(logs_dir: PathBuf, identities: Arc<Identities>) -> Self {
         ProcessBackend {
             logs_dir,
+            identities,
             own_binary: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("tidegate")),
             children: Arc::new(Mutex::new(HashMap::new())),
         }
@@ -81,6 +85,7 @@ impl RuntimeBackend for ProcessBackend {
             "tidegate" => self.own_binary.clone(),
             other => PathBuf::from(other),
         };
+        let token = self.identities.issue(&request.app.project);
         let mut command = Command::new(&program);
         command
             .args(&run.command[1..])
@@ -89,6 +94,7 @@ impl RuntimeBackend for ProcessBackend {
             .env("TIDEGATE_APP", &request.app.name)
             .env("TIDEGATE_REVISION", &request.revision)
             .env("TIDEGATE_INSTANCE", &request.instance_id)
+            .env(TOKEN_ENV, &token)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -98,10 +104,17 @@ impl RuntimeBackend for ProcessBackend {
             command.current_dir(dir);
         }
         die_with_gateway(&mut command);
-        let mut child = command
-            .spawn()
-            .map_err(|e| failed(format!("cannot run {}: {e}", program.display())))?;
-        let pid = child.id().ok_or_else(|| failed("exited at once".into()))?;
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(error) => {
+                self.identities.revoke(&token);
+                return Err(failed(format!("cannot run {}: {error}", program.display())));
+            }
+        };
+        let Some(pid) = child.id() else {
+            self.identities.revoke(&token);
+            return Err(failed("exited at once".into()));
+        };
         let pgid = Pid::from_raw(pid as i32);
 
         let target = LogTarget::new(
@@ -126,9 +139,11 @@ impl RuntimeBackend for ProcessBackend {
         self.children()
             .insert(request.instance_id.clone(), Arc::clone(&entry));
         let children = Arc::clone(&self.children);
+        let identities = Arc::clone(&self.identities);
         let id = request.instance_id.clone();
         tokio::spawn(async move {
             let status = child.wait().await;
+            identities.revoke(&token);
             // Whatever the leader did, its group goes with it.
             let _ = killpg(entry.pgid, Signal::SIGKILL);
             let exit = if entry.stopping.load(Ordering::Acquire) {
