@@ -32,9 +32,25 @@ pub struct ClientFacts<'a> {
     pub trusted: bool,
 }
 
+/// Hop-by-hop headers of RFC 9110 7.6.1, and the proxy credentials meant for us.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+        || name == header::TE
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::PROXY_AUTHORIZATION
+        || name == header::PROXY_AUTHENTICATE
+}
+
 /// Removes hop-by-hop headers, including every header named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Fast path: most requests carry none of them.
+    // One pass over the (few) headers instead of a hash lookup per hop-by-hop name: most
+    // messages carry none of them.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let connection_named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -55,9 +71,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         &header::PROXY_AUTHORIZATION,
         &header::PROXY_AUTHENTICATE,
     ] {
-        if headers.contains_key(name) {
-            headers.remove(name);
-        }
+        headers.remove(name);
     }
 }
 
@@ -66,9 +80,10 @@ pub fn prepare_request_headers(headers: &mut HeaderMap, client: &ClientFacts<'_>
     strip_hop_by_hop(headers);
     let peer_ip = canonical_ip(client.peer.ip());
 
+    let peer_text = peer_ip.to_string();
     let forwarded_for = match joined(headers, &X_FORWARDED_FOR).filter(|_| client.trusted) {
-        Some(previous) => format!("{previous}, {peer_ip}"),
-        None => peer_ip.to_string(),
+        Some(previous) => format!("{previous}, {peer_text}"),
+        None => peer_text.clone(),
     };
     set(headers, &X_FORWARDED_FOR, forwarded_for);
 
@@ -82,15 +97,19 @@ pub fn prepare_request_headers(headers: &mut HeaderMap, client: &ClientFacts<'_>
         headers.insert(X_FORWARDED_HOST.clone(), client.host.clone());
     }
 
-    let node = match peer_ip {
-        IpAddr::V4(ip) => ip.to_string(),
-        IpAddr::V6(ip) => format!("\"[{ip}]\""),
+    let host = String::from_utf8_lossy(client.host.as_bytes());
+    let host = if host.contains(['"', '\\']) {
+        std::borrow::Cow::Owned(host.replace(['"', '\\'], ""))
+    } else {
+        host
     };
-    let element = format!(
-        "for={node};host=\"{}\";proto={}",
-        String::from_utf8_lossy(client.host.as_bytes()).replace(['"', '\\'], ""),
-        client.scheme
-    );
+    let element = match peer_ip {
+        IpAddr::V4(_) => format!("for={peer_text};host=\"{host}\";proto={}", client.scheme),
+        IpAddr::V6(_) => format!(
+            "for=\"[{peer_text}]\";host=\"{host}\";proto={}",
+            client.scheme
+        ),
+    };
     let forwarded = match joined(headers, &header::FORWARDED).filter(|_| client.trusted) {
         Some(previous) => format!("{previous}, {element}"),
         None => element,
