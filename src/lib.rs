@@ -1,11 +1,13 @@
 //! tidegate: a scale-to-zero HTTP gateway.
 //!
-//! Requests arrive on the listeners (`server`), are routed by host (`routes`) to an app whose
-//! live state (`apps`, `instance`) outlives config reloads, and are forwarded by the proxy
-//! (`proxy`) to one of the app's instances, which a runtime backend (`runtime`) provides. The
-//! config (`config`) is files operators edit; it reloads live. Metrics and health are on the
-//! admin listener (`admin`, `metrics`). `gateway` wires it together behind
-//! [`Gateway::start`].
+//! Requests arrive on the listeners (`server`, with TLS from `tls`), are routed by host
+//! (`routes`) to an app whose live state (`apps`, `instance`) outlives config reloads, wait in
+//! the app's `activator` for a slot on an instance, and are forwarded by the proxy (`proxy`,
+//! WebSockets included). Instances come from a runtime backend (`runtime`); the per-app
+//! controller (`autoscaler`) decides how many and starts and stops them; `identity` tells
+//! instances apart for `project` visibility. The config (`config`) is files operators edit;
+//! it reloads live. Metrics and health are on the admin listener (`admin`, `metrics`).
+//! `gateway` wires it together behind [`Gateway::start`].
 
 // Unsafe code is denied everywhere but in the one place that must set the parent-death
 // signal between fork and exec (runtime::process), which has no safe API.

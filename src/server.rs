@@ -2,9 +2,10 @@
 //!
 //! One accept loop per listener. A semaphore caps open connections: at the cap the loop stops
 //! accepting and new clients wait in the kernel's backlog rather than being reset. Every
-//! connection gets TCP_NODELAY, a header read timeout (slowloris) and a header size cap (431),
-//! and is served by hyper-util's auto builder, which speaks HTTP/1.1 and, on prior knowledge,
-//! h2c. On shutdown the loop stops accepting, asks every connection to finish (HTTP/1: close
+//! connection gets TCP_NODELAY, a first-byte and header read timeout (slowloris), a header
+//! size cap (431), on a TLS listener the handshake (`tls::accept`), and is served by
+//! hyper-util's auto builder: HTTP/1.1, and HTTP/2 by ALPN or prior knowledge, with upgrades
+//! and extended CONNECT for WebSockets. On shutdown the loop stops accepting, asks every connection to finish (HTTP/1: close
 //! after the current response; HTTP/2: GOAWAY), waits up to the grace period, then drops the
 //! rest.
 

@@ -1,8 +1,9 @@
 //! The data plane: one request from arrival to the end of its response.
 //!
-//! `handle` reads the route table once, finds the app by host, checks visibility, claims an
-//! instance, rewrites headers and forwards over the pooled client, then streams the response
-//! back. Every failure becomes a [`GatewayError`] with its own status and a body that says
+//! `handle` reads the route table once, finds the app by host, checks redirects and
+//! visibility, gets a lease on an instance from the app's activator (waiting through a cold
+//! start if need be), rewrites headers and forwards over a pooled upstream connection
+//! (`upstream`), or hands a WebSocket upgrade to `websocket`, then streams the response back. Every failure becomes a [`GatewayError`] with its own status and a body that says
 //! which app and why. The [`RequestRecord`] rides on the response body, so the request counts
 //! as in flight, and is logged, exactly until its last byte.
 
