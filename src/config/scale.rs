@@ -15,73 +15,63 @@ pub(super) fn overlay_scale(
 ) -> ScaleSpec {
     let field = |key: &str| format!("{table}.{key}");
     let mut s = base.clone();
-    if let Some(v) = raw.min_scale {
-        s.min_scale = v;
+    /// Copies every key that is set in `raw` over `s`.
+    macro_rules! overlay {
+        ($($key:ident),*) => {$(
+            if let Some(value) = raw.$key {
+                s.$key = value;
+            }
+        )*};
     }
-    if let Some(v) = raw.max_scale {
-        s.max_scale = v;
-    }
-    if let Some(v) = raw.concurrency {
-        s.concurrency = v;
-        // The soft target follows the hard limit unless it is given explicitly.
-        if raw.concurrency_target.is_none() && v > 0 {
-            s.concurrency_target = f64::from(v);
+    overlay!(
+        min_scale,
+        max_scale,
+        concurrency,
+        concurrency_target,
+        target_utilization,
+        panic_threshold,
+        max_scale_up_rate,
+        max_scale_down_rate,
+        queue_depth
+    );
+    // The soft target follows the hard limit unless it is given explicitly.
+    if let (Some(limit), None) = (raw.concurrency, raw.concurrency_target) {
+        if limit > 0 {
+            s.concurrency_target = f64::from(limit);
         }
     }
-    if let Some(v) = raw.concurrency_target {
-        s.concurrency_target = v;
+    for (key, text, slot) in [
+        ("stable_window", &raw.stable_window, &mut s.stable_window),
+        ("panic_window", &raw.panic_window, &mut s.panic_window),
+        (
+            "scale_to_zero_grace",
+            &raw.scale_to_zero_grace,
+            &mut s.scale_to_zero_grace,
+        ),
+        (
+            "scale_down_delay",
+            &raw.scale_down_delay,
+            &mut s.scale_down_delay,
+        ),
+        (
+            "request_timeout",
+            &raw.request_timeout,
+            &mut s.request_timeout,
+        ),
+        (
+            "cold_start_timeout",
+            &raw.cold_start_timeout,
+            &mut s.cold_start_timeout,
+        ),
+        ("stop_grace", &raw.stop_grace, &mut s.stop_grace),
+        (
+            "startup_timeout",
+            &raw.startup_timeout,
+            &mut s.startup_timeout,
+        ),
+    ] {
+        *slot = c.duration(&field(key), text.as_ref(), *slot);
     }
-    if let Some(v) = raw.target_utilization {
-        s.target_utilization = v;
-    }
-    if let Some(v) = raw.panic_threshold {
-        s.panic_threshold = v;
-    }
-    if let Some(v) = raw.max_scale_up_rate {
-        s.max_scale_up_rate = v;
-    }
-    if let Some(v) = raw.max_scale_down_rate {
-        s.max_scale_down_rate = v;
-    }
-    if let Some(v) = raw.queue_depth {
-        s.queue_depth = v;
-    }
-    s.stable_window = c.duration(
-        &field("stable_window"),
-        raw.stable_window.as_ref(),
-        s.stable_window,
-    );
-    s.panic_window = c.duration(
-        &field("panic_window"),
-        raw.panic_window.as_ref(),
-        s.panic_window,
-    );
-    s.scale_to_zero_grace = c.duration(
-        &field("scale_to_zero_grace"),
-        raw.scale_to_zero_grace.as_ref(),
-        s.scale_to_zero_grace,
-    );
-    s.scale_down_delay = c.duration(
-        &field("scale_down_delay"),
-        raw.scale_down_delay.as_ref(),
-        s.scale_down_delay,
-    );
-    s.request_timeout = c.duration(
-        &field("request_timeout"),
-        raw.request_timeout.as_ref(),
-        s.request_timeout,
-    );
-    s.cold_start_timeout = c.duration(
-        &field("cold_start_timeout"),
-        raw.cold_start_timeout.as_ref(),
-        s.cold_start_timeout,
-    );
-    s.stop_grace = c.duration(&field("stop_grace"), raw.stop_grace.as_ref(), s.stop_grace);
-    s.startup_timeout = c.duration(
-        &field("startup_timeout"),
-        raw.startup_timeout.as_ref(),
-        s.startup_timeout,
-    );
     if table == "scale" && *raw == RawScale::default() {
         // Nothing set here: the result is `[defaults]`, which was checked (and reported) there.
         return s;
