@@ -120,13 +120,7 @@ async fn alpn_chooses_h2_and_http2_is_served() {
         .await
         .unwrap();
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
+    let mut sender = h2_session(stream).await;
     let request = Request::get("https://api.example.com/over-h2")
         .body(full(Bytes::new()))
         .unwrap();

@@ -270,13 +270,7 @@ async fn websockets_over_http2_extended_connect() {
     let stream = TcpStream::connect(handle.http_addr().unwrap())
         .await
         .unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
+    let mut sender = h2_session(stream).await;
     let mut request = http::Request::connect("http://chat.p.test.local/ws")
         .header("sec-websocket-version", "13")
         .body(full(bytes::Bytes::new()))

@@ -223,14 +223,24 @@ pub async fn send(addr: SocketAddr, request: Request<TestBody>) -> Answer {
     read_answer(response).await
 }
 
-/// Sends one HTTP/2 (h2c prior knowledge) request.
-pub async fn send_h2(addr: SocketAddr, request: Request<TestBody>) -> Answer {
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, connection) =
+/// Opens an HTTP/2 client session on `stream` (TCP for h2c prior knowledge, or TLS after
+/// ALPN chose h2), with its connection driven by a task of its own.
+pub async fn h2_session<S>(stream: S) -> hyper::client::conn::http2::SendRequest<TestBody>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
             .await
             .expect("h2 handshake");
     tokio::spawn(connection);
+    sender
+}
+
+/// Sends one HTTP/2 (h2c prior knowledge) request.
+pub async fn send_h2(addr: SocketAddr, request: Request<TestBody>) -> Answer {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let mut sender = h2_session(stream).await;
     let response = sender.send_request(request).await.expect("response");
     read_answer(response).await
 }
