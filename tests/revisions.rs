@@ -3,8 +3,6 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::StatusCode;
@@ -20,35 +18,11 @@ async fn an_env_change_under_load_fails_no_request() {
     let addr = handle.http_addr().unwrap();
     assert_eq!(get(addr, HOST, "/env/GREETING").await.body, "old\n");
 
-    let done = Arc::new(AtomicUsize::new(0));
-    let failures = Arc::new(AtomicUsize::new(0));
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let (done, failures, seen, stop) = (
-                Arc::clone(&done),
-                Arc::clone(&failures),
-                Arc::clone(&seen),
-                Arc::clone(&stop),
-            );
-            tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    let answer = get(addr, HOST, "/env/GREETING").await;
-                    if answer.status == StatusCode::OK {
-                        seen.lock().unwrap().push(answer.body);
-                    } else {
-                        failures.fetch_add(1, Ordering::Relaxed);
-                    }
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
+    let load = Load::start(4, addr, HOST, "/env/GREETING");
     eventually(
         "200 requests before the edit",
         Duration::from_secs(20),
-        || async { (done.load(Ordering::Relaxed) >= 200).then_some(()) },
+        || async { (load.answers().len() >= 200).then_some(()) },
     )
     .await;
     config.demo_app("web", &[("GREETING", "new")], "");
@@ -56,8 +30,9 @@ async fn an_env_change_under_load_fails_no_request() {
         "2,000 requests and the new env answering",
         Duration::from_secs(60),
         || async {
-            let last = seen.lock().unwrap().last().cloned();
-            (done.load(Ordering::Relaxed) >= 2000 && last.as_deref() == Some("new\n")).then_some(())
+            let answers = load.answers();
+            let last = answers.last().map(|(_, body)| body.as_str());
+            (answers.len() >= 2000 && last == Some("new\n")).then_some(())
         },
     )
     .await;
@@ -74,21 +49,20 @@ async fn an_env_change_under_load_fails_no_request() {
         },
     )
     .await;
-    stop.store(true, Ordering::Relaxed);
-    for client in clients {
-        client.await.unwrap();
-    }
-    assert_eq!(
-        failures.load(Ordering::Relaxed),
-        0,
-        "requests failed during the rollout"
+    let answers = load.stop().await;
+    assert!(
+        failed(&answers).is_empty(),
+        "requests failed during the rollout: {:?}",
+        failed(&answers)
     );
-    {
-        let seen = seen.lock().unwrap();
-        assert_eq!(seen.first().map(String::as_str), Some("old\n"));
-        assert!(seen.iter().all(|body| body == "old\n" || body == "new\n"));
-        assert!(seen.len() >= 2000);
-    }
+    assert_eq!(
+        answers.first().map(|(_, body)| body.as_str()),
+        Some("old\n")
+    );
+    assert!(answers
+        .iter()
+        .all(|(_, body)| body == "old\n" || body == "new\n"));
+    assert!(answers.len() >= 2000);
     handle.shutdown().await;
 }
 

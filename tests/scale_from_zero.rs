@@ -4,8 +4,6 @@
 mod support;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
@@ -13,12 +11,10 @@ use support::*;
 
 const HOST: &str = "web.p.test.local";
 
-fn instance_of(answer: &Answer) -> String {
-    answer
-        .body
-        .split_whitespace()
+fn instance_of(body: &str) -> String {
+    body.split_whitespace()
         .find_map(|part| part.strip_prefix("instance="))
-        .unwrap_or_else(|| panic!("no instance in {:?}", answer.body))
+        .unwrap_or_else(|| panic!("no instance in {body:?}"))
         .to_string()
 }
 
@@ -80,7 +76,7 @@ async fn two_hundred_concurrent_requests_at_zero_all_succeed() {
     for request in requests {
         let answer = request.await.unwrap();
         assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
-        instances.insert(instance_of(&answer));
+        instances.insert(instance_of(&answer.body));
     }
     assert!(!instances.is_empty());
     assert_eq!(
@@ -100,29 +96,19 @@ async fn step_load_scales_out_and_the_hard_limit_holds() {
     );
     let handle = config.start().await;
     let addr = handle.http_addr().unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let seen = Arc::new(std::sync::Mutex::new(HashSet::new()));
-    let failures = Arc::new(AtomicUsize::new(0));
-    let clients: Vec<_> = (0..10)
-        .map(|_| {
-            let (stop, seen, failures) =
-                (Arc::clone(&stop), Arc::clone(&seen), Arc::clone(&failures));
-            tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    let answer = get(addr, HOST, "/?delay_ms=100").await;
-                    if answer.status == StatusCode::OK {
-                        seen.lock().unwrap().insert(instance_of(&answer));
-                    } else {
-                        failures.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-        })
-        .collect();
+    let load = Load::start(10, addr, HOST, "/?delay_ms=100");
     eventually(
         "five distinct instances to answer",
         Duration::from_secs(20),
-        || async { (seen.lock().unwrap().len() >= 5).then_some(()) },
+        || async {
+            let ids: HashSet<String> = load
+                .answers()
+                .iter()
+                .filter(|(status, _)| *status == StatusCode::OK)
+                .map(|(_, body)| instance_of(body))
+                .collect();
+            (ids.len() >= 5).then_some(())
+        },
     )
     .await;
     // No instance ever holds more than `concurrency` requests.
@@ -132,11 +118,8 @@ async fn step_load_scales_out_and_the_hard_limit_holds() {
             assert!(instance["in_flight"].as_u64().unwrap() <= 2, "{status}");
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    for client in clients {
-        client.await.unwrap();
-    }
-    assert_eq!(failures.load(Ordering::Relaxed), 0);
+    let answers = load.stop().await;
+    assert!(failed(&answers).is_empty(), "{:?}", failed(&answers));
     handle.shutdown().await;
 }
 
@@ -184,21 +167,10 @@ async fn a_killed_instance_is_replaced() {
     let handle = config.start().await;
     let addr = handle.http_addr().unwrap();
     let first = get(addr, HOST, "/").await;
-    let first_id = instance_of(&first);
+    let first_id = instance_of(&first.body);
     let pid = pid_of(addr).await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let stop = Arc::clone(&stop);
-        tokio::spawn(async move {
-            let mut answers = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let _ = get(addr, HOST, "/?delay_ms=5").await;
-                answers += 1;
-            }
-            answers
-        })
-    };
+    let load = Load::start(1, addr, HOST, "/?delay_ms=5");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGKILL,
@@ -218,14 +190,13 @@ async fn a_killed_instance_is_replaced() {
         Duration::from_secs(10),
         || async {
             let answer = get(addr, HOST, "/").await;
-            (answer.status == StatusCode::OK && instance_of(&answer) != first_id)
-                .then(|| instance_of(&answer))
+            (answer.status == StatusCode::OK && instance_of(&answer.body) != first_id)
+                .then(|| instance_of(&answer.body))
         },
     )
     .await;
     assert_ne!(replacement, first_id);
-    stop.store(true, Ordering::Relaxed);
-    assert!(load.await.unwrap() > 0);
+    assert!(!load.stop().await.is_empty());
     let status = app_status(&handle, "web").await;
     assert!(
         status["last_error"]
@@ -247,49 +218,25 @@ async fn scaling_down_under_steady_load_fails_no_request() {
     );
     let handle = config.start().await;
     let addr = handle.http_addr().unwrap();
-    let failures = Arc::new(AtomicUsize::new(0));
-    let run = |clients: usize, stop: Arc<AtomicBool>| {
-        (0..clients)
-            .map(|_| {
-                let (stop, failures) = (Arc::clone(&stop), Arc::clone(&failures));
-                tokio::spawn(async move {
-                    while !stop.load(Ordering::Relaxed) {
-                        let answer = get(addr, HOST, "/?delay_ms=20").await;
-                        if answer.status != StatusCode::OK {
-                            failures.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                })
-            })
-            .collect::<Vec<_>>()
-    };
-    let burst_stop = Arc::new(AtomicBool::new(false));
-    let steady_stop = Arc::new(AtomicBool::new(false));
-    let burst = run(5, Arc::clone(&burst_stop));
-    let steady = run(1, Arc::clone(&steady_stop));
+    let burst = Load::start(5, addr, HOST, "/?delay_ms=20");
+    let steady = Load::start(1, addr, HOST, "/?delay_ms=20");
     eventually("four ready instances", Duration::from_secs(20), || async {
         (metric(&handle, "tidegate_instances{app=\"web\",state=\"ready\"}").await >= 4.0)
             .then_some(())
     })
     .await;
-    burst_stop.store(true, Ordering::Relaxed);
-    for client in burst {
-        client.await.unwrap();
-    }
+    let mut answers = burst.stop().await;
     // One client keeps going while the app scales down to what it needs.
     eventually("the app to scale down", Duration::from_secs(30), || async {
         (metric(&handle, "tidegate_instances{app=\"web\",state=\"ready\"}").await <= 2.0)
             .then_some(())
     })
     .await;
-    steady_stop.store(true, Ordering::Relaxed);
-    for client in steady {
-        client.await.unwrap();
-    }
-    assert_eq!(
-        failures.load(Ordering::Relaxed),
-        0,
-        "requests failed during scale down"
+    answers.extend(steady.stop().await);
+    assert!(
+        failed(&answers).is_empty(),
+        "requests failed during scale down: {:?}",
+        failed(&answers)
     );
     handle.shutdown().await;
 }

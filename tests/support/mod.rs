@@ -449,3 +449,57 @@ where
         .unwrap();
     read_answer(sender.send_request(request).await.unwrap()).await
 }
+
+/// Clients sending the same request in a loop until stopped, keeping every answer's status
+/// and body: the steady load that scaling and rollout tests run under.
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    answers: Arc<std::sync::Mutex<Vec<(StatusCode, String)>>>,
+    clients: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// Starts `clients` loops of `GET path` with `host`.
+    pub fn start(clients: usize, addr: SocketAddr, host: &'static str, path: &'static str) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let answers = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let clients = (0..clients)
+            .map(|_| {
+                let (stop, answers) = (Arc::clone(&stop), Arc::clone(&answers));
+                tokio::spawn(async move {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let answer = get(addr, host, path).await;
+                        answers.lock().unwrap().push((answer.status, answer.body));
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            answers,
+            clients,
+        }
+    }
+
+    /// A copy of the answers so far, in arrival order.
+    pub fn answers(&self) -> Vec<(StatusCode, String)> {
+        self.answers.lock().unwrap().clone()
+    }
+
+    /// Stops every client, waits for its last request, and returns all answers.
+    pub async fn stop(self) -> Vec<(StatusCode, String)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for client in self.clients {
+            client.await.unwrap();
+        }
+        std::mem::take(&mut *self.answers.lock().unwrap())
+    }
+}
+
+/// The answers that were not 200, for assertions that none failed.
+pub fn failed(answers: &[(StatusCode, String)]) -> Vec<&(StatusCode, String)> {
+    answers
+        .iter()
+        .filter(|(status, _)| *status != StatusCode::OK)
+        .collect()
+}
