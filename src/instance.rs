@@ -9,8 +9,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use http::uri::Authority;
-
 use crate::proxy::upstream::IdleConnections;
 
 /// One running copy of an app.
@@ -18,8 +16,6 @@ pub struct Instance {
     /// Stable id for logs and listings (`static-0`, `hello-00001-3`).
     pub id: String,
     pub addr: SocketAddr,
-    /// `addr` as a URI authority, made once so the request path does not format it.
-    pub authority: Authority,
     in_flight: AtomicU32,
     /// Keep-alive connections to this instance waiting for their next request.
     pub idle: IdleConnections,
@@ -37,12 +33,9 @@ impl std::fmt::Debug for Instance {
 
 impl Instance {
     pub fn new(id: String, addr: SocketAddr) -> Arc<Self> {
-        let authority = Authority::try_from(addr.to_string().as_str())
-            .expect("a socket address is a valid authority");
         Arc::new(Instance {
             id,
             addr,
-            authority,
             in_flight: AtomicU32::new(0),
             idle: IdleConnections::default(),
         })
