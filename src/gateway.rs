@@ -25,9 +25,6 @@ use crate::runtime::{ProcessBackend, StaticBackend};
 use crate::server::{self, stopped, Handler, ListenerConfig};
 use crate::tls::Tls;
 
-/// Quiet time after the last file event before a reload: one editor save is several events.
-const DEBOUNCE: Duration = Duration::from_millis(150);
-
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -312,12 +309,7 @@ impl Reloader {
                 Some(responder) = requests.recv() => Some(responder),
                 Some(()) = changes.recv() => {
                     // Wait for the burst of events of one save to settle.
-                    loop {
-                        tokio::select! {
-                            _ = tokio::time::sleep(DEBOUNCE) => break,
-                            Some(()) = changes.recv() => continue,
-                        }
-                    }
+                    config::watch::settle(&mut changes).await;
                     None
                 }
             };

@@ -15,6 +15,21 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::load::is_app_file;
 
+/// Quiet time after the last file event before acting on it: one editor save is several
+/// events (create, modify, rename).
+pub const DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(150);
+
+/// Waits until `changes` has been quiet for [`DEBOUNCE`]; returns false if the channel
+/// closed. Shared by the config and the certificate watchers.
+pub async fn settle(changes: &mut tokio::sync::mpsc::UnboundedReceiver<()>) -> bool {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(DEBOUNCE) => return true,
+            more = changes.recv() => if more.is_none() { return false },
+        }
+    }
+}
+
 /// Paths whose changes matter, shared with notify's callback thread.
 #[derive(Debug, Clone)]
 struct Interest {

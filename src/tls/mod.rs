@@ -13,18 +13,16 @@ pub mod store;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use prometheus::{IntCounterVec, IntGauge};
 use tokio::sync::mpsc;
 
+use crate::config::watch::settle;
 use crate::config::TlsSettings;
 use crate::metrics::Metrics;
 use store::CertStore;
-
-const DEBOUNCE: Duration = Duration::from_millis(150);
 
 /// The live certificate store of the HTTPS listener.
 pub struct Tls {
@@ -98,11 +96,8 @@ impl Tls {
         let tls = Arc::clone(self);
         tokio::spawn(async move {
             while rx.recv().await.is_some() {
-                loop {
-                    tokio::select! {
-                        _ = tokio::time::sleep(DEBOUNCE) => break,
-                        more = rx.recv() => if more.is_none() { return },
-                    }
+                if !settle(&mut rx).await {
+                    return;
                 }
                 tls.reload();
             }
