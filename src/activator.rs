@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use prometheus::IntGauge;
 use tokio::sync::{oneshot, Notify};
 
@@ -39,6 +39,8 @@ struct Waiter {
 struct Queue {
     waiters: VecDeque<Waiter>,
     next_id: u64,
+    /// The length last added to the shared depth gauge.
+    published: usize,
 }
 
 /// One app's instances as the data plane sees them, and its waiting requests.
@@ -50,20 +52,25 @@ pub struct Activator {
     queue: Mutex<Queue>,
     /// Length of `queue`, readable without the lock so the fast path stays lock-free.
     queued: AtomicUsize,
-    poke: Notify,
+    /// The app controller's wake-up, shared by all revisions of the app.
+    poke: Arc<Notify>,
+    /// The app's queue-depth gauge, shared by its revisions: each adds its own change.
     depth_gauge: IntGauge,
+    /// Set once this revision is retired: requests go to that activator instead.
+    forward: ArcSwapOption<Activator>,
 }
 
 impl Activator {
-    pub fn new(limit: u32, depth_gauge: IntGauge) -> Arc<Self> {
+    pub fn new(limit: u32, depth_gauge: IntGauge, poke: Arc<Notify>) -> Arc<Self> {
         Arc::new(Activator {
             instances: ArcSwap::from_pointee(Vec::new()),
             rotation: AtomicUsize::new(0),
             limit: AtomicU32::new(limit),
             queue: Mutex::new(Queue::default()),
             queued: AtomicUsize::new(0),
-            poke: Notify::new(),
+            poke,
             depth_gauge,
+            forward: ArcSwapOption::empty(),
         })
     }
 
@@ -73,16 +80,25 @@ impl Activator {
         depth: usize,
         timeout: Duration,
     ) -> Result<Lease, AcquireError> {
-        if self.queued.load(Ordering::Acquire) == 0 {
-            if let Some(lease) = self.try_claim() {
-                return Ok(lease);
+        let mut activator = Arc::clone(self);
+        let (id, reply) = loop {
+            // A retired revision hands its requests to the one that replaced it.
+            if let Some(next) = activator.forward.load_full() {
+                activator = next;
+                continue;
             }
-        }
-        let (id, reply) = {
-            let mut queue = self.lock();
+            if activator.queued.load(Ordering::Acquire) == 0 {
+                if let Some(lease) = activator.try_claim() {
+                    return Ok(lease);
+                }
+            }
+            let mut queue = activator.lock();
+            if activator.forward.load().is_some() {
+                continue;
+            }
             // A slot may have freed between the fast path and the lock.
             if queue.waiters.is_empty() {
-                if let Some(lease) = self.try_claim() {
+                if let Some(lease) = activator.try_claim() {
                     return Ok(lease);
                 }
             }
@@ -93,15 +109,15 @@ impl Activator {
             let id = queue.next_id;
             queue.next_id += 1;
             queue.waiters.push_back(Waiter { id, reply: tx });
-            self.publish_len(&queue);
-            (id, rx)
+            activator.publish_len(&mut queue);
+            break (id, rx);
         };
         // A lease may have been released between our failed claim and the enqueue, seeing an
         // empty queue and so dispatching to nobody: dispatch once ourselves.
-        self.dispatch();
-        self.poke.notify_one();
+        activator.dispatch();
+        activator.poke.notify_one();
         let mut guard = LeaveQueue {
-            activator: self,
+            activator: &activator,
             id,
             armed: true,
         };
@@ -117,6 +133,37 @@ impl Activator {
             }
             Err(_) => Err(AcquireError::Timeout(timeout)),
         }
+    }
+
+    /// Sends this activator's waiting and future requests to `next` (a retired revision
+    /// handing over to the one that replaced it), so none is left waiting on instances that
+    /// are going away. A moved waiter that gives up is dropped from `next`'s queue at its
+    /// next dispatch.
+    pub fn forward_to(&self, next: &Arc<Activator>) {
+        let waiters = {
+            let mut queue = self.lock();
+            self.forward.store(Some(Arc::clone(next)));
+            let waiters = std::mem::take(&mut queue.waiters);
+            self.publish_len(&mut queue);
+            waiters
+        };
+        if waiters.is_empty() {
+            return;
+        }
+        {
+            let mut queue = next.lock();
+            for waiter in waiters {
+                let id = queue.next_id;
+                queue.next_id += 1;
+                queue.waiters.push_back(Waiter {
+                    id,
+                    reply: waiter.reply,
+                });
+            }
+            next.publish_len(&mut queue);
+        }
+        next.dispatch();
+        next.poke.notify_one();
     }
 
     fn try_claim(self: &Arc<Self>) -> Option<Lease> {
@@ -151,7 +198,7 @@ impl Activator {
                     undelivered.push(lease);
                 }
             }
-            self.publish_len(&queue);
+            self.publish_len(&mut queue);
         }
         // Dropping a lease dispatches again, so only after the lock is released.
         drop(undelivered);
@@ -162,7 +209,7 @@ impl Activator {
         let waiters = {
             let mut queue = self.lock();
             let waiters = std::mem::take(&mut queue.waiters);
-            self.publish_len(&queue);
+            self.publish_len(&mut queue);
             waiters
         };
         for waiter in waiters {
@@ -194,21 +241,17 @@ impl Activator {
         self.queued.load(Ordering::Acquire)
     }
 
-    /// Resolves when a request has joined the queue since the last call: the controller's
-    /// signal to scale now.
-    pub async fn poked(&self) {
-        self.poke.notified().await;
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    fn publish_len(&self, queue: &Queue) {
-        self.queued.store(queue.waiters.len(), Ordering::SeqCst);
-        self.depth_gauge.set(queue.waiters.len() as i64);
+    fn publish_len(&self, queue: &mut Queue) {
+        let len = queue.waiters.len();
+        self.queued.store(len, Ordering::SeqCst);
+        self.depth_gauge.add(len as i64 - queue.published as i64);
+        queue.published = len;
     }
 }
 
@@ -226,7 +269,7 @@ impl Drop for LeaveQueue<'_> {
         }
         let mut queue = self.activator.lock();
         queue.waiters.retain(|waiter| waiter.id != self.id);
-        self.activator.publish_len(&queue);
+        self.activator.publish_len(&mut queue);
     }
 }
 
@@ -265,7 +308,11 @@ mod tests {
     use super::*;
 
     fn activator(limit: u32) -> Arc<Activator> {
-        Activator::new(limit, IntGauge::new("q", "q").unwrap())
+        Activator::new(
+            limit,
+            IntGauge::new("q", "q").unwrap(),
+            Arc::new(Notify::new()),
+        )
     }
 
     fn one_instance() -> Vec<Arc<Instance>> {
@@ -340,5 +387,32 @@ mod tests {
         assert_eq!(a.queued(), 0);
         a.set_instances(one_instance());
         assert!(a.acquire(5, Duration::from_secs(1)).await.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retired_activator_hands_waiters_and_new_requests_on() {
+        let gauge = IntGauge::new("q", "q").unwrap();
+        let poke = Arc::new(Notify::new());
+        let old = Activator::new(1, gauge.clone(), Arc::clone(&poke));
+        let next = Activator::new(1, gauge.clone(), poke);
+        let waiting = {
+            let old = Arc::clone(&old);
+            tokio::spawn(async move { old.acquire(5, Duration::from_secs(10)).await })
+        };
+        while old.queued() == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(gauge.get(), 1);
+        old.forward_to(&next);
+        assert_eq!((old.queued(), next.queued(), gauge.get()), (0, 1, 1));
+        next.set_instances(one_instance());
+        let lease = waiting.await.unwrap().unwrap();
+        assert_eq!(lease.instance().id, "i");
+        assert_eq!(gauge.get(), 0);
+        drop(lease);
+        // A request that picked the old revision just before it retired lands on the new one.
+        let lease = old.acquire(5, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(next.instances()[0].in_flight(), 1);
+        drop(lease);
     }
 }

@@ -102,8 +102,16 @@ impl Admin {
                     "visibility": spec.visibility,
                     "hosts": spec.hosts.iter().map(ToString::to_string).collect::<Vec<_>>(),
                     "in_flight": route.app.in_flight(),
-                    "queued": route.app.activator.queued(),
+                    "queued": route.app.queued(),
                     "revision": status.revision,
+                    "latest_ready": status.latest_ready,
+                    "traffic": route.app.traffic().shares().into_iter()
+                        .map(|(revision, percent)| json!({ "revision": revision, "percent": percent }))
+                        .collect::<Vec<_>>(),
+                    "tags": route.app.traffic().tag_names().into_iter()
+                        .map(|(tag, revision)| json!({ "tag": tag, "revision": revision }))
+                        .collect::<Vec<_>>(),
+                    "revisions": status.revisions,
                     "desired": status.desired,
                     "ready": status.ready,
                     "starting": status.starting,
@@ -123,7 +131,7 @@ impl Admin {
 
 /// The published instance list with in-flight counts read now.
 fn live_instances(app: &crate::apps::AppState) -> Vec<crate::apps::InstanceStatus> {
-    let routed = app.activator.instances();
+    let routed = app.instances();
     let mut list = app.status().instances.clone();
     for entry in &mut list {
         if let Some(instance) = routed.iter().find(|i| i.id == entry.id) {

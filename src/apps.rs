@@ -10,23 +10,29 @@
 //! instances are started on demand get a controller task (`autoscaler::controller`).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
+use tokio::sync::Notify;
 
-use crate::activator::Activator;
 use crate::autoscaler::controller::{Controller, ControllerHandle};
 use crate::config::{AppSpec, Config};
 use crate::instance::Instance;
 use crate::metrics::{AppMetrics, Metrics};
+use crate::revision::{RevisionRequest, RevisionState, Traffic};
 use crate::runtime::{Placement, RuntimeBackend};
+
+/// The one revision of an app with fixed instances (`static`).
+const FIXED_REVISION: &str = "static";
 
 /// What `/apps` shows of an app's instances; published by whoever manages them.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct AppStatus {
+    /// The latest revision created (it may not take traffic yet).
     pub revision: String,
+    /// The latest revision that became ready: where `latest` traffic goes.
+    pub latest_ready: Option<String>,
     pub desired: u32,
     pub ready: usize,
     pub starting: usize,
@@ -34,6 +40,27 @@ pub struct AppStatus {
     pub panic: bool,
     pub last_error: Option<String>,
     pub instances: Vec<InstanceStatus>,
+    /// Running revisions first, then the rest of the history, newest first.
+    pub revisions: Vec<RevisionStatus>,
+}
+
+/// One revision in `/apps`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RevisionStatus {
+    pub name: String,
+    /// `active` (instances may run), `rolling-out` (the latest, not ready yet), `failed` (the
+    /// latest, whose last start failed), `retired` (draining), or `inactive` (history only).
+    pub state: &'static str,
+    /// Share of the app's untagged traffic, in percent.
+    pub percent: u32,
+    pub tags: Vec<String>,
+    pub desired: u32,
+    pub ready: usize,
+    pub starting: usize,
+    pub draining: usize,
+    /// Seconds since the Unix epoch.
+    pub created: u64,
+    pub last_error: Option<String>,
 }
 
 /// One instance in `/apps`.
@@ -50,8 +77,12 @@ pub struct InstanceStatus {
 pub struct AppState {
     pub name: String,
     spec: ArcSwap<AppSpec>,
-    pub activator: Arc<Activator>,
-    arrivals: AtomicU64,
+    /// How requests split across revisions now.
+    traffic: ArcSwap<Traffic>,
+    /// Every revision with instances or waiters, for listings and limit changes.
+    revisions: ArcSwap<Vec<Arc<RevisionState>>>,
+    /// Wakes the app's controller: a request is waiting for an instance.
+    poke: Arc<Notify>,
     status: ArcSwap<AppStatus>,
     pub metrics: AppMetrics,
 }
@@ -61,12 +92,69 @@ impl AppState {
         let app_metrics = AppMetrics::new(metrics, &spec.name);
         Arc::new(AppState {
             name: spec.name.clone(),
-            activator: Activator::new(spec.scale.concurrency, app_metrics.queue_depth.clone()),
             metrics: app_metrics,
             spec: ArcSwap::new(spec),
-            arrivals: AtomicU64::new(0),
+            traffic: ArcSwap::from_pointee(Traffic::default()),
+            revisions: ArcSwap::from_pointee(Vec::new()),
+            poke: Arc::new(Notify::new()),
             status: ArcSwap::from_pointee(AppStatus::default()),
         })
+    }
+
+    /// A new revision of this app, sharing the app's queue gauge and controller wake-up.
+    pub fn new_revision(&self, name: String) -> Arc<RevisionState> {
+        RevisionState::new(
+            name,
+            self.spec().scale.concurrency,
+            self.metrics.queue_depth.clone(),
+            Arc::clone(&self.poke),
+        )
+    }
+
+    /// The split requests follow now.
+    pub fn traffic(&self) -> arc_swap::Guard<Arc<Traffic>> {
+        self.traffic.load()
+    }
+
+    /// Publishes a new split, and the set of revisions that are still live (in the split,
+    /// tagged, or draining).
+    pub fn set_traffic(&self, traffic: Traffic, live: Vec<Arc<RevisionState>>) {
+        self.traffic.store(Arc::new(traffic));
+        self.revisions.store(Arc::new(live));
+    }
+
+    /// Every live revision.
+    pub fn revisions(&self) -> Arc<Vec<Arc<RevisionState>>> {
+        self.revisions.load_full()
+    }
+
+    /// Resolves when a request of any revision has joined a queue since the last call: the
+    /// controller's signal to scale now.
+    pub async fn poked(&self) {
+        self.poke.notified().await;
+    }
+
+    /// Requests waiting for an instance now, over all revisions.
+    pub fn queued(&self) -> usize {
+        self.revisions()
+            .iter()
+            .map(|revision| revision.activator.queued())
+            .sum()
+    }
+
+    /// Every routed instance of every live revision.
+    pub fn instances(&self) -> Vec<Arc<Instance>> {
+        self.revisions()
+            .iter()
+            .flat_map(|revision| {
+                revision
+                    .activator
+                    .instances()
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// The app's current spec.
@@ -77,24 +165,20 @@ impl AppState {
     /// Counts a request of this app until the returned guard drops.
     pub fn begin_request(self: &Arc<Self>) -> InFlight {
         self.metrics.in_flight.inc();
-        InFlight(Arc::clone(self))
+        InFlight(Arc::clone(self), None)
     }
 
-    /// Counts a request that will be served (it passed visibility and redirects) as traffic
-    /// for the autoscaler. Refused requests must not wake an app.
-    pub fn note_arrival(&self) {
-        self.arrivals.fetch_add(1, Ordering::Relaxed);
+    /// Counts a request of this app already routed to `revision` (a WebSocket session that
+    /// outlives the request that opened it).
+    pub fn begin_request_on(self: &Arc<Self>, revision: &Arc<RevisionState>) -> InFlight {
+        let mut in_flight = self.begin_request();
+        in_flight.route_to(revision);
+        in_flight
     }
 
     /// Requests of this app in flight now, waiting ones included.
     pub fn in_flight(&self) -> i64 {
         self.metrics.in_flight.get()
-    }
-
-    /// Requests that have arrived since the gateway started; the controller compares samples
-    /// to see traffic that came and went between two samples.
-    pub fn arrivals(&self) -> u64 {
-        self.arrivals.load(Ordering::Relaxed)
     }
 
     /// The last published status.
@@ -114,7 +198,18 @@ impl AppState {
     /// Routes to the instances at `addrs`, keeping the existing `Instance` (and its in-flight
     /// count) for every address that stays.
     fn set_fixed_instances(&self, addrs: &[std::net::SocketAddr]) {
-        let current = self.activator.instances();
+        let revision = match self.revisions().first() {
+            Some(revision) if revision.name == FIXED_REVISION => Arc::clone(revision),
+            _ => {
+                let revision = self.new_revision(FIXED_REVISION.into());
+                self.set_traffic(
+                    Traffic::single(Arc::clone(&revision)),
+                    vec![Arc::clone(&revision)],
+                );
+                revision
+            }
+        };
+        let current = revision.activator.instances();
         let next: Vec<Arc<Instance>> = addrs
             .iter()
             .map(|addr| {
@@ -126,7 +221,7 @@ impl AppState {
             })
             .collect();
         self.publish_status(AppStatus {
-            revision: "static".into(),
+            revision: FIXED_REVISION.into(),
             desired: next.len() as u32,
             ready: next.len(),
             instances: next
@@ -141,16 +236,36 @@ impl AppState {
                 .collect(),
             ..AppStatus::default()
         });
-        self.activator.set_instances(next);
+        revision.activator.set_instances(next);
+    }
+
+    /// Takes every revision out of routing and ends every wait (the app was removed).
+    fn stop_routing(&self, reason: &str) {
+        for revision in self.revisions().iter() {
+            revision.activator.set_instances(Vec::new());
+            revision.activator.fail_waiters(reason);
+        }
     }
 }
 
-/// One in-flight request of an app; decrements the app's count on drop.
-pub struct InFlight(Arc<AppState>);
+/// One in-flight request of an app, and of the revision it was routed to once it is;
+/// decrements both counts on drop.
+pub struct InFlight(Arc<AppState>, Option<RevisionRequest>);
 
 impl InFlight {
     pub fn app(&self) -> &Arc<AppState> {
         &self.0
+    }
+
+    /// Counts the request on `revision` too: it is traffic for that revision's autoscaler.
+    /// Only requests that will be served get here (refused ones must not wake an app).
+    pub fn route_to(&mut self, revision: &Arc<RevisionState>) {
+        self.1 = Some(revision.begin());
+    }
+
+    /// The revision the request was routed to.
+    pub fn revision(&self) -> Option<&Arc<RevisionState>> {
+        self.1.as_ref().map(RevisionRequest::revision)
     }
 }
 
@@ -195,7 +310,9 @@ impl AppRegistry {
             let mut entry = match previous.remove(&spec.name) {
                 Some(entry) => {
                     entry.state.spec.store(Arc::clone(spec));
-                    entry.state.activator.set_limit(spec.scale.concurrency);
+                    for revision in entry.state.revisions().iter() {
+                        revision.activator.set_limit(spec.scale.concurrency);
+                    }
                     entry
                 }
                 None => Entry {
@@ -237,11 +354,9 @@ impl AppRegistry {
         }
         for (name, entry) in previous {
             tracing::info!(app = %name, "app removed from config; its instances drain and stop");
-            entry.state.activator.set_instances(Vec::new());
             entry
                 .state
-                .activator
-                .fail_waiters("the app was removed from the config");
+                .stop_routing("the app was removed from the config");
             entry.state.metrics.remove();
             if let Some(controller) = entry.controller {
                 self.retire(controller);

@@ -24,6 +24,7 @@ pub mod identity;
 pub mod instance;
 pub mod metrics;
 pub mod proxy;
+pub mod revision;
 pub mod routes;
 pub mod runtime;
 pub mod server;

@@ -17,6 +17,9 @@ use crate::config::{AppSpec, Config, GatewaySettings, HostPattern};
 pub struct Route {
     pub spec: Arc<AppSpec>,
     pub app: Arc<AppState>,
+    /// Set for a tag host (`<tag>-<app>.<project>.<domain>`): requests go to that tag's
+    /// revision instead of the split.
+    pub tag: Option<Box<str>>,
 }
 
 /// Host -> route for one config snapshot, plus the gateway settings of the same snapshot.
@@ -41,7 +44,16 @@ impl RouteTable {
             let route = Arc::new(Route {
                 spec: Arc::clone(spec),
                 app: Arc::clone(app),
+                tag: None,
             });
+            for (tag, host) in spec.traffic.iter().filter_map(|t| t.tag.as_ref()) {
+                let tagged = Arc::new(Route {
+                    spec: Arc::clone(spec),
+                    app: Arc::clone(app),
+                    tag: Some(tag.as_str().into()),
+                });
+                exact.insert(host.as_str().into(), tagged);
+            }
             for host in &spec.hosts {
                 match host {
                     HostPattern::Exact(name) => {

@@ -15,25 +15,26 @@
 //! spin. A change of the run spec starts a new revision: its instances start, and once they
 //! are ready the old revision's instances drain and stop, so no request fails.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::kpa::Kpa;
 use super::lifecycle;
-use crate::apps::{AppState, AppStatus, InstanceStatus};
-use crate::config::{AppSpec, RuntimeSpec};
+use super::unit::{HistoryEntry, Role, Unit};
+use crate::apps::{AppState, AppStatus, InstanceStatus, RevisionStatus};
+use crate::config::{AppSpec, RevisionRef, RuntimeSpec};
 use crate::instance::Instance;
+use crate::revision::{RevisionState, Traffic};
 use crate::runtime::{Exit, RuntimeBackend, StartRequest};
 
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 const SAMPLES_PER_DECISION: u64 = 8;
 /// An instance ready this long before it crashes resets the crash backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// The registry's handle on a controller task.
 pub struct ControllerHandle {
@@ -105,17 +106,20 @@ pub struct Controller {
     app: Arc<AppState>,
     backend: Arc<dyn RuntimeBackend>,
     spec: Arc<AppSpec>,
-    revision: u32,
-    kpa: Kpa,
+    /// Revisions that may have instances: the latest, those traffic names, retired ones
+    /// still draining.
+    units: Vec<Unit>,
+    /// Specs of the last `revision_history` revisions (and of every one in use), oldest first.
+    history: Vec<HistoryEntry>,
+    /// The newest revision's number.
+    latest: u32,
+    /// The newest revision that became ready: where `latest` traffic goes.
+    latest_ready: Option<u32>,
     members: Vec<Member>,
     next_instance: u64,
     events_tx: mpsc::UnboundedSender<Event>,
-    desired: u32,
-    panic: bool,
-    crashes_in_a_row: u32,
-    next_start_at: Option<Instant>,
-    cold_start_since: Option<Instant>,
-    last_arrivals: u64,
+    /// Why the `[[traffic]]` block could not be applied, while it cannot.
+    traffic_error: Option<String>,
     last_error: Option<String>,
     /// Start-and-probe tasks still running, aborted on shutdown.
     starts: tokio::task::JoinSet<()>,
@@ -132,25 +136,22 @@ impl Controller {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let backend_kind = backend.kind();
-        let now = Instant::now();
-        let controller = Controller {
-            last_arrivals: app.arrivals(),
+        let mut controller = Controller {
             app,
             backend,
             spec,
-            revision: 1,
-            kpa: Kpa::new(now),
+            units: Vec::new(),
+            history: Vec::new(),
+            latest: 0,
+            latest_ready: None,
             members: Vec::new(),
             next_instance: 1,
             events_tx,
-            desired: 0,
-            panic: false,
-            crashes_in_a_row: 0,
-            next_start_at: None,
-            cold_start_since: None,
+            traffic_error: None,
             last_error: None,
             starts: tokio::task::JoinSet::new(),
         };
+        controller.new_revision(Instant::now());
         let task = tokio::spawn(controller.run(spec_rx, stop_rx, events_rx));
         ControllerHandle {
             spec: spec_tx,
@@ -169,9 +170,10 @@ impl Controller {
         let mut sampler = tokio::time::interval(SAMPLE_EVERY);
         sampler.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut samples = 0u64;
+        let app = Arc::clone(&self.app);
         self.scale(Instant::now());
         loop {
-            let backoff_until = self.next_start_at;
+            let backoff_until = self.units.iter().filter_map(|u| u.next_start_at).min();
             tokio::select! {
                 _ = stop_rx.wait_for(|stop| *stop) => break,
                 _ = sampler.tick() => {
@@ -182,10 +184,16 @@ impl Controller {
                         self.scale(now);
                     }
                 }
-                _ = self.app.activator.poked() => {
+                _ = app.poked() => {
                     let now = Instant::now();
-                    if self.ready_count() == 0 && self.cold_start_since.is_none() {
-                        self.cold_start_since = Some(now);
+                    for unit in &mut self.units {
+                        let ready = self
+                            .members
+                            .iter()
+                            .any(|m| m.revision == unit.number && m.state == State::Ready);
+                        if !ready && unit.cold_start_since.is_none() && unit.state.activator.queued() > 0 {
+                            unit.cold_start_since = Some(now);
+                        }
                     }
                     self.sample(now);
                     self.scale(now);
@@ -199,12 +207,17 @@ impl Controller {
                         break;
                     }
                     let spec = spec_rx.borrow_and_update().clone();
-                    self.apply_spec(spec);
+                    self.apply_spec(spec, Instant::now());
                     self.scale(Instant::now());
                 }
                 _ = sleep_until_some(backoff_until) => {
-                    self.next_start_at = None;
-                    self.reconcile(Instant::now());
+                    let now = Instant::now();
+                    for unit in &mut self.units {
+                        if unit.next_start_at.is_some_and(|at| at <= now) {
+                            unit.next_start_at = None;
+                        }
+                    }
+                    self.reconcile(now);
                 }
             }
         }
@@ -212,87 +225,172 @@ impl Controller {
     }
 
     fn sample(&mut self, now: Instant) {
-        let arrivals = self.app.arrivals();
-        let traffic = arrivals != self.last_arrivals;
-        self.last_arrivals = arrivals;
-        let concurrency = self.app.in_flight().max(0) as f64;
-        self.kpa.record(now, concurrency, traffic);
+        for unit in &mut self.units {
+            unit.sample(now);
+        }
     }
 
     fn scale(&mut self, now: Instant) {
-        let decision = self
-            .kpa
-            .decide(now, self.ready_count() as u32, &self.spec.scale);
-        if decision.panic != self.panic {
-            tracing::info!(app = %self.app.name, panic = decision.panic, desired = decision.desired, "autoscaler panic mode changed");
+        for index in 0..self.units.len() {
+            let ready = self.ready_count(self.units[index].number) as u32;
+            let unit = &mut self.units[index];
+            unit.decide(&self.app.name, now, ready, &self.spec.scale);
         }
-        if decision.desired != self.desired {
-            tracing::info!(
-                app = %self.app.name,
-                from = self.desired,
-                to = decision.desired,
-                stable = decision.stable_concurrency,
-                panic = decision.panic_concurrency,
-                "scaling"
-            );
-        }
-        self.desired = decision.desired;
-        self.panic = decision.panic;
         self.reconcile(now);
     }
 
-    fn apply_spec(&mut self, spec: Arc<AppSpec>) {
-        let old_run = match &self.spec.runtime {
-            RuntimeSpec::Process(run) => Some(run.clone()),
-            _ => None,
-        };
-        let new_run = match &spec.runtime {
-            RuntimeSpec::Process(run) => Some(run.clone()),
-            _ => None,
-        };
-        if old_run != new_run {
-            self.revision += 1;
-            tracing::info!(app = %spec.name, revision = %self.revision_name(), "run spec changed: new revision");
-            // Instances of the new revision start at once if the old one serves; the old ones
-            // keep serving until the new ones are ready (see `reconcile`).
-            self.crashes_in_a_row = 0;
-            self.next_start_at = None;
-        }
+    fn apply_spec(&mut self, spec: Arc<AppSpec>, now: Instant) {
+        let runtime_changed = self
+            .history
+            .last()
+            .is_none_or(|entry| entry.runtime != spec.runtime);
         self.spec = spec;
+        if runtime_changed {
+            self.new_revision(now);
+        } else {
+            self.prune_history();
+            self.route(now);
+        }
     }
 
-    fn revision_name(&self) -> String {
-        revision_name(&self.app.name, self.revision)
+    /// Creates the next revision from the current spec. It starts as many instances as the
+    /// revision it replaces serves (at least one if that one has traffic, none if it is at
+    /// zero) and takes over `latest` traffic once those are ready.
+    fn new_revision(&mut self, now: Instant) {
+        self.latest += 1;
+        let number = self.latest;
+        let name = revision_name(&self.app.name, number);
+        self.history.push(HistoryEntry {
+            number,
+            runtime: self.spec.runtime.clone(),
+            created: SystemTime::now(),
+        });
+        let floor = match self.latest_ready.and_then(|n| self.unit(n)) {
+            Some(current) => {
+                let live = self.live_count(current.number) as u32;
+                let busy = current.state.in_flight() > 0;
+                if live == 0 && busy {
+                    1
+                } else {
+                    live
+                }
+            }
+            None => 0,
+        };
+        if self.latest > 1 {
+            tracing::info!(app = %self.app.name, revision = %name, instances = floor, "run spec changed: new revision");
+        }
+        // The unfinished rollout of an earlier revision is superseded by this one.
+        for unit in &mut self.units {
+            if unit.role == Role::RollingOut {
+                unit.role = Role::Retired;
+            }
+        }
+        let state = self.app.new_revision(name);
+        let mut unit = Unit::new(
+            number,
+            self.spec.runtime.clone(),
+            state,
+            Role::RollingOut,
+            now,
+        );
+        unit.floor = floor;
+        self.units.push(unit);
+        self.prune_history();
+        self.reconcile(now);
     }
 
-    fn ready_count(&self) -> usize {
+    fn unit(&self, number: u32) -> Option<&Unit> {
+        self.units.iter().find(|unit| unit.number == number)
+    }
+
+    fn unit_index(&self, number: u32) -> Option<usize> {
+        self.units.iter().position(|unit| unit.number == number)
+    }
+
+    fn ready_count(&self, revision: u32) -> usize {
         self.members
             .iter()
-            .filter(|m| m.state == State::Ready)
+            .filter(|m| m.revision == revision && m.state == State::Ready)
             .count()
     }
 
-    /// Moves the instances toward `desired` and publishes the result.
-    fn reconcile(&mut self, now: Instant) {
-        let current = self.revision;
-        let live = self
-            .members
+    /// Instances of `revision` that are starting or ready.
+    fn live_count(&self, revision: u32) -> usize {
+        self.members
             .iter()
-            .filter(|m| m.revision == current && m.state != State::Draining)
-            .count() as u32;
-        if self.desired > live {
-            match self.next_start_at {
+            .filter(|m| m.revision == revision && m.state != State::Draining)
+            .count()
+    }
+
+    /// Moves every revision's instances toward its target, promotes a rolled-out revision
+    /// that is ready, and publishes the result.
+    fn reconcile(&mut self, now: Instant) {
+        for index in 0..self.units.len() {
+            self.reconcile_unit(index, now);
+        }
+        if let Some(index) = self.unit_index(self.latest) {
+            let unit = &self.units[index];
+            if unit.role == Role::RollingOut
+                && self.ready_count(unit.number) as u32 >= self.takeover_floor()
+            {
+                let inherited = self
+                    .latest_ready
+                    .and_then(|n| self.unit(n))
+                    .map_or(0.0, |old| old.state.in_flight().max(0) as f64);
+                let unit = &mut self.units[index];
+                unit.promote(now, inherited);
+                if self.latest_ready.is_some() {
+                    tracing::info!(app = %self.app.name, revision = %unit.state.name, "revision ready; latest traffic moves to it");
+                }
+                self.latest_ready = Some(self.latest);
+                self.route(now);
+                for index in 0..self.units.len() {
+                    self.reconcile_unit(index, now);
+                }
+            }
+        }
+        // Retired revisions leave once their last instance has stopped.
+        let members = &self.members;
+        self.units.retain(|unit| {
+            unit.role != Role::Retired || members.iter().any(|m| m.revision == unit.number)
+        });
+        self.publish();
+    }
+
+    /// Ready instances the newest revision needs before it takes over: what the revision it
+    /// replaces has ready now, and at least what that one had when the rollout began.
+    fn takeover_floor(&self) -> u32 {
+        let Some(latest) = self.unit(self.latest) else {
+            return 0;
+        };
+        let current = self
+            .latest_ready
+            .filter(|n| *n != self.latest)
+            .map_or(0, |n| self.ready_count(n) as u32);
+        latest.floor.max(current).min(self.spec.scale.max_scale)
+    }
+
+    fn reconcile_unit(&mut self, index: usize, now: Instant) {
+        let number = self.units[index].number;
+        let mut target = self.units[index].target(&self.spec.scale);
+        if self.units[index].role == Role::RollingOut {
+            target = target.max(self.takeover_floor());
+        }
+        let live = self.live_count(number) as u32;
+        if target > live {
+            match self.units[index].next_start_at {
                 Some(at) if at > now => {} // crash backoff: the loop wakes us at `at`
                 _ => {
-                    for _ in live..self.desired {
-                        self.start_instance();
+                    for _ in live..target {
+                        self.start_instance(index);
                     }
                 }
             }
-        } else if self.desired < live {
+        } else if target < live {
             let mut ready: Vec<usize> = (0..self.members.len())
                 .filter(|&i| {
-                    self.members[i].revision == current && self.members[i].state == State::Ready
+                    self.members[i].revision == number && self.members[i].state == State::Ready
                 })
                 .collect();
             ready.sort_by_key(|&i| {
@@ -302,48 +400,187 @@ impl Controller {
                     .map_or(0, |inst| inst.in_flight())
             });
             // Never drain a serving instance in favour of one still starting: those extra
-            // ones are drained once ready, if still not needed.
-            let excess = ((live - self.desired) as usize)
-                .min(ready.len().saturating_sub(self.desired as usize));
-            for index in ready.into_iter().take(excess) {
-                self.drain(index);
+            // ones are drained once ready, if still not needed. A retired revision drains all.
+            let keep = if self.units[index].role == Role::Retired {
+                0
+            } else {
+                target as usize
+            };
+            let excess = ((live - target) as usize).min(ready.len().saturating_sub(keep));
+            for member in ready.into_iter().take(excess) {
+                self.drain(member);
+            }
+            if self.units[index].role == Role::Retired {
+                // Starts of a superseded revision are not needed any more.
+                let starting: Vec<String> = self
+                    .members
+                    .iter()
+                    .filter(|m| m.revision == number && m.state == State::Starting)
+                    .map(|m| m.id.clone())
+                    .collect();
+                for id in starting {
+                    self.stop_starting(&id);
+                }
             }
         }
-        // A new revision takes over once it has as many ready instances as are wanted.
-        let current_ready = self
-            .members
-            .iter()
-            .filter(|m| m.revision == current && m.state == State::Ready)
-            .count() as u32;
-        if current_ready >= self.desired.max(1) || self.desired == 0 {
-            let old: Vec<usize> = (0..self.members.len())
-                .filter(|&i| {
-                    self.members[i].revision != current && self.members[i].state == State::Ready
-                })
-                .collect();
-            for index in old {
-                self.drain(index);
-            }
-        }
-        self.publish();
     }
 
-    fn start_instance(&mut self) {
-        let id = format!("{}-{}", self.revision_name(), self.next_instance);
+    /// Resolves `[[traffic]]` against the revisions there are, publishes the split, and
+    /// retires revisions that nothing points at any more. A block that names a revision not
+    /// in the history keeps the previous split (or, before there was one, sends everything
+    /// to the latest ready revision) and is reported.
+    fn route(&mut self, now: Instant) {
+        let Some(latest_ready) = self.latest_ready else {
+            self.publish_routing(Traffic::default());
+            return;
+        };
+        let mut resolved: Vec<(u32, u32, Option<String>)> = Vec::new();
+        let mut unknown = Vec::new();
+        for target in &self.spec.traffic {
+            let number = match target.revision {
+                RevisionRef::Latest => latest_ready,
+                RevisionRef::Number(n) => n,
+            };
+            if !self.history.iter().any(|entry| entry.number == number) {
+                unknown.push(revision_name(&self.app.name, number));
+                continue;
+            }
+            let tag = target.tag.as_ref().map(|(tag, _)| tag.clone());
+            resolved.push((number, target.percent, tag));
+        }
+        if !unknown.is_empty() {
+            let known: Vec<String> = self
+                .history
+                .iter()
+                .map(|entry| revision_name(&self.app.name, entry.number))
+                .collect();
+            let message = format!(
+                "{}: [[traffic]] names {} which this gateway does not know (known: {}); the previous traffic split stays",
+                self.spec.file.display(),
+                unknown.join(", "),
+                known.join(", ")
+            );
+            if self.traffic_error.as_ref() != Some(&message) {
+                tracing::error!(app = %self.app.name, "{message}");
+            }
+            self.traffic_error = Some(message);
+            if !self.app.traffic().shares().is_empty() {
+                return;
+            }
+            resolved = vec![(latest_ready, 100, None)];
+        } else {
+            self.traffic_error = None;
+        }
+
+        // Every revision the split names needs a unit (an older one scales from zero).
+        let wanted: HashSet<u32> = resolved.iter().map(|(n, _, _)| *n).collect();
+        for &number in &wanted {
+            match self.unit_index(number) {
+                Some(index) => {
+                    if self.units[index].role == Role::Retired {
+                        self.units[index].role = Role::Serving;
+                    }
+                }
+                None => {
+                    let runtime = self
+                        .history
+                        .iter()
+                        .find(|entry| entry.number == number)
+                        .map(|entry| entry.runtime.clone())
+                        .expect("checked above");
+                    let state = self.app.new_revision(revision_name(&self.app.name, number));
+                    self.units
+                        .push(Unit::new(number, runtime, state, Role::Serving, now));
+                }
+            }
+        }
+        let state_of = |number: u32| -> Arc<RevisionState> {
+            Arc::clone(&self.unit(number).expect("created above").state)
+        };
+        let mut shares = Vec::new();
+        let mut tags = HashMap::new();
+        for (number, percent, tag) in &resolved {
+            shares.push((*percent, state_of(*number)));
+            if let Some(tag) = tag {
+                tags.insert(tag.clone(), state_of(*number));
+            }
+        }
+        let traffic = Traffic::new(shares, tags);
+        let primary = traffic.primary().cloned();
+        for unit in &mut self.units {
+            let in_use = wanted.contains(&unit.number) || unit.number == self.latest;
+            if !in_use && unit.role != Role::Retired {
+                tracing::info!(app = %self.app.name, revision = %unit.state.name, "revision takes no traffic any more; draining it");
+                unit.role = Role::Retired;
+            }
+            if unit.role == Role::Retired {
+                if let Some(primary) = &primary {
+                    unit.state.activator.forward_to(&primary.activator);
+                }
+            }
+        }
+        self.publish_routing(traffic);
+    }
+
+    fn publish_routing(&self, traffic: Traffic) {
+        let live = self
+            .units
+            .iter()
+            .map(|unit| Arc::clone(&unit.state))
+            .collect();
+        self.app.set_traffic(traffic, live);
+    }
+
+    /// Keeps the newest `revision_history` specs, and every one a revision in use needs.
+    fn prune_history(&mut self) {
+        let keep = self.spec.revision_history;
+        let named: HashSet<u32> = self
+            .spec
+            .traffic
+            .iter()
+            .filter_map(|target| match target.revision {
+                RevisionRef::Number(n) => Some(n),
+                RevisionRef::Latest => None,
+            })
+            .collect();
+        let newest_kept = self.history.len().saturating_sub(keep);
+        let units: HashSet<u32> = self.units.iter().map(|unit| unit.number).collect();
+        let mut position = 0;
+        self.history.retain(|entry| {
+            position += 1;
+            position > newest_kept
+                || named.contains(&entry.number)
+                || units.contains(&entry.number)
+                || Some(entry.number) == self.latest_ready
+        });
+    }
+
+    fn start_instance(&mut self, index: usize) {
+        let unit = &self.units[index];
+        let id = format!("{}-{}", unit.state.name, self.next_instance);
         self.next_instance += 1;
         self.members.push(Member {
             id: id.clone(),
-            revision: self.revision,
+            revision: unit.number,
             state: State::Starting,
             instance: None,
             ready_at: None,
         });
+        // The revision's own run spec with the app's current name, project and scale.
+        let app = if unit.runtime == self.spec.runtime {
+            Arc::clone(&self.spec)
+        } else {
+            Arc::new(AppSpec {
+                runtime: unit.runtime.clone(),
+                ..(*self.spec).clone()
+            })
+        };
         let request = StartRequest {
-            app: Arc::clone(&self.spec),
-            revision: self.revision_name(),
+            app,
+            revision: unit.state.name.clone(),
             instance_id: id.clone(),
         };
-        let readiness_path = match &self.spec.runtime {
+        let readiness_path = match &unit.runtime {
             RuntimeSpec::Process(run) => run.readiness_path.clone(),
             _ => None,
         };
@@ -363,6 +600,22 @@ impl Controller {
         ));
     }
 
+    /// Stops an instance that is still starting (its revision was superseded).
+    fn stop_starting(&mut self, id: &str) {
+        let Some(member) = self.members.iter_mut().find(|m| m.id == id) else {
+            return;
+        };
+        member.state = State::Draining;
+        let id = id.to_string();
+        let grace = self.spec.scale.stop_grace;
+        let backend = Arc::clone(&self.backend);
+        let events = self.events_tx.clone();
+        tokio::spawn(async move {
+            let _ = backend.stop(&id, grace).await;
+            let _ = events.send(Event::Stopped { id });
+        });
+    }
+
     fn drain(&mut self, index: usize) {
         let member = &mut self.members[index];
         member.state = State::Draining;
@@ -370,7 +623,8 @@ impl Controller {
             return;
         };
         let id = member.id.clone();
-        self.update_routing();
+        let revision = member.revision;
+        self.update_routing(revision);
         let bound = self.spec.scale.request_timeout;
         let grace = self.spec.scale.stop_grace;
         let backend = Arc::clone(&self.backend);
@@ -395,13 +649,18 @@ impl Controller {
                 member.state = State::Ready;
                 member.instance = Some(instance);
                 member.ready_at = Some(now);
+                let revision = member.revision;
                 tracing::info!(app = %self.app.name, instance = %id, "instance ready");
-                if let Some(since) = self.cold_start_since.take() {
-                    let seconds = now.duration_since(since).as_secs_f64();
-                    self.app.metrics.cold_start.observe(seconds);
-                    tracing::info!(app = %self.app.name, cold_start_ms = seconds * 1000.0, "cold start complete");
+                if let Some(index) = self.unit_index(revision) {
+                    let unit = &mut self.units[index];
+                    unit.failing = false;
+                    if let Some(since) = unit.cold_start_since.take() {
+                        let seconds = now.duration_since(since).as_secs_f64();
+                        self.app.metrics.cold_start.observe(seconds);
+                        tracing::info!(app = %self.app.name, cold_start_ms = seconds * 1000.0, "cold start complete");
+                    }
                 }
-                self.update_routing();
+                self.update_routing(revision);
             }
             Event::Failed { id, reason } => {
                 self.member_failed(&id, &reason, now);
@@ -418,15 +677,21 @@ impl Controller {
                     }
                     (State::Ready, Exit::Crashed { description }) => {
                         let ready_for = member.ready_at.map(|at| now.duration_since(at));
+                        let revision = member.revision;
                         tracing::warn!(app = %self.app.name, instance = %id, reason = %description, "instance crashed; replacing it");
                         self.app.metrics.crashes.inc();
-                        self.last_error = Some(format!("instance {id} crashed: {description}"));
+                        let message = format!("instance {id} crashed: {description}");
+                        self.last_error = Some(message.clone());
                         self.members.retain(|m| m.id != id);
-                        if ready_for.is_some_and(|d| d >= STABLE_AFTER) {
-                            self.crashes_in_a_row = 0;
+                        if let Some(index) = self.unit_index(revision) {
+                            let unit = &mut self.units[index];
+                            unit.last_error = Some(message);
+                            if ready_for.is_some_and(|d| d >= STABLE_AFTER) {
+                                unit.crashes_in_a_row = 0;
+                            }
+                            unit.note_crash(&self.app.name, now);
                         }
-                        self.note_crash(now);
-                        self.update_routing();
+                        self.update_routing(revision);
                     }
                 }
             }
@@ -437,63 +702,104 @@ impl Controller {
     }
 
     fn member_failed(&mut self, id: &str, reason: &str, now: Instant) {
-        if !self
+        let Some(revision) = self
             .members
             .iter()
-            .any(|m| m.id == id && m.state == State::Starting)
-        {
+            .find(|m| m.id == id && m.state == State::Starting)
+            .map(|m| m.revision)
+        else {
             return;
-        }
+        };
         self.members.retain(|m| m.id != id);
         tracing::error!(app = %self.app.name, instance = %id, %reason, "instance failed to start");
         self.app.metrics.crashes.inc();
-        self.last_error = Some(format!("instance {id} failed to start: {reason}"));
-        self.note_crash(now);
-        let others_coming = self
-            .members
-            .iter()
-            .any(|m| m.state == State::Ready || m.state == State::Starting);
+        let message = format!("instance {id} failed to start: {reason}");
+        self.last_error = Some(message.clone());
+        let others_coming = self.members.iter().any(|m| {
+            m.revision == revision && (m.state == State::Ready || m.state == State::Starting)
+        });
+        let Some(index) = self.unit_index(revision) else {
+            return;
+        };
+        let unit = &mut self.units[index];
+        unit.last_error = Some(message);
+        unit.failing = true;
+        unit.note_crash(&self.app.name, now);
+        if unit.role == Role::RollingOut && self.latest_ready.is_some() {
+            tracing::error!(app = %self.app.name, revision = %unit.state.name, "the new revision cannot become ready; traffic stays on the current one");
+        }
         if !others_coming {
-            self.cold_start_since = None;
-            self.app.activator.fail_waiters(&format!(
+            unit.cold_start_since = None;
+            unit.state.activator.fail_waiters(&format!(
                 "app {:?}: instance {id} failed to start: {reason}",
                 self.app.name
             ));
         }
     }
 
-    fn note_crash(&mut self, now: Instant) {
-        self.crashes_in_a_row += 1;
-        if self.crashes_in_a_row > 1 {
-            let backoff = Duration::from_millis(100)
-                .saturating_mul(1 << (self.crashes_in_a_row - 2).min(16))
-                .min(MAX_BACKOFF);
-            tracing::warn!(app = %self.app.name, ?backoff, crashes = self.crashes_in_a_row, "instances keep failing; backing off");
-            self.next_start_at = Some(now + backoff);
-        }
-    }
-
-    /// Routes to every ready instance (of any revision) and hands waiters the new capacity.
-    fn update_routing(&self) {
+    /// Routes `revision`'s ready instances and hands its waiters the new capacity.
+    fn update_routing(&self, revision: u32) {
+        let Some(unit) = self.unit(revision) else {
+            return;
+        };
         let ready: Vec<Arc<Instance>> = self
             .members
             .iter()
-            .filter(|m| m.state == State::Ready)
+            .filter(|m| m.revision == revision && m.state == State::Ready)
             .filter_map(|m| m.instance.clone())
             .collect();
-        self.app.activator.set_instances(ready);
+        unit.state.activator.set_instances(ready);
     }
 
     fn publish(&self) {
         let count = |state| self.members.iter().filter(|m| m.state == state).count();
+        let shares = self.app.traffic().shares();
+        let tags = self.app.traffic().tag_names();
+        let mut revisions: Vec<RevisionStatus> = Vec::new();
+        for entry in self.history.iter().rev() {
+            let name = revision_name(&self.app.name, entry.number);
+            let unit = self.unit(entry.number);
+            let of = |state| {
+                self.members
+                    .iter()
+                    .filter(|m| m.revision == entry.number && m.state == state)
+                    .count()
+            };
+            revisions.push(RevisionStatus {
+                percent: shares
+                    .iter()
+                    .find(|(revision, _)| *revision == name)
+                    .map_or(0, |(_, percent)| *percent),
+                tags: tags
+                    .iter()
+                    .filter(|(_, revision)| *revision == name)
+                    .map(|(tag, _)| tag.clone())
+                    .collect(),
+                state: unit.map_or("inactive", Unit::state_name),
+                desired: unit.map_or(0, |u| u.target(&self.spec.scale)),
+                ready: of(State::Ready),
+                starting: of(State::Starting),
+                draining: of(State::Draining),
+                created: entry
+                    .created
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+                last_error: unit.and_then(|u| u.last_error.clone()),
+                name,
+            });
+        }
         self.app.publish_status(AppStatus {
-            revision: self.revision_name(),
-            desired: self.desired,
+            revision: revision_name(&self.app.name, self.latest),
+            latest_ready: self.latest_ready.map(|n| revision_name(&self.app.name, n)),
+            desired: self.units.iter().map(|u| u.target(&self.spec.scale)).sum(),
             ready: count(State::Ready),
             starting: count(State::Starting),
             draining: count(State::Draining),
-            panic: self.panic,
-            last_error: self.last_error.clone(),
+            panic: self.units.iter().any(|u| u.panic),
+            last_error: self
+                .traffic_error
+                .clone()
+                .or_else(|| self.last_error.clone()),
             instances: self
                 .members
                 .iter()
@@ -505,6 +811,7 @@ impl Controller {
                     in_flight: m.instance.as_ref().map_or(0, |i| i.in_flight()),
                 })
                 .collect(),
+            revisions,
         });
     }
 
@@ -523,18 +830,20 @@ impl Controller {
                 }
             }
         }
-        // Leave routing, but only with this controller's instances: a static list that
-        // replaced them (runtime change) stays.
-        let mine: Vec<String> = self.members.iter().map(|m| m.id.clone()).collect();
-        let others: Vec<Arc<Instance>> = self
-            .app
-            .activator
-            .instances()
-            .iter()
-            .filter(|instance| !mine.contains(&instance.id))
-            .cloned()
-            .collect();
-        self.app.activator.set_instances(others);
+        // Leave routing. Requests still waiting go to whatever replaced these revisions (a
+        // static list after a runtime change), if anything did.
+        let replacement = self.app.traffic().primary().cloned().filter(|primary| {
+            !self
+                .units
+                .iter()
+                .any(|unit| Arc::ptr_eq(&unit.state, primary))
+        });
+        for unit in &self.units {
+            unit.state.activator.set_instances(Vec::new());
+            if let Some(replacement) = &replacement {
+                unit.state.activator.forward_to(&replacement.activator);
+            }
+        }
 
         let bound = self.spec.scale.request_timeout;
         let grace = self.spec.scale.stop_grace;

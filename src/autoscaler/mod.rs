@@ -4,3 +4,4 @@
 pub mod controller;
 pub mod kpa;
 mod lifecycle;
+mod unit;

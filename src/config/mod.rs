@@ -9,6 +9,7 @@ mod error;
 mod load;
 mod model;
 mod raw;
+mod revisions;
 mod scale;
 mod validate;
 pub mod watch;
@@ -16,8 +17,9 @@ pub mod watch;
 pub use error::{ConfigErrors, ConfigIssue};
 pub use load::{app_files, is_app_file, load};
 pub use model::{
-    AppSpec, Config, GatewaySettings, HostPattern, ListenerLimits, RunSpec, RuntimeSpec, ScaleSpec,
-    TlsSettings, UpstreamSettings, Visibility,
+    AppSpec, Config, GatewaySettings, HostPattern, ListenerLimits, Resources, RevisionRef, RunSpec,
+    RuntimeSpec, ScaleSpec, TlsSettings, TrafficTarget, UpstreamSettings, Visibility,
 };
 pub use raw::{RawApp, RawGateway, RawGatewayFile, RawRun, RawScale, RawStatic, RawTls};
+pub use revisions::parse_memory;
 pub use validate::{parse_duration, parse_host_pattern, validate};

@@ -123,6 +123,40 @@ pub struct AppSpec {
     pub hsts_max_age: Option<Duration>,
     /// A WebSocket session with no byte either way for this long is closed; `None`: never.
     pub websocket_idle_timeout: Option<Duration>,
+    /// How requests split across revisions; percentages add up to 100. Static apps have one
+    /// implicit revision and an empty list here.
+    pub traffic: Vec<TrafficTarget>,
+    /// Revision specs kept so traffic entries can name older revisions.
+    pub revision_history: usize,
+}
+
+/// The revision a traffic entry names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RevisionRef {
+    /// The newest revision that has become ready (Knative's `latestRevision: true`).
+    Latest,
+    /// A revision by number: `hello-00002` is 2.
+    Number(u32),
+}
+
+/// One validated `[[traffic]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrafficTarget {
+    pub revision: RevisionRef,
+    pub percent: u32,
+    /// The tag and its host `<tag>-<app>.<project>.<domain>`.
+    pub tag: Option<(String, String)>,
+}
+
+impl TrafficTarget {
+    /// The default when an app has no `[[traffic]]`: everything to the latest ready revision.
+    pub fn all_latest() -> Vec<TrafficTarget> {
+        vec![TrafficTarget {
+            revision: RevisionRef::Latest,
+            percent: 100,
+            tag: None,
+        }]
+    }
 }
 
 /// How an app's instances come to exist.
@@ -145,7 +179,7 @@ impl RuntimeSpec {
 }
 
 /// `[run]`: everything that defines a process revision.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RunSpec {
     pub command: Vec<String>,
     pub env: BTreeMap<String, String>,
@@ -155,6 +189,15 @@ pub struct RunSpec {
     pub port_env: String,
     /// HTTP path probed for readiness; `None` probes with a TCP connect.
     pub readiness_path: Option<String>,
+    pub resources: Resources,
+}
+
+/// CPU and memory of one instance; `None` means unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Resources {
+    /// Thousandths of a CPU: `cpu = 0.5` is 500.
+    pub cpu_millis: Option<u32>,
+    pub memory_bytes: Option<u64>,
 }
 
 /// Scaling and timeouts of one app: `[defaults]` overlaid with the app's `[scale]`.

@@ -88,6 +88,21 @@ pub struct RawApp {
     pub static_: Option<RawStatic>,
     #[serde(default)]
     pub scale: RawScale,
+    /// `[[traffic]]`: how requests split across revisions; absent means 100% latest.
+    pub traffic: Option<Vec<RawTraffic>>,
+    /// How many revisions (specs, not instances) to keep for traffic entries to name.
+    pub revision_history: Option<u32>,
+}
+
+/// One `[[traffic]]` entry (Knative's `spec.traffic`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTraffic {
+    /// `"latest"` or a revision name such as `"hello-00001"`.
+    pub revision: Option<String>,
+    pub percent: Option<u32>,
+    /// Gives the revision its own host `<tag>-<app>.<project>.<domain>`.
+    pub tag: Option<String>,
 }
 
 /// `[run]`: how the process runtime starts an instance.
@@ -100,6 +115,10 @@ pub struct RawRun {
     pub workdir: Option<String>,
     pub port_env: Option<String>,
     pub readiness_path: Option<String>,
+    /// CPUs per instance (`0.5`, `1`, `2`), applied as a CFS quota.
+    pub cpu: Option<f64>,
+    /// Memory per instance (`"512M"`, `"1G"`, `"256Mi"`), applied as a cgroup memory limit.
+    pub memory: Option<String>,
 }
 
 /// `[static]`: fixed upstream addresses.

@@ -19,6 +19,7 @@ use super::model::{
     TlsSettings, UpstreamSettings, Visibility,
 };
 use super::raw::{RawApp, RawGatewayFile};
+use super::revisions;
 use super::scale::overlay_scale;
 
 /// Collects problems for one file while values are converted.
@@ -149,7 +150,13 @@ pub fn validate(
             continue;
         }
         names.insert(spec.name.clone(), file.clone());
-        for host in &spec.hosts {
+        let tag_hosts: Vec<HostPattern> = spec
+            .traffic
+            .iter()
+            .filter_map(|target| target.tag.as_ref())
+            .map(|(_, host)| HostPattern::Exact(host.clone()))
+            .collect();
+        for host in spec.hosts.iter().chain(&tag_hosts) {
             if let Some((owner, owner_file)) = hosts.get(host) {
                 checker.report(
                     "hosts",
@@ -354,6 +361,18 @@ fn validate_app(
     }
 
     let runtime = validate_runtime(c, raw);
+    let traffic = match (&runtime, &raw.traffic) {
+        (Some(RuntimeSpec::Static { .. }), Some(_)) => {
+            c.report(
+                "traffic",
+                "a static app has one fixed set of upstreams and no revisions to split across",
+            );
+            Vec::new()
+        }
+        (Some(RuntimeSpec::Static { .. }), None) => Vec::new(),
+        _ => revisions::traffic(c, &name, &project, domain, raw.traffic.as_deref()),
+    };
+    let revision_history = revisions::history(c, raw.revision_history);
     let scale = overlay_scale(c, "scale", defaults, &raw.scale);
     let https_redirect = raw.https_redirect.unwrap_or(false);
     if https_redirect && !https_enabled {
@@ -391,6 +410,8 @@ fn validate_app(
         https_redirect,
         hsts_max_age,
         websocket_idle_timeout,
+        traffic,
+        revision_history,
     })
 }
 
@@ -471,6 +492,7 @@ fn validate_runtime(c: &mut Checker<'_>, raw: &RawApp) -> Option<RuntimeSpec> {
                 workdir: run.workdir.as_ref().map(|dir| base.join(dir)),
                 port_env,
                 readiness_path: run.readiness_path.clone(),
+                resources: revisions::resources(c, run),
             }))
         }
         other => {
@@ -492,7 +514,7 @@ fn check_label(c: &mut Checker<'_>, field: &str, value: &str) {
     }
 }
 
-fn is_dns_label(value: &str) -> bool {
+pub(super) fn is_dns_label(value: &str) -> bool {
     !value.is_empty()
         && value.len() <= 63
         && value

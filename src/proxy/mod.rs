@@ -173,7 +173,6 @@ impl Proxy {
             });
         }
 
-        app.note_arrival();
         let scale = &route.spec.scale;
         if scale.max_scale == 0 {
             return Err(GatewayError::NoInstance {
@@ -181,7 +180,19 @@ impl Proxy {
                 reason: "max_scale is 0".into(),
             });
         }
-        let lease = app
+        let Some(revision) = app.traffic().pick(route.tag.as_deref()).cloned() else {
+            return Err(GatewayError::NoInstance {
+                app: app.name.clone(),
+                reason: match &route.tag {
+                    Some(tag) => format!("the revision tagged {tag:?} is not available"),
+                    None => "no revision is ready to take traffic".into(),
+                },
+            });
+        };
+        if let Some(in_flight) = record.app.as_mut() {
+            in_flight.route_to(&revision);
+        }
+        let lease = revision
             .activator
             .acquire(scale.queue_depth, scale.cold_start_timeout)
             .await
@@ -352,8 +363,13 @@ impl Proxy {
         } else {
             websocket::restore_upgrade_headers(&mut parts.headers);
         }
+        // The session counts on the revision the request was routed to.
+        let in_flight = match record.app.as_ref().and_then(|request| request.revision()) {
+            Some(revision) => app.begin_request_on(revision),
+            None => app.begin_request(),
+        };
         let session = websocket::Session::new(
-            app.begin_request(),
+            in_flight,
             lease,
             route.spec.websocket_idle_timeout,
             table.settings.shutdown_grace,
