@@ -100,3 +100,172 @@ async fn a_broken_new_revision_leaves_traffic_on_the_old_one() {
     }
     handle.shutdown().await;
 }
+
+/// Writes the demo app with GREETING=`greeting` and a `[[traffic]]` block.
+fn demo_with_traffic(config: &ConfigDir, greeting: &str, traffic: &str) {
+    config.demo_app("web", &[("GREETING", greeting)], &format!("\n{traffic}"));
+}
+
+/// Waits until `/apps` reports `revision` as the latest ready one.
+async fn wait_latest_ready(handle: &tidegate::Handle, revision: &str) {
+    eventually(
+        &format!("{revision} to be the latest ready revision"),
+        Duration::from_secs(20),
+        || async { (app_status(handle, "web").await["latest_ready"] == revision).then_some(()) },
+    )
+    .await;
+}
+
+/// GREETING answers of `count` requests to `host`, over 4 concurrent clients.
+async fn greetings(addr: std::net::SocketAddr, host: &'static str, count: usize) -> Vec<String> {
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(tokio::spawn(async move {
+            let mut bodies = Vec::new();
+            for _ in 0..count / 4 {
+                let answer = get(addr, host, "/env/GREETING").await;
+                assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+                bodies.push(answer.body.trim().to_string());
+            }
+            bodies
+        }));
+    }
+    let mut all = Vec::new();
+    for client in clients {
+        all.extend(client.await.unwrap());
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_90_10_split_and_tags_reach_their_revisions() {
+    let config = ConfigDir::new("", "");
+    config.demo_app("web", &[("GREETING", "v1")], "");
+    let handle = config.start().await;
+    let addr = handle.http_addr().unwrap();
+    assert_eq!(get(addr, HOST, "/env/GREETING").await.body, "v1\n");
+
+    config.demo_app("web", &[("GREETING", "v2")], "");
+    wait_latest_ready(&handle, "web-00002").await;
+    eventually("v2 to answer", Duration::from_secs(20), || async {
+        (get(addr, HOST, "/env/GREETING").await.body == "v2\n").then_some(())
+    })
+    .await;
+
+    // Back to 90% on the first revision, now only in the history: it starts again from zero.
+    demo_with_traffic(
+        &config,
+        "v2",
+        "[[traffic]]\nrevision = \"web-00001\"\npercent = 90\ntag = \"stable\"\n\n\
+         [[traffic]]\nrevision = \"latest\"\npercent = 10\ntag = \"candidate\"\n",
+    );
+    eventually("the split to apply", Duration::from_secs(20), || async {
+        let traffic = app_status(&handle, "web").await["traffic"].clone();
+        (traffic
+            == serde_json::json!([
+                { "revision": "web-00001", "percent": 90 },
+                { "revision": "web-00002", "percent": 10 },
+            ]))
+        .then_some(())
+    })
+    .await;
+    let status = app_status(&handle, "web").await;
+    assert_eq!(
+        status["revision"], "web-00002",
+        "a traffic edit makes no revision"
+    );
+
+    let answers = greetings(addr, HOST, 2000).await;
+    let to_v2 = answers.iter().filter(|body| *body == "v2").count();
+    assert!(answers.iter().all(|body| body == "v1" || body == "v2"));
+    // 10% of 2,000 is 200, with a standard deviation of about 13.
+    assert!(
+        (140..=260).contains(&to_v2),
+        "{to_v2} of 2,000 requests reached the 10% revision"
+    );
+
+    // Each revision is autoscaled on its own traffic and listed with its share and tag.
+    let status = app_status(&handle, "web").await;
+    let revisions = status["revisions"].as_array().unwrap();
+    let find = |name: &str| {
+        revisions
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {revisions:?}"))
+            .clone()
+    };
+    let (first, second) = (find("web-00001"), find("web-00002"));
+    assert_eq!(
+        (first["percent"].as_u64(), second["percent"].as_u64()),
+        (Some(90), Some(10))
+    );
+    assert_eq!(first["tags"], serde_json::json!(["stable"]));
+    assert_eq!(second["tags"], serde_json::json!(["candidate"]));
+    assert_eq!(
+        (first["state"].as_str(), second["state"].as_str()),
+        (Some("active"), Some("active"))
+    );
+
+    let stable = greetings(addr, "stable-web.p.test.local", 40).await;
+    assert!(stable.iter().all(|body| body == "v1"), "{stable:?}");
+    let candidate = greetings(addr, "candidate-web.p.test.local", 40).await;
+    assert!(candidate.iter().all(|body| body == "v2"), "{candidate:?}");
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_traffic_block_is_refused_and_the_split_stays() {
+    let config = ConfigDir::new("", "");
+    config.demo_app("web", &[("GREETING", "v1")], "");
+    let handle = config.start().await;
+    let addr = handle.http_addr().unwrap();
+    assert_eq!(get(addr, HOST, "/env/GREETING").await.body, "v1\n");
+
+    // Percentages that do not add up: refused by `tidegate check` and by live reload.
+    demo_with_traffic(
+        &config,
+        "v1",
+        "[[traffic]]\nrevision = \"latest\"\npercent = 90\n",
+    );
+    let output = std::process::Command::new(TIDEGATE)
+        .args(["check", "--config"])
+        .arg(config.gateway_file())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("web.toml")
+            && stderr.contains("traffic")
+            && stderr.contains("add up to 90"),
+        "{stderr}"
+    );
+    wait_reloads(&handle, "error", 1.0).await;
+    assert_eq!(get(addr, HOST, "/env/GREETING").await.body, "v1\n");
+
+    // A revision the gateway never had: valid as a file, reported, and the split stays.
+    demo_with_traffic(
+        &config,
+        "v1",
+        "[[traffic]]\nrevision = \"web-00009\"\npercent = 100\n",
+    );
+    eventually(
+        "the unknown revision to be reported",
+        Duration::from_secs(20),
+        || async {
+            let status = app_status(&handle, "web").await;
+            status["last_error"]
+                .as_str()
+                .is_some_and(|error| error.contains("web-00009") && error.contains("does not know"))
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(get(addr, HOST, "/env/GREETING").await.body, "v1\n");
+    let status = app_status(&handle, "web").await;
+    assert_eq!(
+        status["traffic"],
+        serde_json::json!([{ "revision": "web-00001", "percent": 100 }])
+    );
+    handle.shutdown().await;
+}

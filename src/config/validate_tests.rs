@@ -1,5 +1,6 @@
 //! Unit tests of `validate`: defaults, overlay, every check naming its file and field.
 use super::*;
+use crate::config::{RevisionRef, TrafficTarget};
 
 fn check(gateway: &str, apps: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
     let raw: RawGatewayFile = toml::from_str(gateway).unwrap();
@@ -137,4 +138,110 @@ fn host_patterns() {
     assert!(parse_host_pattern("*").is_err());
     assert!(parse_host_pattern("a.*.com").is_err());
     assert!(parse_host_pattern("bad host").is_err());
+}
+
+const PROCESS: &str = "[run]\ncommand = [\"app\"]\n";
+
+#[test]
+fn traffic_defaults_to_all_latest_and_checks_every_entry() {
+    let config = check("", &[("web", PROCESS)]).unwrap();
+    assert_eq!(config.apps[0].traffic, TrafficTarget::all_latest());
+    assert_eq!(config.apps[0].revision_history, 10);
+
+    let text = errors(
+        "",
+        &[(
+            "web",
+            &format!(
+                "revision_history = 0\n{PROCESS}\n[[traffic]]\nrevision = \"api-00001\"\npercent = 50\n\
+                 [[traffic]]\nrevision = \"latest\"\npercent = 120\ntag = \"Bad_Tag\"\n\
+                 [[traffic]]\npercent = 10\n"
+            ),
+        )],
+    );
+    for expected in [
+        "apps/web.toml: revision_history:",
+        "apps/web.toml: traffic[0].revision: \"api-00001\" is not \"latest\" or a revision of this app",
+        "apps/web.toml: traffic[1].percent: 120 is above 100",
+        "apps/web.toml: traffic[1].tag:",
+        "apps/web.toml: traffic[2].revision: is required",
+    ] {
+        assert!(text.contains(expected), "{expected:?} missing from:\n{text}");
+    }
+    let sum = errors(
+        "",
+        &[(
+            "web",
+            &format!("{PROCESS}\n[[traffic]]\nrevision = \"latest\"\npercent = 90\n"),
+        )],
+    );
+    assert!(
+        sum.contains("apps/web.toml: traffic: the percentages add up to 90"),
+        "{sum}"
+    );
+}
+
+#[test]
+fn tags_get_hosts_that_must_not_clash_and_static_apps_have_no_traffic() {
+    let tagged = format!(
+        "{PROCESS}\n[[traffic]]\nrevision = \"web-00001\"\npercent = 100\ntag = \"stable\"\n"
+    );
+    let config = check("", &[("web", &tagged)]).unwrap();
+    let target = &config.apps[0].traffic[0];
+    assert_eq!(target.revision, RevisionRef::Number(1));
+    assert_eq!(
+        target.tag,
+        Some(("stable".into(), "stable-web.default.localhost".into()))
+    );
+    let clash = errors(
+        "",
+        &[
+            ("web", &tagged),
+            (
+                "other",
+                &format!("hosts = [\"stable-web.default.localhost\"]\n{PROCESS}"),
+            ),
+        ],
+    );
+    assert!(
+        clash.contains("host stable-web.default.localhost is already routed"),
+        "{clash}"
+    );
+    let static_traffic = errors(
+        "",
+        &[(
+            "web",
+            &format!("{STATIC}\n[[traffic]]\nrevision = \"latest\"\npercent = 100\n"),
+        )],
+    );
+    assert!(
+        static_traffic.contains("apps/web.toml: traffic: a static app"),
+        "{static_traffic}"
+    );
+}
+
+#[test]
+fn resources_are_parsed_into_the_run_spec() {
+    let config = check(
+        "",
+        &[(
+            "web",
+            "[run]\ncommand = [\"app\"]\ncpu = 0.5\nmemory = \"256Mi\"\n",
+        )],
+    )
+    .unwrap();
+    let RuntimeSpec::Process(run) = &config.apps[0].runtime else {
+        panic!("a process app");
+    };
+    assert_eq!(run.resources.cpu_millis, Some(500));
+    assert_eq!(run.resources.memory_bytes, Some(256 << 20));
+    let text = errors(
+        "",
+        &[(
+            "web",
+            "[run]\ncommand = [\"app\"]\ncpu = 0\nmemory = \"1K\"\n",
+        )],
+    );
+    assert!(text.contains("apps/web.toml: run.cpu:"), "{text}");
+    assert!(text.contains("apps/web.toml: run.memory:"), "{text}");
 }
