@@ -5,7 +5,8 @@
 //! answers `instance=<id> revision=<rev>` (from `$TIDEGATE_INSTANCE` and `$TIDEGATE_REVISION`,
 //! which the process runtime sets); `/env/<NAME>` answers that environment variable;
 //! `?delay_ms=N` on any path delays the answer; `/healthz` answers 200; `/ws` echoes WebSocket
-//! messages; `/pid` answers the process id (tests use it to kill an instance).
+//! messages; `/pid` answers the process id (tests use it to kill an instance);
+//! `/alloc/<MiB>` allocates and keeps that much more memory (tests of memory limits).
 //! `--startup-delay-ms N` (or `$STARTUP_DELAY_MS`) waits before listening, to simulate a slow
 //! boot.
 
@@ -102,6 +103,14 @@ async fn answer(identity: &Identity, mut request: Request<Incoming>) -> Response
         )
     } else if path == "/pid" {
         (StatusCode::OK, format!("{}\n", std::process::id()))
+    } else if let Some(mib) = path.strip_prefix("/alloc/") {
+        match mib.parse::<usize>() {
+            Ok(mib) => (
+                StatusCode::OK,
+                format!("holding {} MiB\n", hold_memory(mib)),
+            ),
+            Err(_) => (StatusCode::BAD_REQUEST, "usage: /alloc/<MiB>\n".to_string()),
+        }
     } else if path == "/healthz" {
         (StatusCode::OK, "ok\n".to_string())
     } else if let Some(name) = path.strip_prefix("/env/") {
@@ -115,6 +124,17 @@ async fn answer(identity: &Identity, mut request: Request<Incoming>) -> Response
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     response
+}
+
+/// Allocates `mib` MiB more, touching every page so it is really resident, and keeps it for
+/// the life of the process. Returns the MiB held in all.
+fn hold_memory(mib: usize) -> usize {
+    static HELD: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+    let mut held = HELD.lock().unwrap_or_else(|p| p.into_inner());
+    for _ in 0..mib {
+        held.push(vec![1u8; 1 << 20]);
+    }
+    held.len()
 }
 
 /// Accepts a WebSocket upgrade and echoes every text and binary message until the peer closes.

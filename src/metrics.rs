@@ -40,6 +40,7 @@ pub struct Metrics {
     pub panic: IntGaugeVec,
     pub cold_start: HistogramVec,
     pub instance_crashes: IntCounterVec,
+    pub instance_oom_kills: IntCounterVec,
     pub tls_handshake_errors: IntCounterVec,
     pub tls_cert_reloads: IntCounterVec,
     pub tls_certificates: IntGauge,
@@ -205,6 +206,17 @@ impl Metrics {
                 )
                 .unwrap(),
             ),
+            instance_oom_kills: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tidegate_instance_oom_kills_total",
+                        "Instances the kernel killed for exceeding their memory limit (also counted as crashes).",
+                    ),
+                    &["app"],
+                )
+                .unwrap(),
+            ),
             tls_handshake_errors: register(
                 r,
                 IntCounterVec::new(
@@ -294,6 +306,7 @@ pub struct AppMetrics {
     pub panic: IntGauge,
     pub cold_start: Histogram,
     pub crashes: IntCounter,
+    pub oom_kills: IntCounter,
     instances: [IntGauge; 3],
     pub websocket_open: IntGauge,
     pub websocket_total: IntCounter,
@@ -316,6 +329,7 @@ impl AppMetrics {
             panic: metrics.panic.with_label_values(&[app]),
             cold_start: metrics.cold_start.with_label_values(&[app]),
             crashes: metrics.instance_crashes.with_label_values(&[app]),
+            oom_kills: metrics.instance_oom_kills.with_label_values(&[app]),
             instances: INSTANCE_STATES
                 .map(|state| metrics.instances.with_label_values(&[app, state])),
             websocket_open: metrics.websocket_open.with_label_values(&[app]),
@@ -397,6 +411,7 @@ impl AppMetrics {
                 .remove_label_values(&[app, direction]);
         }
         let _ = self.metrics.instance_crashes.remove_label_values(&[app]);
+        let _ = self.metrics.instance_oom_kills.remove_label_values(&[app]);
         for state in INSTANCE_STATES {
             let _ = self.metrics.instances.remove_label_values(&[app, state]);
         }

@@ -671,11 +671,29 @@ impl Controller {
                 };
                 match (member.state, &exit) {
                     (State::Draining, _) | (_, Exit::Stopped) => {}
-                    (State::Starting, Exit::Crashed { description }) => {
+                    (
+                        State::Starting,
+                        Exit::Crashed {
+                            description,
+                            out_of_memory,
+                        },
+                    ) => {
+                        if *out_of_memory {
+                            self.app.metrics.oom_kills.inc();
+                        }
                         let reason = format!("exited during start-up: {description}");
                         self.member_failed(&id, &reason, now);
                     }
-                    (State::Ready, Exit::Crashed { description }) => {
+                    (
+                        State::Ready,
+                        Exit::Crashed {
+                            description,
+                            out_of_memory,
+                        },
+                    ) => {
+                        if *out_of_memory {
+                            self.app.metrics.oom_kills.inc();
+                        }
                         let ready_for = member.ready_at.map(|at| now.duration_since(at));
                         let revision = member.revision;
                         tracing::warn!(app = %self.app.name, instance = %id, reason = %description, "instance crashed; replacing it");

@@ -7,6 +7,7 @@
 //! routing, autoscaling, draining) is the gateway's and the same for every backend, so a
 //! backend only starts, stops and reports instances.
 
+pub mod cgroup;
 pub mod logs;
 pub mod probe;
 mod process;
@@ -49,14 +50,18 @@ pub enum Exit {
     /// Stopped because the gateway asked.
     Stopped,
     /// Ended by itself: the exit code, or the signal that killed it.
-    Crashed { description: String },
+    Crashed {
+        description: String,
+        /// Killed by the kernel for exceeding its memory limit.
+        out_of_memory: bool,
+    },
 }
 
 impl std::fmt::Display for Exit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Exit::Stopped => f.write_str("stopped by the gateway"),
-            Exit::Crashed { description } => f.write_str(description),
+            Exit::Crashed { description, .. } => f.write_str(description),
         }
     }
 }

@@ -26,6 +26,12 @@ use nix::unistd::Pid;
 use tokio::process::Command;
 use tokio::sync::watch;
 
+use std::ffi::CString;
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+
+use super::cgroup::{Cgroups, InstanceGroup};
 use super::logs::{capture, LogTarget};
 use super::{Exit, Placement, RuntimeBackend, RuntimeError, StartRequest, StartedInstance};
 use crate::config::{AppSpec, RuntimeSpec};
@@ -43,17 +49,35 @@ pub struct ProcessBackend {
     identities: Arc<Identities>,
     own_binary: PathBuf,
     children: Arc<Mutex<HashMap<String, Arc<Child>>>>,
+    /// Where `cpu` and `memory` limits go; `None` where the machine does not allow them.
+    cgroups: Option<Cgroups>,
 }
 
 impl ProcessBackend {
     /// Instance output goes to files under `logs_dir`; each instance gets a token from
     /// `identities` (see `identity`), revoked when it exits.
+    /// Resource limits are applied through cgroups when the machine has them; the start-up
+    /// log says which, or why not.
     pub fn new(logs_dir: PathBuf, identities: Arc<Identities>) -> Self {
+        let cgroups = match Cgroups::detect() {
+            Ok(cgroups) => {
+                tracing::info!(
+                    "run.cpu and run.memory limits apply through {}",
+                    cgroups.describe()
+                );
+                Some(cgroups)
+            }
+            Err(reason) => {
+                tracing::warn!("run.cpu and run.memory cannot be applied on this machine: {reason}; process instances run without those limits");
+                None
+            }
+        };
         ProcessBackend {
             logs_dir,
             identities,
             own_binary: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("tidegate")),
             children: Arc::new(Mutex::new(HashMap::new())),
+            cgroups,
         }
     }
 
@@ -103,11 +127,33 @@ impl RuntimeBackend for ProcessBackend {
         if let Some(dir) = &run.workdir {
             command.current_dir(dir);
         }
-        die_with_gateway(&mut command);
+        let limited = run.resources.cpu_millis.is_some() || run.resources.memory_bytes.is_some();
+        let group = match (&self.cgroups, limited) {
+            (Some(cgroups), true) => match cgroups.create(&request.instance_id, &run.resources) {
+                Ok(group) => Some(group),
+                Err(error) => {
+                    self.identities.revoke(&token);
+                    return Err(failed(format!(
+                        "cannot set up its cpu/memory limits: {error}"
+                    )));
+                }
+            },
+            _ => None,
+        };
+        prepare_child(
+            &mut command,
+            group
+                .as_ref()
+                .map(InstanceGroup::procs_files)
+                .unwrap_or_default(),
+        );
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(error) => {
                 self.identities.revoke(&token);
+                if let Some(group) = &group {
+                    group.remove();
+                }
                 return Err(failed(format!("cannot run {}: {error}", program.display())));
             }
         };
@@ -146,16 +192,25 @@ impl RuntimeBackend for ProcessBackend {
             identities.revoke(&token);
             // Whatever the leader did, its group goes with it.
             let _ = killpg(entry.pgid, Signal::SIGKILL);
+            let out_of_memory = group.as_ref().is_some_and(|group| group.oom_kills() > 0);
             let exit = if entry.stopping.load(Ordering::Acquire) {
                 Exit::Stopped
             } else {
                 Exit::Crashed {
-                    description: match status {
-                        Ok(status) => describe(status),
-                        Err(error) => format!("could not be waited for: {error}"),
+                    description: match (status, &group) {
+                        (Ok(_), Some(group)) if out_of_memory => format!(
+                            "killed for exceeding its memory limit of {} (out of memory)",
+                            group.memory_limit().map_or("?".into(), format_bytes)
+                        ),
+                        (Ok(status), _) => describe(status),
+                        (Err(error), _) => format!("could not be waited for: {error}"),
                     },
+                    out_of_memory,
                 }
             };
+            if let Some(group) = group {
+                remove_when_empty(group).await;
+            }
             children
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -202,28 +257,69 @@ impl RuntimeBackend for ProcessBackend {
             let mut exited = child.exited.clone();
             let _ = exited.wait_for(Option::is_some).await;
         }
+        if let Some(cgroups) = &self.cgroups {
+            cgroups.remove();
+        }
     }
 }
 
-/// Asks the kernel to SIGKILL the child when the gateway dies, however it dies.
+/// Asks the kernel to SIGKILL the child when the gateway dies, however it dies, and has the
+/// child join its cgroups (`procs_files`) before it runs anything of its own.
 #[allow(unsafe_code)]
-fn die_with_gateway(command: &mut Command) {
+fn prepare_child(command: &mut Command, procs_files: Vec<CString>) {
     let gateway = std::process::id();
-    // SAFETY: the closure runs in the forked child before exec and only makes the prctl and
-    // getppid system calls, which are async-signal-safe; it allocates nothing (errors are raw
-    // OS error codes).
+    // SAFETY: the closure runs in the forked child before exec and only makes the prctl,
+    // getppid, open, write and close system calls, which are async-signal-safe; it allocates
+    // nothing (the paths were made before the fork; errors are raw OS error codes).
     unsafe {
         command.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-                .map_err(|errno| std::io::Error::from_raw_os_error(errno as i32))?;
+            let os_error =
+                |errno: nix::errno::Errno| std::io::Error::from_raw_os_error(errno as i32);
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(os_error)?;
             // The gateway may have died between fork and prctl: then nobody would kill us.
             if nix::unistd::getppid().as_raw() as u32 != gateway {
-                return Err(std::io::Error::from_raw_os_error(
-                    nix::errno::Errno::ESRCH as i32,
-                ));
+                return Err(os_error(nix::errno::Errno::ESRCH));
+            }
+            for file in &procs_files {
+                let fd = nix::fcntl::open(
+                    file.as_c_str(),
+                    OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(os_error)?;
+                // "0" moves the writing process.
+                nix::unistd::write(&fd, b"0").map_err(os_error)?;
             }
             Ok(())
         });
+    }
+}
+
+/// Removes an exited instance's cgroups once the kernel has let go of its last process.
+async fn remove_when_empty(group: InstanceGroup) {
+    for _ in 0..100 {
+        group.remove();
+        if !group.exists() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tracing::warn!(?group, "could not remove an exited instance's cgroup");
+}
+
+/// `256 MiB`, `1.5 GiB`.
+fn format_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if value.fract() == 0.0 {
+        format!("{value} {}", UNITS[unit])
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
     }
 }
 
