@@ -38,7 +38,7 @@ fn table() -> RouteTable {
         &apps,
     )
     .expect("valid");
-    let registry = AppRegistry::new(Metrics::new(), vec![Arc::new(StaticBackend)]);
+    let registry = AppRegistry::new(Metrics::new(), vec![Arc::new(StaticBackend)], None);
     let states = registry.apply(&config);
     RouteTable::build(&config, &states)
 }

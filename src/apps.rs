@@ -287,11 +287,18 @@ pub struct AppRegistry {
     retiring: Mutex<Vec<ControllerHandle>>,
     metrics: Arc<Metrics>,
     backends: Vec<Arc<dyn RuntimeBackend>>,
+    /// Where controllers keep revision history; fixed at start (a change needs a restart).
+    state_dir: Option<std::path::PathBuf>,
 }
 
 impl AppRegistry {
-    pub fn new(metrics: Arc<Metrics>, backends: Vec<Arc<dyn RuntimeBackend>>) -> Self {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        backends: Vec<Arc<dyn RuntimeBackend>>,
+        state_dir: Option<std::path::PathBuf>,
+    ) -> Self {
         AppRegistry {
+            state_dir,
             apps: Mutex::new(HashMap::new()),
             retiring: Mutex::new(Vec::new()),
             metrics,
@@ -340,6 +347,7 @@ impl AppRegistry {
                                 Arc::clone(&entry.state),
                                 Arc::clone(backend),
                                 Arc::clone(spec),
+                                self.state_dir.as_deref(),
                             ));
                         }
                     },

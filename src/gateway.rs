@@ -65,6 +65,7 @@ impl Gateway {
                     Arc::clone(&identities),
                 )),
             ],
+            config.gateway.state_dir.clone(),
         ));
         let states = registry.apply(&config);
         let table = RouteTable::build(&config, &states);

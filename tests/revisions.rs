@@ -269,3 +269,52 @@ async fn an_invalid_traffic_block_is_refused_and_the_split_stays() {
     );
     handle.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revision_numbers_and_history_survive_a_restart() {
+    let config = ConfigDir::new("state_dir = \"state\"", "");
+    config.demo_app("web", &[("GREETING", "v1")], "");
+    let handle = config.start().await;
+    let addr = handle.http_addr().unwrap();
+    assert_eq!(get(addr, HOST, "/env/GREETING").await.body, "v1\n");
+    config.demo_app("web", &[("GREETING", "v2")], "");
+    wait_latest_ready(&handle, "web-00002").await;
+    handle.shutdown().await;
+
+    // Same spec after the restart: still web-00002, and web-00001 is in the history.
+    let handle = config.start().await;
+    let addr = handle.http_addr().unwrap();
+    assert_eq!(get(addr, HOST, "/env/GREETING").await.body, "v2\n");
+    let status = app_status(&handle, "web").await;
+    assert_eq!(status["revision"], "web-00002");
+    let names: Vec<&str> = status["revisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["web-00002", "web-00001"]);
+
+    // So traffic can still name web-00001, and the next change is web-00003.
+    demo_with_traffic(
+        &config,
+        "v3",
+        "[[traffic]]\nrevision = \"web-00001\"\npercent = 100\n",
+    );
+    eventually(
+        "web-00003 to be created",
+        Duration::from_secs(20),
+        || async { (app_status(&handle, "web").await["revision"] == "web-00003").then_some(()) },
+    )
+    .await;
+    eventually(
+        "the pinned first revision to answer",
+        Duration::from_secs(20),
+        || async { (get(addr, HOST, "/env/GREETING").await.body == "v1\n").then_some(()) },
+    )
+    .await;
+    handle.shutdown().await;
+    let stored =
+        std::fs::read_to_string(config.dir.path().join("state/revisions/web.json")).unwrap();
+    assert!(stored.contains("\"latest\": 3"), "{stored}");
+}

@@ -16,6 +16,7 @@
 //! are ready the old revision's instances drain and stop, so no request fails.
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -23,6 +24,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
+use super::history::HistoryStore;
 use super::lifecycle;
 use super::unit::{HistoryEntry, Role, Unit};
 use crate::apps::{AppState, AppStatus, InstanceStatus, RevisionStatus};
@@ -123,6 +125,8 @@ pub struct Controller {
     last_error: Option<String>,
     /// Start-and-probe tasks still running, aborted on shutdown.
     starts: tokio::task::JoinSet<()>,
+    /// Where the history survives restarts, if anywhere.
+    store: Option<HistoryStore>,
 }
 
 impl Controller {
@@ -131,11 +135,13 @@ impl Controller {
         app: Arc<AppState>,
         backend: Arc<dyn RuntimeBackend>,
         spec: Arc<AppSpec>,
+        state_dir: Option<&Path>,
     ) -> ControllerHandle {
         let (spec_tx, spec_rx) = watch::channel(Arc::clone(&spec));
         let (stop_tx, stop_rx) = watch::channel(false);
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let backend_kind = backend.kind();
+        let app_name = app.name.clone();
         let mut controller = Controller {
             app,
             backend,
@@ -150,8 +156,34 @@ impl Controller {
             traffic_error: None,
             last_error: None,
             starts: tokio::task::JoinSet::new(),
+            store: state_dir.map(|dir| HistoryStore::new(dir, &app_name)),
         };
-        controller.new_revision(Instant::now());
+        if let Some(store) = &controller.store {
+            (controller.history, controller.latest) = store.load();
+        }
+        // After a restart the stored latest revision carries on if the spec is unchanged.
+        let now = Instant::now();
+        match controller.history.last() {
+            Some(entry)
+                if entry.number == controller.latest
+                    && entry.runtime == controller.spec.runtime =>
+            {
+                let state = controller
+                    .app
+                    .new_revision(revision_name(&app_name, entry.number));
+                let unit = Unit::new(
+                    entry.number,
+                    entry.runtime.clone(),
+                    state,
+                    Role::RollingOut,
+                    now,
+                );
+                controller.units.push(unit);
+                controller.prune_history();
+                controller.reconcile(now);
+            }
+            _ => controller.new_revision(now),
+        }
         let task = tokio::spawn(controller.run(spec_rx, stop_rx, events_rx));
         ControllerHandle {
             spec: spec_tx,
@@ -553,6 +585,9 @@ impl Controller {
                 || units.contains(&entry.number)
                 || Some(entry.number) == self.latest_ready
         });
+        if let Some(store) = &self.store {
+            store.save(&self.history, self.latest);
+        }
     }
 
     fn start_instance(&mut self, index: usize) {

@@ -2,6 +2,7 @@
 //! (`controller`).
 
 pub mod controller;
+mod history;
 pub mod kpa;
 mod lifecycle;
 mod unit;

@@ -46,6 +46,9 @@ pub struct GatewaySettings {
     pub tls: Option<TlsSettings>,
     /// Where instance log files go: `<logs_dir>/<app>/<instance>.log`.
     pub logs_dir: PathBuf,
+    /// Where each app's revision history is kept (`<state_dir>/revisions/<app>.json`), so
+    /// revision numbers are never reused across restarts; `None` keeps it in memory only.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Protections of the public listeners against slow or greedy clients.
@@ -160,7 +163,8 @@ impl TrafficTarget {
 }
 
 /// How an app's instances come to exist.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "runtime", rename_all = "lowercase")]
 pub enum RuntimeSpec {
     /// A fixed list of upstream addresses, never scaled.
     Static { upstreams: Vec<SocketAddr> },
@@ -179,7 +183,7 @@ impl RuntimeSpec {
 }
 
 /// `[run]`: everything that defines a process revision.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RunSpec {
     pub command: Vec<String>,
     pub env: BTreeMap<String, String>,
@@ -193,7 +197,7 @@ pub struct RunSpec {
 }
 
 /// CPU and memory of one instance; `None` means unlimited.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Resources {
     /// Thousandths of a CPU: `cpu = 0.5` is 500.
     pub cpu_millis: Option<u32>,

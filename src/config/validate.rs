@@ -293,8 +293,10 @@ fn validate_gateway(
         None => std::env::temp_dir().join(format!("tidegate-{}", std::process::id())),
     };
 
+    let state_dir = g.state_dir.as_ref().map(|dir| base.join(dir));
     GatewaySettings {
         logs_dir,
+        state_dir,
         http,
         https,
         admin,
