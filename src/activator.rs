@@ -30,6 +30,9 @@ pub enum AcquireError {
     Unavailable(String),
 }
 
+/// Most retired revisions a request is handed through before it gives up.
+const MAX_FORWARDS: usize = 8;
+
 struct Waiter {
     id: u64,
     reply: oneshot::Sender<Result<Lease, AcquireError>>,
@@ -81,9 +84,16 @@ impl Activator {
         timeout: Duration,
     ) -> Result<Lease, AcquireError> {
         let mut activator = Arc::clone(self);
+        let mut hops = 0;
         let (id, reply) = loop {
             // A retired revision hands its requests to the one that replaced it.
             if let Some(next) = activator.forward.load_full() {
+                hops += 1;
+                if hops > MAX_FORWARDS {
+                    return Err(AcquireError::Unavailable(
+                        "the revision was retired and its successors too".into(),
+                    ));
+                }
                 activator = next;
                 continue;
             }
@@ -139,7 +149,22 @@ impl Activator {
     /// handing over to the one that replaced it), so none is left waiting on instances that
     /// are going away. A moved waiter that gives up is dropped from `next`'s queue at its
     /// next dispatch.
-    pub fn forward_to(&self, next: &Arc<Activator>) {
+    pub fn forward_to(self: &Arc<Self>, next: &Arc<Activator>) {
+        // Forward to the end of `next`'s own chain, and never in a circle.
+        let mut next = Arc::clone(next);
+        for _ in 0..MAX_FORWARDS {
+            if Arc::ptr_eq(&next, self) {
+                return;
+            }
+            match next.forward.load_full() {
+                Some(further) => next = further,
+                None => break,
+            }
+        }
+        if Arc::ptr_eq(&next, self) {
+            return;
+        }
+        let next = &next;
         let waiters = {
             let mut queue = self.lock();
             self.forward.store(Some(Arc::clone(next)));

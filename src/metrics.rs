@@ -41,6 +41,8 @@ pub struct Metrics {
     pub cold_start: HistogramVec,
     pub instance_crashes: IntCounterVec,
     pub instance_oom_kills: IntCounterVec,
+    pub builds: IntCounterVec,
+    pub build_duration: HistogramVec,
     pub tls_handshake_errors: IntCounterVec,
     pub tls_cert_reloads: IntCounterVec,
     pub tls_certificates: IntGauge,
@@ -217,6 +219,29 @@ impl Metrics {
                 )
                 .unwrap(),
             ),
+            builds: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tidegate_builds_total",
+                        "Revision builds ([build]) by result: ok or error.",
+                    ),
+                    &["app", "result"],
+                )
+                .unwrap(),
+            ),
+            build_duration: register(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "tidegate_build_duration_seconds",
+                        "How long revision builds took, failed ones included.",
+                    )
+                    .buckets(vec![0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0]),
+                    &["app"],
+                )
+                .unwrap(),
+            ),
             tls_handshake_errors: register(
                 r,
                 IntCounterVec::new(
@@ -341,6 +366,22 @@ impl AppMetrics {
         }
     }
 
+    /// Counts one revision build and its duration.
+    pub fn build(&self, ok: bool, seconds: f64) {
+        if self.is_removed() {
+            return;
+        }
+        let result = if ok { "ok" } else { "error" };
+        self.metrics
+            .builds
+            .with_label_values(&[&self.app, result])
+            .inc();
+        self.metrics
+            .build_duration
+            .with_label_values(&[&self.app])
+            .observe(seconds);
+    }
+
     fn is_removed(&self) -> bool {
         self.removed.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -412,6 +453,10 @@ impl AppMetrics {
         }
         let _ = self.metrics.instance_crashes.remove_label_values(&[app]);
         let _ = self.metrics.instance_oom_kills.remove_label_values(&[app]);
+        let _ = self.metrics.build_duration.remove_label_values(&[app]);
+        for result in ["ok", "error"] {
+            let _ = self.metrics.builds.remove_label_values(&[app, result]);
+        }
         for state in INSTANCE_STATES {
             let _ = self.metrics.instances.remove_label_values(&[app, state]);
         }

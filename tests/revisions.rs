@@ -318,3 +318,47 @@ async fn revision_numbers_and_history_survive_a_restart() {
         std::fs::read_to_string(config.dir.path().join("state/revisions/web.json")).unwrap();
     assert!(stored.contains("\"latest\": 3"), "{stored}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_can_return_to_a_revision_that_is_still_draining() {
+    let config = ConfigDir::new("", "");
+    config.demo_app("web", &[("GREETING", "v1")], "");
+    let handle = config.start().await;
+    let addr = handle.http_addr().unwrap();
+    assert_eq!(get(addr, HOST, "/env/GREETING").await.body, "v1\n");
+    // A long request keeps the first revision draining after the second takes over.
+    let long = tokio::spawn(async move { get(addr, HOST, "/env/GREETING?delay_ms=3000").await });
+    wait_in_flight(&handle, "web", 1.0).await;
+    config.demo_app("web", &[("GREETING", "v2")], "");
+    wait_latest_ready(&handle, "web-00002").await;
+    eventually(
+        "web-00001 to be draining",
+        Duration::from_secs(10),
+        || async {
+            let status = app_status(&handle, "web").await;
+            let revisions = status["revisions"].as_array().unwrap().clone();
+            revisions
+                .iter()
+                .any(|r| r["name"] == "web-00001" && r["state"] == "retired")
+                .then_some(())
+        },
+    )
+    .await;
+
+    demo_with_traffic(
+        &config,
+        "v2",
+        "[[traffic]]\nrevision = \"web-00001\"\npercent = 100\n",
+    );
+    eventually(
+        "web-00001 to answer again",
+        Duration::from_secs(20),
+        || async { (get(addr, HOST, "/env/GREETING").await.body == "v1\n").then_some(()) },
+    )
+    .await;
+    let answers = greetings(addr, HOST, 40).await;
+    assert!(answers.iter().all(|body| body == "v1"), "{answers:?}");
+    let long = long.await.unwrap();
+    assert_eq!((long.status, long.body.as_str()), (StatusCode::OK, "v1\n"));
+    handle.shutdown().await;
+}

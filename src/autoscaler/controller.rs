@@ -26,12 +26,12 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use super::history::HistoryStore;
 use super::lifecycle;
-use super::unit::{HistoryEntry, Role, Unit};
+use super::unit::{HistoryEntry, Prep, Role, Unit};
 use crate::apps::{AppState, AppStatus, InstanceStatus, RevisionStatus};
-use crate::config::{AppSpec, RevisionRef, RuntimeSpec};
+use crate::config::{AppSpec, RevisionRef, RuntimeSpec, TrafficTarget};
 use crate::instance::Instance;
 use crate::revision::{RevisionState, Traffic};
-use crate::runtime::{Exit, RuntimeBackend, StartRequest};
+use crate::runtime::{Exit, PrepareRequest, Prepared, RuntimeBackend, StartRequest};
 
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 const SAMPLES_PER_DECISION: u64 = 8;
@@ -97,10 +97,26 @@ struct Member {
 }
 
 pub(super) enum Event {
-    Ready { id: String, instance: Arc<Instance> },
-    Failed { id: String, reason: String },
-    Exited { id: String, exit: Exit },
-    Stopped { id: String },
+    Ready {
+        id: String,
+        instance: Arc<Instance>,
+    },
+    Failed {
+        id: String,
+        reason: String,
+    },
+    Exited {
+        id: String,
+        exit: Exit,
+    },
+    Stopped {
+        id: String,
+    },
+    Prepared {
+        revision: u32,
+        result: Result<Prepared, String>,
+        seconds: f64,
+    },
 }
 
 /// The control loop of one app.
@@ -122,6 +138,8 @@ pub struct Controller {
     events_tx: mpsc::UnboundedSender<Event>,
     /// Why the `[[traffic]]` block could not be applied, while it cannot.
     traffic_error: Option<String>,
+    /// The last `[[traffic]]` block whose revisions all existed.
+    last_valid_traffic: Option<Vec<TrafficTarget>>,
     last_error: Option<String>,
     /// Start-and-probe tasks still running, aborted on shutdown.
     starts: tokio::task::JoinSet<()>,
@@ -154,6 +172,7 @@ impl Controller {
             next_instance: 1,
             events_tx,
             traffic_error: None,
+            last_valid_traffic: None,
             last_error: None,
             starts: tokio::task::JoinSet::new(),
             store: state_dir.map(|dir| HistoryStore::new(dir, &app_name)),
@@ -171,15 +190,18 @@ impl Controller {
                 let state = controller
                     .app
                     .new_revision(revision_name(&app_name, entry.number));
+                let needs_prepare = controller.backend.needs_prepare(&entry.runtime);
                 let unit = Unit::new(
                     entry.number,
                     entry.runtime.clone(),
                     state,
                     Role::RollingOut,
+                    needs_prepare,
                     now,
                 );
                 controller.units.push(unit);
                 controller.prune_history();
+                controller.route(now);
                 controller.reconcile(now);
             }
             _ => controller.new_revision(now),
@@ -281,8 +303,9 @@ impl Controller {
             self.new_revision(now);
         } else {
             self.prune_history();
-            self.route(now);
         }
+        // A traffic edit made together with a `[run]` edit applies now, not at promotion.
+        self.route(now);
     }
 
     /// Creates the next revision from the current spec. It starts as many instances as the
@@ -312,23 +335,30 @@ impl Controller {
         if self.latest > 1 {
             tracing::info!(app = %self.app.name, revision = %name, instances = floor, "run spec changed: new revision");
         }
-        // The unfinished rollout of an earlier revision is superseded by this one.
+        // The unfinished rollout of an earlier revision is superseded by this one: it serves
+        // on if traffic names it, else `route` retires it.
         for unit in &mut self.units {
             if unit.role == Role::RollingOut {
-                unit.role = Role::Retired;
+                unit.role = Role::Serving;
             }
         }
         let state = self.app.new_revision(name);
+        let needs_prepare = self.backend.needs_prepare(&self.spec.runtime);
         let mut unit = Unit::new(
             number,
             self.spec.runtime.clone(),
             state,
             Role::RollingOut,
+            needs_prepare,
             now,
         );
         unit.floor = floor;
         self.units.push(unit);
         self.prune_history();
+        if self.latest_ready.is_none() {
+            // The first revision takes traffic at once: requests wait for its cold start.
+            self.route(now);
+        }
         self.reconcile(now);
     }
 
@@ -364,6 +394,7 @@ impl Controller {
         if let Some(index) = self.unit_index(self.latest) {
             let unit = &self.units[index];
             if unit.role == Role::RollingOut
+                && unit.prepared().is_some()
                 && self.ready_count(unit.number) as u32 >= self.takeover_floor()
             {
                 let inherited = self
@@ -405,12 +436,38 @@ impl Controller {
 
     fn reconcile_unit(&mut self, index: usize, now: Instant) {
         let number = self.units[index].number;
+        if matches!(self.units[index].prep, Prep::Needed) && self.units[index].role != Role::Retired
+        {
+            self.start_prepare(index);
+        }
+        if let Prep::Failed(reason) = &self.units[index].prep {
+            // Nothing will start: requests that reached this revision get the build's error.
+            if self.units[index].state.activator.queued() > 0 {
+                self.units[index].state.activator.fail_waiters(reason);
+            }
+        }
         let mut target = self.units[index].target(&self.spec.scale);
+        if self.units[index].role != Role::Retired
+            && self.units[index].state.activator.queued() > 0
+            && self.spec.scale.max_scale > 0
+        {
+            // Requests wait here (some may have been handed over from a retired revision and
+            // so are not counted in this revision's concurrency): at least one instance.
+            target = target.max(1);
+        }
         if self.units[index].role == Role::RollingOut {
             target = target.max(self.takeover_floor());
         }
         let live = self.live_count(number) as u32;
-        if target > live {
+        if live == 0
+            && target > 0
+            && self.units[index].cold_start_since.is_none()
+            && self.units[index].state.activator.queued() > 0
+        {
+            // Requests wait for a revision at zero: a cold start, timed from now.
+            self.units[index].cold_start_since = Some(now);
+        }
+        if target > live && self.units[index].prepared().is_some() {
             match self.units[index].next_start_at {
                 Some(at) if at > now => {} // crash backoff: the loop wakes us at `at`
                 _ => {
@@ -462,24 +519,26 @@ impl Controller {
     /// in the history keeps the previous split (or, before there was one, sends everything
     /// to the latest ready revision) and is reported.
     fn route(&mut self, now: Instant) {
-        let Some(latest_ready) = self.latest_ready else {
-            self.publish_routing(Traffic::default());
-            return;
-        };
-        let mut resolved: Vec<(u32, u32, Option<String>)> = Vec::new();
-        let mut unknown = Vec::new();
-        for target in &self.spec.traffic {
-            let number = match target.revision {
-                RevisionRef::Latest => latest_ready,
-                RevisionRef::Number(n) => n,
-            };
-            if !self.history.iter().any(|entry| entry.number == number) {
-                unknown.push(revision_name(&self.app.name, number));
-                continue;
+        // Before any revision was ready, `latest` is the first one, still starting.
+        let latest_ready = self.latest_ready.unwrap_or(self.latest);
+        let resolve = |targets: &[TrafficTarget]| {
+            let mut resolved: Vec<(u32, u32, Option<String>)> = Vec::new();
+            let mut unknown = Vec::new();
+            for target in targets {
+                let number = match target.revision {
+                    RevisionRef::Latest => latest_ready,
+                    RevisionRef::Number(n) => n,
+                };
+                if !self.history.iter().any(|entry| entry.number == number) {
+                    unknown.push(revision_name(&self.app.name, number));
+                    continue;
+                }
+                let tag = target.tag.as_ref().map(|(tag, _)| tag.clone());
+                resolved.push((number, target.percent, tag));
             }
-            let tag = target.tag.as_ref().map(|(tag, _)| tag.clone());
-            resolved.push((number, target.percent, tag));
-        }
+            (resolved, unknown)
+        };
+        let (mut resolved, unknown) = resolve(&self.spec.traffic);
         if !unknown.is_empty() {
             let known: Vec<String> = self
                 .history
@@ -496,12 +555,15 @@ impl Controller {
                 tracing::error!(app = %self.app.name, "{message}");
             }
             self.traffic_error = Some(message);
-            if !self.app.traffic().shares().is_empty() {
-                return;
-            }
-            resolved = vec![(latest_ready, 100, None)];
+            // The last block that applied, re-resolved (so `latest` still follows new
+            // revisions), else everything to the latest.
+            resolved = match self.last_valid_traffic.as_deref().map(resolve) {
+                Some((previous, missing)) if missing.is_empty() => previous,
+                _ => vec![(latest_ready, 100, None)],
+            };
         } else {
             self.traffic_error = None;
+            self.last_valid_traffic = Some(self.spec.traffic.clone());
         }
 
         // Every revision the split names needs a unit (an older one scales from zero).
@@ -510,6 +572,10 @@ impl Controller {
             match self.unit_index(number) {
                 Some(index) => {
                     if self.units[index].role == Role::Retired {
+                        // Revived: a fresh request side, since the old one forwards its
+                        // requests elsewhere; its draining instances drain on.
+                        let name = self.units[index].state.name.clone();
+                        self.units[index].state = self.app.new_revision(name);
                         self.units[index].role = Role::Serving;
                     }
                 }
@@ -521,8 +587,15 @@ impl Controller {
                         .map(|entry| entry.runtime.clone())
                         .expect("checked above");
                     let state = self.app.new_revision(revision_name(&self.app.name, number));
-                    self.units
-                        .push(Unit::new(number, runtime, state, Role::Serving, now));
+                    let needs_prepare = self.backend.needs_prepare(&runtime);
+                    self.units.push(Unit::new(
+                        number,
+                        runtime,
+                        state,
+                        Role::Serving,
+                        needs_prepare,
+                        now,
+                    ));
                 }
             }
         }
@@ -590,8 +663,43 @@ impl Controller {
         }
     }
 
+    /// Spec of the app with the run spec `runtime` of one of its revisions, for the backend.
+    fn spec_for(&self, runtime: &RuntimeSpec) -> Arc<AppSpec> {
+        if *runtime == self.spec.runtime {
+            Arc::clone(&self.spec)
+        } else {
+            Arc::new(AppSpec {
+                runtime: runtime.clone(),
+                ..(*self.spec).clone()
+            })
+        }
+    }
+
+    /// Runs the revision's preparation (build, image) as a task; it reports `Prepared`.
+    fn start_prepare(&mut self, index: usize) {
+        self.units[index].prep = Prep::Running;
+        let revision = self.units[index].number;
+        let request = PrepareRequest {
+            app: self.spec_for(&self.units[index].runtime),
+            revision: self.units[index].state.name.clone(),
+        };
+        tracing::info!(app = %self.app.name, revision = %request.revision, "preparing revision (build, image)");
+        let backend = Arc::clone(&self.backend);
+        let events = self.events_tx.clone();
+        self.starts.spawn(async move {
+            let started = Instant::now();
+            let result = backend.prepare(request).await.map_err(|e| e.to_string());
+            let _ = events.send(Event::Prepared {
+                revision,
+                result,
+                seconds: started.elapsed().as_secs_f64(),
+            });
+        });
+    }
+
     fn start_instance(&mut self, index: usize) {
         let unit = &self.units[index];
+        let prepared = unit.prepared().cloned().unwrap_or_default();
         let id = format!("{}-{}", unit.state.name, self.next_instance);
         self.next_instance += 1;
         self.members.push(Member {
@@ -602,23 +710,13 @@ impl Controller {
             ready_at: None,
         });
         // The revision's own run spec with the app's current name, project and scale.
-        let app = if unit.runtime == self.spec.runtime {
-            Arc::clone(&self.spec)
-        } else {
-            Arc::new(AppSpec {
-                runtime: unit.runtime.clone(),
-                ..(*self.spec).clone()
-            })
-        };
         let request = StartRequest {
-            app,
+            app: self.spec_for(&unit.runtime),
             revision: unit.state.name.clone(),
             instance_id: id.clone(),
+            prepared,
         };
-        let readiness_path = match &unit.runtime {
-            RuntimeSpec::Process(run) => run.readiness_path.clone(),
-            _ => None,
-        };
+        let readiness_path = unit.runtime.readiness_path().map(str::to_string);
         let timeout = self.spec.scale.startup_timeout;
         let grace = self.spec.scale.stop_grace;
         let backend = Arc::clone(&self.backend);
@@ -675,12 +773,20 @@ impl Controller {
         let now = Instant::now();
         match event {
             Event::Ready { id, instance } => {
-                let Some(member) = self.members.iter_mut().find(|m| m.id == id) else {
+                let Some(member) = self
+                    .members
+                    .iter_mut()
+                    .find(|m| m.id == id && m.state == State::Starting)
+                else {
+                    // Its start was given up (a superseded revision) while it came up: the
+                    // stop may have run before the instance existed, so stop it now.
+                    let backend = Arc::clone(&self.backend);
+                    let grace = self.spec.scale.stop_grace;
+                    tokio::spawn(async move {
+                        let _ = backend.stop(&id, grace).await;
+                    });
                     return;
                 };
-                if member.state != State::Starting {
-                    return;
-                }
                 member.state = State::Ready;
                 member.instance = Some(instance);
                 member.ready_at = Some(now);
@@ -750,6 +856,42 @@ impl Controller {
             }
             Event::Stopped { id } => {
                 self.members.retain(|m| m.id != id);
+            }
+            Event::Prepared {
+                revision,
+                result,
+                seconds,
+            } => self.prepared(revision, result, seconds),
+        }
+    }
+
+    fn prepared(&mut self, revision: u32, result: Result<Prepared, String>, seconds: f64) {
+        let current = self.latest_ready.filter(|n| *n != revision);
+        let Some(index) = self.unit_index(revision) else {
+            return;
+        };
+        let app = self.app.name.clone();
+        let unit = &mut self.units[index];
+        match result {
+            Ok(prepared) => {
+                tracing::info!(app, revision = %unit.state.name, seconds, "revision prepared");
+                if unit.runtime.has_build() {
+                    self.app.metrics.build(true, seconds);
+                }
+                unit.prep = Prep::Ready(Arc::new(prepared));
+            }
+            Err(reason) => {
+                let message = format!("{reason} (log: /apps/{app}/builds/{})", unit.state.name);
+                tracing::error!(app, revision = %unit.state.name, %message, "revision cannot be prepared; it takes no traffic");
+                if unit.role == Role::RollingOut && current.is_some() {
+                    tracing::error!(app, revision = %unit.state.name, "traffic stays on the current revision");
+                }
+                if unit.runtime.has_build() {
+                    self.app.metrics.build(false, seconds);
+                }
+                unit.last_error = Some(message.clone());
+                unit.prep = Prep::Failed(message.clone());
+                self.last_error = Some(message);
             }
         }
     }

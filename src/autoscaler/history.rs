@@ -123,6 +123,7 @@ mod tests {
             port_env: "PORT".into(),
             readiness_path: Some("/healthz".into()),
             resources: Default::default(),
+            build: None,
         });
         let entry = HistoryEntry {
             number: 3,

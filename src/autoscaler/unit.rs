@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use super::kpa::Kpa;
 use crate::config::{RuntimeSpec, ScaleSpec};
 use crate::revision::RevisionState;
+use crate::runtime::Prepared;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -26,6 +27,17 @@ pub(super) enum Role {
     Serving,
     /// No longer referenced: its requests went to another revision and its instances drain.
     Retired,
+}
+
+/// A revision's one-time preparation (its build, its image) before any instance starts.
+pub(super) enum Prep {
+    /// Not begun yet.
+    Needed,
+    Running,
+    Ready(Arc<Prepared>),
+    /// Failed: the revision never starts an instance (until its spec changes, which makes
+    /// another revision).
+    Failed(String),
 }
 
 /// One revision's control state.
@@ -46,6 +58,7 @@ pub(super) struct Unit {
     pub last_error: Option<String>,
     /// The last instance of this revision failed to start, and none has been ready since.
     pub failing: bool,
+    pub prep: Prep,
 }
 
 impl Unit {
@@ -54,6 +67,7 @@ impl Unit {
         runtime: RuntimeSpec,
         state: Arc<RevisionState>,
         role: Role,
+        needs_prepare: bool,
         now: Instant,
     ) -> Self {
         Unit {
@@ -71,6 +85,11 @@ impl Unit {
             cold_start_since: None,
             last_error: None,
             failing: false,
+            prep: if needs_prepare {
+                Prep::Needed
+            } else {
+                Prep::Ready(Arc::default())
+            },
         }
     }
 
@@ -113,6 +132,14 @@ impl Unit {
         }
     }
 
+    /// The preparation's result once it succeeded.
+    pub fn prepared(&self) -> Option<&Arc<Prepared>> {
+        match &self.prep {
+            Prep::Ready(prepared) => Some(prepared),
+            _ => None,
+        }
+    }
+
     /// Takes `latest` traffic from now on. The KPA starts afresh, seeded with the load the
     /// revision inherits, so samples from the rollout (when it had no traffic) do not drag
     /// its first decisions down.
@@ -141,6 +168,8 @@ impl Unit {
         match (self.role, self.failing) {
             (Role::Retired, _) => "retired",
             (_, true) => "failed",
+            _ if matches!(self.prep, Prep::Failed(_)) => "build-failed",
+            _ if matches!(self.prep, Prep::Needed | Prep::Running) => "building",
             (Role::RollingOut, false) => "rolling-out",
             (Role::Serving, false) => "active",
         }

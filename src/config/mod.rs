@@ -5,6 +5,7 @@
 //! notices edits and SIGHUP so the gateway can load again and swap the result in whole. Only
 //! the `model` types and the errors leave this module.
 
+mod container;
 mod error;
 mod load;
 mod model;
@@ -17,8 +18,9 @@ pub mod watch;
 pub use error::{ConfigErrors, ConfigIssue};
 pub use load::{app_files, is_app_file, load};
 pub use model::{
-    AppSpec, Config, GatewaySettings, HostPattern, ListenerLimits, Resources, RevisionRef, RunSpec,
-    RuntimeSpec, ScaleSpec, TlsSettings, TrafficTarget, UpstreamSettings, Visibility,
+    AppSpec, Config, ContainerEngineSettings, ContainerSpec, GatewaySettings, HostPattern,
+    ImageBuild, ListenerLimits, PullPolicy, Resources, RevisionRef, RunSpec, RuntimeSpec,
+    ScaleSpec, TlsSettings, TrafficTarget, UpstreamSettings, Visibility,
 };
 pub use raw::{RawApp, RawGateway, RawGatewayFile, RawRun, RawScale, RawStatic, RawTls};
 pub use revisions::parse_memory;

@@ -49,6 +49,7 @@ pub struct GatewaySettings {
     /// Where each app's revision history is kept (`<state_dir>/revisions/<app>.json`), so
     /// revision numbers are never reused across restarts; `None` keeps it in memory only.
     pub state_dir: Option<PathBuf>,
+    pub container_engine: ContainerEngineSettings,
 }
 
 /// Protections of the public listeners against slow or greedy clients.
@@ -170,6 +171,8 @@ pub enum RuntimeSpec {
     Static { upstreams: Vec<SocketAddr> },
     /// Child processes started on demand.
     Process(RunSpec),
+    /// Containers started on demand through a Docker Engine API.
+    Container(ContainerSpec),
 }
 
 impl RuntimeSpec {
@@ -178,8 +181,73 @@ impl RuntimeSpec {
         match self {
             RuntimeSpec::Static { .. } => "static",
             RuntimeSpec::Process(_) => "process",
+            RuntimeSpec::Container(_) => "container",
         }
     }
+}
+
+impl RuntimeSpec {
+    /// HTTP path probed for readiness; `None` probes with a TCP connect.
+    pub fn readiness_path(&self) -> Option<&str> {
+        match self {
+            RuntimeSpec::Static { .. } => None,
+            RuntimeSpec::Process(run) => run.readiness_path.as_deref(),
+            RuntimeSpec::Container(container) => container.readiness_path.as_deref(),
+        }
+    }
+
+    /// Whether a revision has a step to run once before its first instance starts.
+    pub fn has_build(&self) -> bool {
+        match self {
+            RuntimeSpec::Static { .. } => false,
+            RuntimeSpec::Process(run) => run.build.is_some(),
+            RuntimeSpec::Container(container) => container.build.is_some(),
+        }
+    }
+}
+
+/// `[container]` (and `[build]`): everything that defines a container revision.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ContainerSpec {
+    /// The image to run; `None` when `build` makes it (tagged `tidegate/<app>:<revision>`).
+    pub image: Option<String>,
+    /// Replaces the image's command when set.
+    pub command: Option<Vec<String>>,
+    /// The port the app listens on inside the container; also passed as `PORT`.
+    pub port: u16,
+    pub env: BTreeMap<String, String>,
+    pub resources: Resources,
+    pub pull: PullPolicy,
+    pub readiness_path: Option<String>,
+    pub build: Option<ImageBuild>,
+}
+
+/// When the engine pulls the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PullPolicy {
+    Never,
+    Missing,
+    Always,
+}
+
+/// `[build]` of a container app: an image built by the engine from a directory.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ImageBuild {
+    /// The build context, resolved against the app file.
+    pub context: PathBuf,
+    /// The build file inside the context; `None` means `Containerfile`, else `Dockerfile`.
+    pub dockerfile: Option<String>,
+}
+
+/// `[container_engine]` after validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerEngineSettings {
+    /// The engine's unix socket, as configured or from `DOCKER_HOST`; `None`: look in the
+    /// usual places at start-up.
+    pub socket: Option<PathBuf>,
+    /// Label value that marks this gateway's containers.
+    pub gateway_id: String,
 }
 
 /// `[run]`: everything that defines a process revision.
@@ -194,6 +262,8 @@ pub struct RunSpec {
     /// HTTP path probed for readiness; `None` probes with a TCP connect.
     pub readiness_path: Option<String>,
     pub resources: Resources,
+    /// `[build] command`: run once per revision in `workdir` before its first instance.
+    pub build: Option<Vec<String>>,
 }
 
 /// CPU and memory of one instance; `None` means unlimited.

@@ -17,6 +17,17 @@ pub struct RawGatewayFile {
     pub tls: Option<RawTls>,
     #[serde(default)]
     pub defaults: RawScale,
+    pub container_engine: Option<RawContainerEngine>,
+}
+
+/// `[container_engine]`: where the Docker Engine API (Docker or Podman) listens.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawContainerEngine {
+    /// `unix:///run/podman/podman.sock` or a plain socket path.
+    pub socket: Option<String>,
+    /// Labels this gateway's containers, so a restart finds and removes its leftovers.
+    pub gateway_id: Option<String>,
 }
 
 /// The `[gateway]` table.
@@ -88,6 +99,8 @@ pub struct RawApp {
     pub run: Option<RawRun>,
     #[serde(rename = "static")]
     pub static_: Option<RawStatic>,
+    pub container: Option<RawContainer>,
+    pub build: Option<RawBuild>,
     #[serde(default)]
     pub scale: RawScale,
     /// `[[traffic]]`: how requests split across revisions; absent means 100% latest.
@@ -121,6 +134,30 @@ pub struct RawRun {
     pub cpu: Option<f64>,
     /// Memory per instance (`"512M"`, `"1G"`, `"256Mi"`), applied as a cgroup memory limit.
     pub memory: Option<String>,
+}
+
+/// `[container]`: how the container runtime starts an instance.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawContainer {
+    pub image: Option<String>,
+    pub command: Option<Vec<String>>,
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub cpu: Option<f64>,
+    pub memory: Option<String>,
+    pub pull: Option<String>,
+    pub readiness_path: Option<String>,
+}
+
+/// `[build]`: how a revision's image (container apps) or files (process apps) are built.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBuild {
+    pub context: Option<String>,
+    pub dockerfile: Option<String>,
+    pub command: Option<Vec<String>>,
 }
 
 /// `[static]`: fixed upstream addresses.

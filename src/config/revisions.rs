@@ -136,14 +136,14 @@ pub(super) fn history(c: &mut Checker<'_>, raw: Option<u32>) -> usize {
     }
 }
 
-/// Checks `run.cpu` and `run.memory`.
-pub(super) fn resources(c: &mut Checker<'_>, run: &RawRun) -> Resources {
+/// Checks `<table>.cpu` and `<table>.memory` (`run` or `container`).
+pub(super) fn resources(c: &mut Checker<'_>, table: &str, run: &RawRun) -> Resources {
     let cpu_millis = run.cpu.and_then(|cpu| {
         if cpu.is_finite() && (0.001..=1024.0).contains(&cpu) {
             Some((cpu * 1000.0).round() as u32)
         } else {
             c.report(
-                "run.cpu",
+                &format!("{table}.cpu"),
                 format!("{cpu} is not a CPU count between 0.001 and 1024"),
             );
             None
@@ -156,13 +156,13 @@ pub(super) fn resources(c: &mut Checker<'_>, run: &RawRun) -> Resources {
             Ok(bytes) if bytes >= 4 << 20 => Some(bytes),
             Ok(_) => {
                 c.report(
-                    "run.memory",
+                    &format!("{table}.memory"),
                     format!("{text:?} is below the 4M an instance needs at least"),
                 );
                 None
             }
             Err(message) => {
-                c.report("run.memory", message);
+                c.report(&format!("{table}.memory"), message);
                 None
             }
         });

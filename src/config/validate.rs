@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use super::container;
 use super::error::{ConfigErrors, ConfigIssue};
 use super::model::{
     AppSpec, Config, GatewaySettings, HostPattern, ListenerLimits, RunSpec, RuntimeSpec, ScaleSpec,
@@ -24,7 +25,7 @@ use super::scale::overlay_scale;
 
 /// Collects problems for one file while values are converted.
 pub(super) struct Checker<'a> {
-    file: &'a Path,
+    pub(super) file: &'a Path,
     issues: &'a mut Vec<ConfigIssue>,
 }
 
@@ -294,7 +295,9 @@ fn validate_gateway(
     };
 
     let state_dir = g.state_dir.as_ref().map(|dir| base.join(dir));
+    let container_engine = container::engine(&mut c, raw.container_engine.as_ref(), file);
     GatewaySettings {
+        container_engine,
         logs_dir,
         state_dir,
         http,
@@ -421,6 +424,12 @@ fn validate_runtime(c: &mut Checker<'_>, raw: &RawApp) -> Option<RuntimeSpec> {
     let base = c.file.parent().unwrap_or(Path::new(".")).to_path_buf();
     match raw.runtime.as_deref().unwrap_or("process") {
         "static" => {
+            if raw.container.is_some() || raw.build.is_some() {
+                c.report(
+                    "runtime",
+                    "a static app has no [container] or [build] table",
+                );
+            }
             if raw.run.is_some() {
                 c.report(
                     "run",
@@ -451,6 +460,12 @@ fn validate_runtime(c: &mut Checker<'_>, raw: &RawApp) -> Option<RuntimeSpec> {
             Some(RuntimeSpec::Static { upstreams })
         }
         "process" => {
+            if raw.container.is_some() {
+                c.report(
+                    "container",
+                    "a process app has no [container] table; set runtime = \"container\"",
+                );
+            }
             if raw.static_.is_some() {
                 c.report(
                     "static",
@@ -494,13 +509,15 @@ fn validate_runtime(c: &mut Checker<'_>, raw: &RawApp) -> Option<RuntimeSpec> {
                 workdir: run.workdir.as_ref().map(|dir| base.join(dir)),
                 port_env,
                 readiness_path: run.readiness_path.clone(),
-                resources: revisions::resources(c, run),
+                resources: revisions::resources(c, "run", run),
+                build: container::process_build(c, raw),
             }))
         }
+        "container" => container::container_spec(c, raw).map(RuntimeSpec::Container),
         other => {
             c.report(
                 "runtime",
-                format!("{other:?} is not one of \"process\", \"static\""),
+                format!("{other:?} is not one of \"process\", \"static\", \"container\""),
             );
             None
         }
@@ -526,7 +543,7 @@ pub(super) fn is_dns_label(value: &str) -> bool {
         && !value.ends_with('-')
 }
 
-fn is_env_name(value: &str) -> bool {
+pub(super) fn is_env_name(value: &str) -> bool {
     let mut bytes = value.bytes();
     matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')

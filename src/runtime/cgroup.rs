@@ -55,7 +55,17 @@ impl Cgroups {
         }
         if version == Version::V2 {
             // Controllers must be enabled for the children of every group on the way down.
-            enable_v2_controllers(&cpu_base)?;
+            // A v2 group with processes in it may not enable them (the "no internal
+            // processes" rule): the gateway then moves itself into a leaf group of its own,
+            // as container runtimes do in a delegated cgroup.
+            if enable_v2_controllers(&cpu_base).is_err() {
+                let leaf = cpu_base.join("tidegate-gateway");
+                std::fs::create_dir_all(&leaf)
+                    .map_err(|e| format!("cannot create {}: {e}", leaf.display()))?;
+                std::fs::write(leaf.join("cgroup.procs"), std::process::id().to_string())
+                    .map_err(|e| format!("cannot move the gateway into {}: {e}", leaf.display()))?;
+                enable_v2_controllers(&cpu_base)?;
+            }
         }
         let cgroups = Cgroups {
             version,
@@ -134,6 +144,12 @@ impl Cgroups {
                             group.memory_dir.join("memory.limit_in_bytes"),
                             bytes.to_string(),
                         )?;
+                        // Memory plus swap, where swap accounting is on, so the limit means
+                        // what it says.
+                        let _ = std::fs::write(
+                            group.memory_dir.join("memory.memsw.limit_in_bytes"),
+                            bytes.to_string(),
+                        );
                     }
                     Version::V2 => {
                         std::fs::write(group.memory_dir.join("memory.max"), bytes.to_string())?;

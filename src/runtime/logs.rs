@@ -125,3 +125,72 @@ pub fn read_app_logs(logs_dir: &Path, app: &str, max_bytes: u64) -> std::io::Res
     }
     Ok(out)
 }
+
+/// Where a revision's build output goes: `<logs_dir>/<app>/builds/<revision>.log`.
+pub fn build_log_path(logs_dir: &Path, app: &str, revision: &str) -> PathBuf {
+    logs_dir
+        .join(app)
+        .join("builds")
+        .join(format!("{revision}.log"))
+}
+
+/// A revision's build log, written line by line as the build runs.
+pub struct BuildLog {
+    file: std::fs::File,
+}
+
+impl BuildLog {
+    /// Starts the build log of `revision` afresh.
+    pub fn create(logs_dir: &Path, app: &str, revision: &str) -> std::io::Result<Self> {
+        let path = build_log_path(logs_dir, app, revision);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        Ok(BuildLog {
+            file: std::fs::File::create(path)?,
+        })
+    }
+
+    /// Appends `text`, ending it with a newline if it has none.
+    pub fn write(&mut self, text: &str) {
+        use std::io::Write;
+        let _ = self.file.write_all(text.as_bytes());
+        if !text.ends_with('\n') {
+            let _ = self.file.write_all(b"\n");
+        }
+    }
+}
+
+/// The last `max_bytes` of a build log of `app`: `revision`'s, or the newest one. `None` when
+/// there is none.
+pub fn read_build_log(
+    logs_dir: &Path,
+    app: &str,
+    revision: Option<&str>,
+    max_bytes: u64,
+) -> std::io::Result<Option<String>> {
+    let path = match revision {
+        Some(revision) => build_log_path(logs_dir, app, revision),
+        None => {
+            let dir = logs_dir.join(app).join("builds");
+            let newest = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries
+                    .filter_map(Result::ok)
+                    .map(|entry| entry.path())
+                    .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+                    .max(),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+                Err(error) => return Err(error),
+            };
+            match newest {
+                Some(path) => path,
+                None => return Ok(None),
+            }
+        }
+    };
+    match read_tail(&path, max_bytes) {
+        Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error),
+    }
+}

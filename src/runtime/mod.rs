@@ -20,7 +20,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use crate::config::AppSpec;
+use crate::config::{AppSpec, RuntimeSpec};
 
 pub use process::ProcessBackend;
 pub use static_backend::StaticBackend;
@@ -42,6 +42,25 @@ pub struct StartRequest {
     pub revision: String,
     /// Unique instance id chosen by the gateway, e.g. `hello-00001-3`.
     pub instance_id: String,
+    /// What [`RuntimeBackend::prepare`] made for the revision.
+    pub prepared: Arc<Prepared>,
+}
+
+/// What the reconciler asks a backend to prepare: one revision, before its first instance.
+#[derive(Debug, Clone)]
+pub struct PrepareRequest {
+    /// The app with the revision's own run spec.
+    pub app: Arc<AppSpec>,
+    /// Revision name, e.g. `hello-00002`.
+    pub revision: String,
+}
+
+/// The outcome of preparing a revision, handed to each of its instance starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Prepared {
+    /// The image to run (container apps): the configured one, or the one built for the
+    /// revision.
+    pub image: Option<String>,
 }
 
 /// Why an instance stopped running.
@@ -86,6 +105,8 @@ pub enum RuntimeError {
     StartFailed { instance: String, reason: String },
     #[error("could not stop instance {instance}: {reason}")]
     StopFailed { instance: String, reason: String },
+    #[error("could not prepare revision {revision}: {reason}")]
+    PrepareFailed { revision: String, reason: String },
 }
 
 /// A way of running app instances: local processes, a static list, containers, Kubernetes.
@@ -96,6 +117,26 @@ pub trait RuntimeBackend: Send + Sync + 'static {
 
     /// Whether `app`'s instances are fixed or started on demand.
     fn placement(&self, app: &AppSpec) -> Placement;
+
+    /// Whether a revision with this run spec needs [`RuntimeBackend::prepare`] before its
+    /// first instance starts (a build, an image to check or pull).
+    fn needs_prepare(&self, runtime: &RuntimeSpec) -> bool {
+        runtime.has_build()
+    }
+
+    /// Prepares a revision once, when it is created: builds it, or makes sure its image is
+    /// there. Its output goes to the revision's build log. A revision whose preparation
+    /// fails never starts an instance, so it never takes traffic.
+    async fn prepare(&self, request: PrepareRequest) -> Result<Prepared, RuntimeError> {
+        let _ = request;
+        Ok(Prepared::default())
+    }
+
+    /// Why the backend cannot work right now (its engine is unreachable, say), for `/readyz`
+    /// and the start-up log; `None` when it can.
+    fn health(&self) -> Option<String> {
+        None
+    }
 
     /// Starts one instance; returns once it exists, not once it is ready.
     async fn start(&self, request: StartRequest) -> Result<StartedInstance, RuntimeError>;

@@ -32,8 +32,11 @@ use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
 use super::cgroup::{Cgroups, InstanceGroup};
-use super::logs::{capture, LogTarget};
-use super::{Exit, Placement, RuntimeBackend, RuntimeError, StartRequest, StartedInstance};
+use super::logs::{capture, BuildLog, LogTarget};
+use super::{
+    Exit, Placement, PrepareRequest, Prepared, RuntimeBackend, RuntimeError, StartRequest,
+    StartedInstance,
+};
 use crate::config::{AppSpec, RuntimeSpec};
 use crate::identity::{Identities, TOKEN_ENV};
 
@@ -94,6 +97,85 @@ impl RuntimeBackend for ProcessBackend {
 
     fn placement(&self, _app: &AppSpec) -> Placement {
         Placement::OnDemand
+    }
+
+    /// Runs `[build] command` once for the revision, in its workdir, with its env; output
+    /// goes to the revision's build log.
+    async fn prepare(&self, request: PrepareRequest) -> Result<Prepared, RuntimeError> {
+        let failed = |reason: String| RuntimeError::PrepareFailed {
+            revision: request.revision.clone(),
+            reason,
+        };
+        let RuntimeSpec::Process(run) = &request.app.runtime else {
+            return Err(failed("not a process app".into()));
+        };
+        let Some(build) = &run.build else {
+            return Ok(Prepared::default());
+        };
+        let mut log = BuildLog::create(&self.logs_dir, &request.app.name, &request.revision)
+            .map_err(|e| failed(format!("cannot write the build log: {e}")))?;
+        log.write(&format!("$ {}", build.join(" ")));
+        let program = match build[0].as_str() {
+            "tidegate" => self.own_binary.clone(),
+            other => PathBuf::from(other),
+        };
+        let mut command = Command::new(&program);
+        command
+            .args(&build[1..])
+            .envs(&run.env)
+            .env("TIDEGATE_APP", &request.app.name)
+            .env("TIDEGATE_REVISION", &request.revision)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(dir) = &run.workdir {
+            command.current_dir(dir);
+        }
+        prepare_child(&mut command, Vec::new());
+        let mut child = command
+            .spawn()
+            .map_err(|e| failed(format!("cannot run {}: {e}", program.display())))?;
+        let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+        for output in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let lines_tx = lines_tx.clone();
+            tokio::spawn(async move {
+                use tokio::io::AsyncBufReadExt;
+                let mut reader = tokio::io::BufReader::new(output).lines();
+                while let Ok(Some(line)) = reader.next_line().await {
+                    let _ = lines_tx.send(line);
+                }
+            });
+        }
+        drop(lines_tx);
+        while let Some(line) = lines.recv().await {
+            log.write(&line);
+        }
+        let status = child
+            .wait()
+            .await
+            .map_err(|e| failed(format!("build command could not be waited for: {e}")))?;
+        if status.success() {
+            log.write("build succeeded");
+            Ok(Prepared::default())
+        } else {
+            let reason = format!("build command {} {}", build[0], describe(status));
+            log.write(&reason);
+            Err(failed(reason))
+        }
     }
 
     async fn start(&self, request: StartRequest) -> Result<StartedInstance, RuntimeError> {
@@ -208,14 +290,14 @@ impl RuntimeBackend for ProcessBackend {
                     out_of_memory,
                 }
             };
-            if let Some(group) = group {
-                remove_when_empty(group).await;
-            }
             children
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&id);
             let _ = exit_tx.send(Some(exit));
+            if let Some(group) = group {
+                remove_when_empty(group).await;
+            }
         });
 
         Ok(StartedInstance {
