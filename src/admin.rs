@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 use tokio::sync::watch;
 
+use crate::apps::AppRegistry;
 use crate::proxy::{ConnInfo, Proxy};
 use crate::server::Handler;
 
@@ -22,6 +23,8 @@ pub struct Admin {
     pub proxy: Arc<Proxy>,
     /// True once shutdown has begun: `/readyz` turns 503 so load balancers stop sending.
     pub shutting_down: watch::Receiver<bool>,
+    /// For backend health in `/readyz`.
+    pub registry: Arc<AppRegistry>,
 }
 
 impl Admin {
@@ -40,8 +43,14 @@ impl Admin {
             }
             "/healthz" => text(StatusCode::OK, "ok\n"),
             "/readyz" => {
+                let problems = self.registry.backend_problems();
                 if *self.shutting_down.borrow() {
                     text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+                } else if !problems.is_empty() {
+                    text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("not ready: {}\n", problems.join("; ")),
+                    )
                 } else {
                     text(StatusCode::OK, "ready\n")
                 }
@@ -54,16 +63,50 @@ impl Admin {
                 );
                 response
             }
-            path => match path
-                .strip_prefix("/apps/")
-                .and_then(|rest| rest.strip_suffix("/logs"))
-            {
-                Some(app) => self.logs(app),
-                None => text(
-                    StatusCode::NOT_FOUND,
-                    "not found; try /metrics, /healthz, /readyz, /apps or /apps/<app>/logs\n",
-                ),
-            },
+            path => {
+                let rest = path.strip_prefix("/apps/").unwrap_or_default();
+                match rest.split_once('/') {
+                    Some((app, "logs")) => self.logs(app),
+                    Some((app, "builds")) => self.build_log(app, None),
+                    Some((app, builds)) if builds.starts_with("builds/") => {
+                        self.build_log(app, builds.strip_prefix("builds/"))
+                    }
+                    _ => text(
+                        StatusCode::NOT_FOUND,
+                        "not found; try /metrics, /healthz, /readyz, /apps, /apps/<app>/logs or /apps/<app>/builds[/<revision>]\n",
+                    ),
+                }
+            }
+        }
+    }
+
+    /// The tail of the build log of `app`'s `revision`, or of its newest build.
+    fn build_log(&self, app: &str, revision: Option<&str>) -> Response<Full<Bytes>> {
+        let table = self.proxy.routes.load();
+        if !table.routes().iter().any(|route| route.spec.name == app) {
+            return text(StatusCode::NOT_FOUND, format!("no app named {app:?}\n"));
+        }
+        if revision.is_some_and(|r| r.is_empty() || r.contains('/') || r.contains("..")) {
+            return text(StatusCode::BAD_REQUEST, "not a revision name\n");
+        }
+        match crate::runtime::logs::read_build_log(
+            &table.settings.logs_dir,
+            app,
+            revision,
+            256 * 1024,
+        ) {
+            Ok(Some(log)) => text(StatusCode::OK, log),
+            Ok(None) => text(
+                StatusCode::NOT_FOUND,
+                match revision {
+                    Some(revision) => format!("no build log for {revision}\n"),
+                    None => format!("{app:?} has no build log yet\n"),
+                },
+            ),
+            Err(error) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot read the build log: {error}\n"),
+            ),
         }
     }
 

@@ -405,6 +405,15 @@ impl AppRegistry {
         }
     }
 
+    /// Problems of the runtime backends that keep apps from working (an unreachable
+    /// container engine), for `/readyz`.
+    pub fn backend_problems(&self) -> Vec<String> {
+        self.backends
+            .iter()
+            .filter_map(|backend| backend.health())
+            .collect()
+    }
+
     fn retire(&self, controller: ControllerHandle) {
         controller.stop();
         let mut retiring = self.retiring.lock().unwrap_or_else(|p| p.into_inner());

@@ -21,7 +21,7 @@ use crate::identity::Identities;
 use crate::metrics::Metrics;
 use crate::proxy::{ConnInfo, ListenerKind, Proxy, ProxyBody};
 use crate::routes::RouteTable;
-use crate::runtime::{ProcessBackend, StaticBackend};
+use crate::runtime::{ContainerBackend, ProcessBackend, StaticBackend};
 use crate::server::{self, stopped, Handler, ListenerConfig};
 use crate::tls::Tls;
 
@@ -61,6 +61,11 @@ impl Gateway {
             vec![
                 Arc::new(StaticBackend),
                 Arc::new(ProcessBackend::new(
+                    config.gateway.logs_dir.clone(),
+                    Arc::clone(&identities),
+                )),
+                Arc::new(ContainerBackend::new(
+                    &config.gateway.container_engine,
                     config.gateway.logs_dir.clone(),
                     Arc::clone(&identities),
                 )),
@@ -150,6 +155,7 @@ impl Gateway {
             Arc::new(Admin {
                 proxy: Arc::clone(&proxy),
                 shutting_down: shutdown_rx.clone(),
+                registry: Arc::clone(&registry),
             }),
             Arc::clone(&metrics),
             admin_stop_rx,

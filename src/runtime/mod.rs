@@ -8,6 +8,7 @@
 //! backend only starts, stops and reports instances.
 
 pub mod cgroup;
+mod container;
 pub mod logs;
 pub mod probe;
 mod process;
@@ -22,6 +23,7 @@ use tokio::sync::watch;
 
 use crate::config::{AppSpec, RuntimeSpec};
 
+pub use container::ContainerBackend;
 pub use process::ProcessBackend;
 pub use static_backend::StaticBackend;
 

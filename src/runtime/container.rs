@@ -1,0 +1,730 @@
+//! The `container` runtime: each instance is a container run by a Docker Engine API (Docker,
+//! or Podman's compatible service), driven through bollard over a unix socket.
+//!
+//! One container per instance, named `tidegate-<gateway id>-<instance>` and labelled with the
+//! gateway id, app, revision and instance. Its port is published on 127.0.0.1 at a port the
+//! engine picks, read back after start; `PORT` carries the port inside the container. `cpu`
+//! and `memory` become the engine's NanoCpus and Memory limits. The engine's `Init` is on, so
+//! an app that ignores SIGTERM as PID 1 still stops promptly. Logs stream into the instance
+//! log that `/apps/<app>/logs` serves.
+//!
+//! Exits are noticed through the engine's wait endpoint, one per container: a container that
+//! dies or is removed behind the gateway's back is reported at once (and the controller
+//! replaces it). Stops use the engine's stop timeout (SIGTERM, then SIGKILL), then remove.
+//! Containers are not children of the gateway, so nothing kills them if it dies: at the first
+//! use the backend removes every container labelled with its gateway id, which can only be
+//! left from an earlier run; at shutdown it removes its own.
+//!
+//! Preparing a revision: with `[build]`, the engine builds the context directory into
+//! `tidegate/<app>:<revision>` (at most once: an existing tag is reused); otherwise the image
+//! is checked and pulled per `pull`.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use async_trait::async_trait;
+use bollard::errors::Error as EngineError;
+use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
+    InspectContainerOptions, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
+};
+use bollard::{ClientVersion, Docker};
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{watch, OnceCell};
+
+use super::logs::{capture, BuildLog, LogTarget};
+use super::{
+    Exit, Placement, PrepareRequest, Prepared, RuntimeBackend, RuntimeError, StartRequest,
+    StartedInstance,
+};
+use crate::config::{AppSpec, ContainerEngineSettings, ContainerSpec, PullPolicy, RuntimeSpec};
+use crate::identity::{Identities, TOKEN_ENV};
+
+/// The API version spoken: Docker 20.10 and Podman 4 both serve it.
+const API_VERSION: ClientVersion = ClientVersion {
+    major_version: 1,
+    minor_version: 41,
+};
+/// Seconds a plain API call may take (streams are not cut by it).
+const CALL_TIMEOUT_SECS: u64 = 120;
+const HEALTH_EVERY: Duration = Duration::from_secs(5);
+const LABEL_GATEWAY: &str = "tidegate.gateway";
+
+struct Entry {
+    name: String,
+    stopping: AtomicBool,
+    exited: watch::Receiver<Option<Exit>>,
+}
+
+/// Runs instances as containers through a Docker Engine API.
+pub struct ContainerBackend {
+    socket: PathBuf,
+    gateway_id: String,
+    logs_dir: PathBuf,
+    identities: Arc<Identities>,
+    containers: Arc<Mutex<HashMap<String, Arc<Entry>>>>,
+    /// Why the engine cannot be used, from the last check; `None` when it answers.
+    problem: Arc<ArcSwapOption<String>>,
+    /// Set once a container app exists: only then is the engine checked and reported.
+    in_use: AtomicBool,
+    /// Leftovers of an earlier run are removed once: as soon as the engine answers, and in
+    /// any case before the first container starts.
+    cleaned: Arc<OnceCell<()>>,
+}
+
+impl ContainerBackend {
+    /// A backend for the engine at `settings.socket` (else `DOCKER_HOST`, else the usual
+    /// socket paths). No I/O happens until a container app is configured.
+    pub fn new(
+        settings: &ContainerEngineSettings,
+        logs_dir: PathBuf,
+        identities: Arc<Identities>,
+    ) -> Self {
+        ContainerBackend {
+            socket: settings.socket.clone().unwrap_or_else(default_socket),
+            gateway_id: settings.gateway_id.clone(),
+            logs_dir,
+            identities,
+            containers: Arc::new(Mutex::new(HashMap::new())),
+            problem: Arc::new(ArcSwapOption::empty()),
+            in_use: AtomicBool::new(false),
+            cleaned: Arc::new(OnceCell::new()),
+        }
+    }
+
+    fn docker(&self) -> Result<Docker, String> {
+        connect(&self.socket)
+    }
+
+    fn containers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Entry>>> {
+        self.containers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn container_name(&self, instance: &str) -> String {
+        format!("tidegate-{}-{instance}", self.gateway_id)
+    }
+
+    /// Starts the engine checks: one now (logged either way), then every few seconds, with
+    /// a log line whenever the engine goes away or comes back.
+    fn watch_engine(&self) {
+        let socket = self.socket.clone();
+        let problem = Arc::clone(&self.problem);
+        let cleaned = Arc::clone(&self.cleaned);
+        let gateway_id = self.gateway_id.clone();
+        tokio::spawn(async move {
+            let mut first = true;
+            loop {
+                let now = match connect(&socket) {
+                    Ok(docker) => match docker.version().await {
+                        Ok(version) => {
+                            cleaned
+                                .get_or_init(|| remove_leftovers(&docker, &gateway_id))
+                                .await;
+                            if first || problem.load().is_some() {
+                                tracing::info!(
+                                    socket = %socket.display(),
+                                    engine = version.version.as_deref().unwrap_or("?"),
+                                    api = version.api_version.as_deref().unwrap_or("?"),
+                                    "container engine reachable"
+                                );
+                            }
+                            None
+                        }
+                        Err(error) => Some(error.to_string()),
+                    },
+                    Err(reason) => Some(reason),
+                };
+                if let Some(reason) = &now {
+                    if first || problem.load().is_none() {
+                        tracing::error!(socket = %socket.display(), %reason, "container engine unreachable: container apps answer 503 until it is back");
+                    }
+                }
+                problem.store(now.map(|reason| {
+                    Arc::new(format!(
+                        "container engine at {} is unreachable: {reason}",
+                        socket.display()
+                    ))
+                }));
+                first = false;
+                tokio::time::sleep(HEALTH_EVERY).await;
+            }
+        });
+    }
+}
+
+/// Removes containers labelled with this gateway's id: they are from an earlier run (this one
+/// has started none yet), whose gateway died without stopping them.
+async fn remove_leftovers(docker: &Docker, gateway_id: &str) {
+    let label = format!("{LABEL_GATEWAY}={gateway_id}");
+    let filters = HashMap::from([("label", vec![label.as_str()])]);
+    let options = ListContainersOptionsBuilder::new()
+        .all(true)
+        .filters(&filters)
+        .build();
+    match docker.list_containers(Some(options)).await {
+        Ok(list) => {
+            for container in list {
+                let Some(id) = container.id else { continue };
+                let name = container
+                    .names
+                    .and_then(|names| names.into_iter().next())
+                    .unwrap_or_else(|| id.clone());
+                tracing::warn!(container = %name, "removing a container left by an earlier run of this gateway");
+                let _ = docker
+                    .remove_container(
+                        &id,
+                        Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+                    )
+                    .await;
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot list containers to remove leftovers of an earlier run")
+        }
+    }
+}
+
+impl ContainerBackend {
+    async fn build_image(
+        &self,
+        docker: &Docker,
+        request: &PrepareRequest,
+        spec: &ContainerSpec,
+        log: &mut BuildLog,
+    ) -> Result<String, String> {
+        let build = spec.build.as_ref().expect("checked by the caller");
+        let tag = format!("tidegate/{}:{}", request.app.name, request.revision);
+        if docker.inspect_image(&tag).await.is_ok() {
+            log.write(&format!("{tag} exists already; not building it again"));
+            return Ok(tag);
+        }
+        let dockerfile = match &build.dockerfile {
+            Some(file) => file.clone(),
+            None if build.context.join("Containerfile").is_file() => "Containerfile".into(),
+            None => "Dockerfile".into(),
+        };
+        log.write(&format!(
+            "building {tag} from {} ({dockerfile})",
+            build.context.display()
+        ));
+        let context = build.context.clone();
+        let archive = tokio::task::spawn_blocking(move || tar_directory(&context))
+            .await
+            .map_err(|e| format!("packing the build context failed: {e}"))?
+            .map_err(|e| format!("cannot pack {}: {e}", build.context.display()))?;
+        let options = BuildImageOptionsBuilder::default()
+            .dockerfile(&dockerfile)
+            .t(&tag)
+            .rm(true)
+            .build();
+        let mut stream =
+            docker.build_image(options, None, Some(bollard::body_full(archive.into())));
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(text) = info.stream {
+                        let text = text.trim_end();
+                        if !text.is_empty() {
+                            log.write(text);
+                        }
+                    }
+                }
+                Err(error) => {
+                    let message = match error {
+                        EngineError::DockerStreamError { error } => error.trim().to_string(),
+                        other => other.to_string(),
+                    };
+                    log.write(&format!("build failed: {message}"));
+                    return Err(format!("image build failed: {message}"));
+                }
+            }
+        }
+        if docker.inspect_image(&tag).await.is_err() {
+            log.write("build ended without producing the image");
+            return Err(format!("image build did not produce {tag}"));
+        }
+        log.write(&format!("built {tag}"));
+        Ok(tag)
+    }
+
+    async fn ensure_image(
+        &self,
+        docker: &Docker,
+        image: &str,
+        pull: PullPolicy,
+        log: &mut BuildLog,
+    ) -> Result<(), String> {
+        let present = docker.inspect_image(image).await.is_ok();
+        match (pull, present) {
+            (PullPolicy::Never, true) | (PullPolicy::Missing, true) => {
+                log.write(&format!("{image} is on the engine; not pulling it"));
+                return Ok(());
+            }
+            (PullPolicy::Never, false) => {
+                return Err(format!(
+                    "image {image} is not on the engine and pull = \"never\""
+                ))
+            }
+            _ => {}
+        }
+        log.write(&format!("pulling {image}"));
+        let options = CreateImageOptionsBuilder::new().from_image(image).build();
+        let mut stream = docker.create_image(Some(options), None, None);
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(status) = info.status {
+                        log.write(&status);
+                    }
+                }
+                Err(error) => {
+                    log.write(&format!("pull failed: {error}"));
+                    return Err(format!("cannot pull {image}: {error}"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl RuntimeBackend for ContainerBackend {
+    fn kind(&self) -> &'static str {
+        "container"
+    }
+
+    fn placement(&self, _app: &AppSpec) -> Placement {
+        if !self.in_use.swap(true, Ordering::AcqRel) {
+            self.watch_engine();
+        }
+        Placement::OnDemand
+    }
+
+    fn needs_prepare(&self, _runtime: &RuntimeSpec) -> bool {
+        true
+    }
+
+    fn health(&self) -> Option<String> {
+        if !self.in_use.load(Ordering::Acquire) {
+            return None;
+        }
+        self.problem.load_full().map(|problem| (*problem).clone())
+    }
+
+    async fn prepare(&self, request: PrepareRequest) -> Result<Prepared, RuntimeError> {
+        let failed = |reason: String| RuntimeError::PrepareFailed {
+            revision: request.revision.clone(),
+            reason,
+        };
+        let RuntimeSpec::Container(spec) = &request.app.runtime else {
+            return Err(failed("not a container app".into()));
+        };
+        let docker = self.docker().map_err(failed)?;
+        let mut log = BuildLog::create(&self.logs_dir, &request.app.name, &request.revision)
+            .map_err(|e| failed(format!("cannot write the build log: {e}")))?;
+        let image = match &spec.image {
+            Some(image) => {
+                self.ensure_image(&docker, image, spec.pull, &mut log)
+                    .await
+                    .map_err(failed)?;
+                image.clone()
+            }
+            None => self
+                .build_image(&docker, &request, spec, &mut log)
+                .await
+                .map_err(failed)?,
+        };
+        Ok(Prepared { image: Some(image) })
+    }
+
+    async fn start(&self, request: StartRequest) -> Result<StartedInstance, RuntimeError> {
+        let failed = |reason: String| RuntimeError::StartFailed {
+            instance: request.instance_id.clone(),
+            reason,
+        };
+        let RuntimeSpec::Container(spec) = &request.app.runtime else {
+            return Err(failed("not a container app".into()));
+        };
+        let docker = self.docker().map_err(failed)?;
+        self.cleaned
+            .get_or_init(|| remove_leftovers(&docker, &self.gateway_id))
+            .await;
+        let image = request
+            .prepared
+            .image
+            .clone()
+            .or_else(|| spec.image.clone())
+            .ok_or_else(|| failed("the revision has no image".into()))?;
+        let name = self.container_name(&request.instance_id);
+        let token = self.identities.issue(&request.app.project);
+        let body = create_body(&request, spec, &image, &self.gateway_id, &token);
+        let created = create(&docker, &name, body).await;
+        if let Err(error) = created {
+            self.identities.revoke(&token);
+            return Err(failed(error));
+        }
+
+        let (exit_tx, exit_rx) = watch::channel(None);
+        let entry = Arc::new(Entry {
+            name: name.clone(),
+            stopping: AtomicBool::new(false),
+            exited: exit_rx.clone(),
+        });
+        self.containers()
+            .insert(request.instance_id.clone(), Arc::clone(&entry));
+
+        let started = async {
+            docker
+                .start_container(&name, None)
+                .await
+                .map_err(|e| format!("the engine could not start it: {}", engine_message(&e)))?;
+            let inspect = docker
+                .inspect_container(&name, None::<InspectContainerOptions>)
+                .await
+                .map_err(|e| format!("cannot inspect it: {}", engine_message(&e)))?;
+            published_port(&inspect, spec.port)
+        }
+        .await;
+        let host_port = match started {
+            Ok(port) => port,
+            Err(reason) => {
+                self.containers().remove(&request.instance_id);
+                self.identities.revoke(&token);
+                let _ = docker
+                    .remove_container(
+                        &name,
+                        Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+                    )
+                    .await;
+                return Err(failed(reason));
+            }
+        };
+
+        let target = LogTarget::new(
+            &self.logs_dir,
+            &request.app.name,
+            &request.revision,
+            &request.instance_id,
+        );
+        tokio::spawn(follow_logs(docker.clone(), name.clone(), target));
+        let containers = Arc::clone(&self.containers);
+        let identities = Arc::clone(&self.identities);
+        let id = request.instance_id.clone();
+        tokio::spawn(async move {
+            let exit = wait_for_exit(&docker, &entry).await;
+            identities.revoke(&token);
+            containers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+            let _ = exit_tx.send(Some(exit));
+            // Whatever ended it, the container goes (a stop removes it too).
+            let _ = docker
+                .remove_container(
+                    &entry.name,
+                    Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+                )
+                .await;
+        });
+
+        Ok(StartedInstance {
+            id: request.instance_id,
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, host_port)),
+            exited: exit_rx,
+        })
+    }
+
+    async fn stop(&self, instance_id: &str, grace: Duration) -> Result<(), RuntimeError> {
+        let Some(entry) = self.containers().get(instance_id).cloned() else {
+            return Ok(());
+        };
+        entry.stopping.store(true, Ordering::Release);
+        let docker = self.docker().map_err(|reason| RuntimeError::StopFailed {
+            instance: instance_id.to_string(),
+            reason,
+        })?;
+        let seconds = grace.as_secs_f64().ceil() as i32;
+        let stopped = docker
+            .stop_container(
+                &entry.name,
+                Some(StopContainerOptionsBuilder::new().t(seconds).build()),
+            )
+            .await;
+        if let Err(error) = stopped {
+            if !is_not_found(&error) {
+                tracing::warn!(instance = instance_id, error = %engine_message(&error), "engine refused to stop the container; removing it");
+            }
+            let _ = docker
+                .remove_container(
+                    &entry.name,
+                    Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+                )
+                .await;
+        }
+        let mut exited = entry.exited.clone();
+        let _ = tokio::time::timeout(
+            grace + Duration::from_secs(10),
+            exited.wait_for(Option::is_some),
+        )
+        .await;
+        Ok(())
+    }
+
+    async fn shutdown(&self) {
+        let entries: Vec<Arc<Entry>> = self.containers().values().cloned().collect();
+        let Ok(docker) = self.docker() else {
+            return;
+        };
+        let mut removals = tokio::task::JoinSet::new();
+        for entry in entries {
+            entry.stopping.store(true, Ordering::Release);
+            let docker = docker.clone();
+            removals.spawn(async move {
+                let _ = docker
+                    .remove_container(
+                        &entry.name,
+                        Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+                    )
+                    .await;
+                let mut exited = entry.exited.clone();
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(10), exited.wait_for(Option::is_some))
+                        .await;
+            });
+        }
+        while removals.join_next().await.is_some() {}
+    }
+}
+
+/// `DOCKER_HOST` is read by validation; here the usual places, Podman's first.
+fn default_socket() -> PathBuf {
+    let mut candidates = vec![PathBuf::from("/run/podman/podman.sock")];
+    if let Ok(dir) = std::env::var("XDG_RUNTIME_DIR") {
+        candidates.push(Path::new(&dir).join("podman/podman.sock"));
+    }
+    candidates.push(PathBuf::from("/var/run/docker.sock"));
+    candidates
+        .iter()
+        .find(|path| path.exists())
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"))
+}
+
+fn connect(socket: &Path) -> Result<Docker, String> {
+    Docker::connect_with_unix(&socket.to_string_lossy(), CALL_TIMEOUT_SECS, &API_VERSION)
+        .map_err(|e| format!("cannot connect to {}: {e}", socket.display()))
+}
+
+/// The create call's body: image, env with `PORT`, labels, the port published on loopback
+/// at an engine-chosen port, limits, and an init process.
+fn create_body(
+    request: &StartRequest,
+    spec: &ContainerSpec,
+    image: &str,
+    gateway_id: &str,
+    token: &str,
+) -> ContainerCreateBody {
+    let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    env.push(format!("PORT={}", spec.port));
+    env.push(format!("TIDEGATE_APP={}", request.app.name));
+    env.push(format!("TIDEGATE_REVISION={}", request.revision));
+    env.push(format!("TIDEGATE_INSTANCE={}", request.instance_id));
+    env.push(format!("{TOKEN_ENV}={token}"));
+    let labels = HashMap::from([
+        (LABEL_GATEWAY.to_string(), gateway_id.to_string()),
+        ("tidegate.app".to_string(), request.app.name.clone()),
+        ("tidegate.revision".to_string(), request.revision.clone()),
+        ("tidegate.instance".to_string(), request.instance_id.clone()),
+    ]);
+    let port_key = format!("{}/tcp", spec.port);
+    ContainerCreateBody {
+        image: Some(image.to_string()),
+        cmd: spec.command.clone(),
+        env: Some(env),
+        labels: Some(labels),
+        exposed_ports: Some(vec![port_key.clone()]),
+        host_config: Some(HostConfig {
+            port_bindings: Some(HashMap::from([(
+                port_key,
+                Some(vec![PortBinding {
+                    host_ip: Some("127.0.0.1".into()),
+                    host_port: Some(String::new()),
+                }]),
+            )])),
+            memory: spec.resources.memory_bytes.map(|bytes| bytes as i64),
+            nano_cpus: spec
+                .resources
+                .cpu_millis
+                .map(|millis| i64::from(millis) * 1_000_000),
+            init: Some(true),
+            ..HostConfig::default()
+        }),
+        ..ContainerCreateBody::default()
+    }
+}
+
+/// Creates the container; a leftover of the same name (an instance id reused after a
+/// restart) is removed first.
+async fn create(docker: &Docker, name: &str, body: ContainerCreateBody) -> Result<(), String> {
+    let options = || Some(CreateContainerOptionsBuilder::new().name(name).build());
+    match docker.create_container(options(), body.clone()).await {
+        Ok(_) => Ok(()),
+        Err(error) if is_name_conflict(&error) => {
+            let _ = docker
+                .remove_container(
+                    name,
+                    Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+                )
+                .await;
+            docker
+                .create_container(options(), body)
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("the engine could not create it: {}", engine_message(&e)))
+        }
+        Err(error) => Err(format!(
+            "the engine could not create it: {}",
+            engine_message(&error)
+        )),
+    }
+}
+
+/// The host port the engine published for `port`.
+fn published_port(
+    inspect: &bollard::models::ContainerInspectResponse,
+    port: u16,
+) -> Result<u16, String> {
+    inspect
+        .network_settings
+        .as_ref()
+        .and_then(|settings| settings.ports.as_ref())
+        .and_then(|ports| ports.get(&format!("{port}/tcp")).cloned().flatten())
+        .and_then(|bindings| bindings.into_iter().find_map(|b| b.host_port))
+        .and_then(|host_port| host_port.parse().ok())
+        .ok_or_else(|| format!("the engine published no host port for container port {port}"))
+}
+
+/// Waits until the container is no longer running and says why it ended.
+async fn wait_for_exit(docker: &Docker, entry: &Entry) -> Exit {
+    let options = || {
+        Some(
+            WaitContainerOptionsBuilder::new()
+                .condition("not-running")
+                .build(),
+        )
+    };
+    let code = loop {
+        let mut stream = docker.wait_container(&entry.name, options());
+        match stream.next().await {
+            Some(Ok(response)) => break Some(response.status_code),
+            Some(Err(EngineError::DockerContainerWaitError { code, .. })) => break Some(code),
+            Some(Err(EngineError::RequestTimeoutError)) => continue,
+            Some(Err(error)) if is_not_found(&error) => break None,
+            Some(Err(error)) => {
+                // The engine went away or the call broke: look again shortly.
+                tracing::debug!(container = %entry.name, %error, "waiting for the container failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                match docker
+                    .inspect_container(&entry.name, None::<InspectContainerOptions>)
+                    .await
+                {
+                    Err(error) if is_not_found(&error) => break None,
+                    _ => continue,
+                }
+            }
+            None => continue,
+        }
+    };
+    if entry.stopping.load(Ordering::Acquire) {
+        return Exit::Stopped;
+    }
+    let oom = match docker
+        .inspect_container(&entry.name, None::<InspectContainerOptions>)
+        .await
+    {
+        Ok(inspect) => inspect
+            .state
+            .and_then(|state| state.oom_killed)
+            .unwrap_or(false),
+        Err(_) => false,
+    };
+    let description = match code {
+        _ if oom => "container killed for exceeding its memory limit (out of memory)".to_string(),
+        Some(code) => format!("container exited with code {code}"),
+        None => "container was removed outside the gateway".to_string(),
+    };
+    Exit::Crashed {
+        description,
+        out_of_memory: oom,
+    }
+}
+
+/// Streams the container's output into its instance log.
+async fn follow_logs(docker: Docker, name: String, target: LogTarget) {
+    let (out_reader, mut out_writer) = tokio::io::duplex(64 * 1024);
+    let (err_reader, mut err_writer) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(capture(out_reader, target.clone(), "stdout"));
+    tokio::spawn(capture(err_reader, target, "stderr"));
+    let options = LogsOptionsBuilder::new()
+        .follow(true)
+        .stdout(true)
+        .stderr(true)
+        .build();
+    let mut stream = docker.logs(&name, Some(options));
+    while let Some(Ok(output)) = stream.next().await {
+        let written = match output {
+            bollard::container::LogOutput::StdErr { message } => {
+                err_writer.write_all(&message).await
+            }
+            other => out_writer.write_all(&other.into_bytes()).await,
+        };
+        if written.is_err() {
+            break;
+        }
+    }
+}
+
+/// Packs a directory into an in-memory tar archive (the engine's build context).
+fn tar_directory(dir: &Path) -> std::io::Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.follow_symlinks(true);
+    builder.append_dir_all(".", dir)?;
+    builder.into_inner()
+}
+
+fn is_not_found(error: &EngineError) -> bool {
+    matches!(
+        error,
+        EngineError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+/// Docker answers 409 to a name in use; Podman 4 answers 500 with "already in use".
+fn is_name_conflict(error: &EngineError) -> bool {
+    match error {
+        EngineError::DockerResponseServerError {
+            status_code,
+            message,
+        } => *status_code == 409 || message.contains("already in use"),
+        _ => false,
+    }
+}
+
+/// The engine's own message, without bollard's wrapping.
+fn engine_message(error: &EngineError) -> String {
+    match error {
+        EngineError::DockerResponseServerError { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
