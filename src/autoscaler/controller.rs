@@ -145,6 +145,9 @@ pub struct Controller {
     starts: tokio::task::JoinSet<()>,
     /// Where the history survives restarts, if anywhere.
     store: Option<HistoryStore>,
+    /// What each revision's preparation made, so a revision is built once even if its unit
+    /// is retired and later brought back by traffic.
+    prepared: HashMap<u32, Arc<Prepared>>,
 }
 
 impl Controller {
@@ -176,6 +179,7 @@ impl Controller {
             last_error: None,
             starts: tokio::task::JoinSet::new(),
             store: state_dir.map(|dir| HistoryStore::new(dir, &app_name)),
+            prepared: HashMap::new(),
         };
         if let Some(store) = &controller.store {
             (controller.history, controller.latest) = store.load();
@@ -588,14 +592,12 @@ impl Controller {
                         .expect("checked above");
                     let state = self.app.new_revision(revision_name(&self.app.name, number));
                     let needs_prepare = self.backend.needs_prepare(&runtime);
-                    self.units.push(Unit::new(
-                        number,
-                        runtime,
-                        state,
-                        Role::Serving,
-                        needs_prepare,
-                        now,
-                    ));
+                    let mut unit =
+                        Unit::new(number, runtime, state, Role::Serving, needs_prepare, now);
+                    if let Some(prepared) = self.prepared.get(&number) {
+                        unit.prep = Prep::Ready(Arc::clone(prepared));
+                    }
+                    self.units.push(unit);
                 }
             }
         }
@@ -878,7 +880,9 @@ impl Controller {
                 if unit.runtime.has_build() {
                     self.app.metrics.build(true, seconds);
                 }
-                unit.prep = Prep::Ready(Arc::new(prepared));
+                let prepared = Arc::new(prepared);
+                self.prepared.insert(revision, Arc::clone(&prepared));
+                unit.prep = Prep::Ready(prepared);
             }
             Err(reason) => {
                 let message = format!("{reason} (log: /apps/{app}/builds/{})", unit.state.name);

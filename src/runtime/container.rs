@@ -16,8 +16,8 @@
 //! left from an earlier run; at shutdown it removes its own.
 //!
 //! Preparing a revision: with `[build]`, the engine builds the context directory into
-//! `tidegate/<app>:<revision>` (at most once: an existing tag is reused); otherwise the image
-//! is checked and pulled per `pull`.
+//! `tidegate/<app>:<revision>` (the controller prepares a revision once per gateway run);
+//! otherwise the image is checked and pulled per `pull`.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -32,8 +32,8 @@ use bollard::errors::Error as EngineError;
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
-    InspectContainerOptions, ListContainersOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
+    InspectContainerOptions, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use bollard::{ClientVersion, Docker};
 use futures_util::StreamExt;
@@ -119,6 +119,7 @@ impl ContainerBackend {
         let problem = Arc::clone(&self.problem);
         let cleaned = Arc::clone(&self.cleaned);
         let gateway_id = self.gateway_id.clone();
+        let list_socket = socket.clone();
         tokio::spawn(async move {
             let mut first = true;
             loop {
@@ -126,7 +127,9 @@ impl ContainerBackend {
                     Ok(docker) => match docker.version().await {
                         Ok(version) => {
                             cleaned
-                                .get_or_init(|| remove_leftovers(&docker, &gateway_id))
+                                .get_or_init(|| {
+                                    remove_leftovers(&docker, &list_socket, &gateway_id)
+                                })
                                 .await;
                             if first || problem.load().is_some() {
                                 tracing::info!(
@@ -162,28 +165,13 @@ impl ContainerBackend {
 
 /// Removes containers labelled with this gateway's id: they are from an earlier run (this one
 /// has started none yet), whose gateway died without stopping them.
-async fn remove_leftovers(docker: &Docker, gateway_id: &str) {
+async fn remove_leftovers(docker: &Docker, socket: &Path, gateway_id: &str) {
     let label = format!("{LABEL_GATEWAY}={gateway_id}");
-    let filters = HashMap::from([("label", vec![label.as_str()])]);
-    let options = ListContainersOptionsBuilder::new()
-        .all(true)
-        .filters(&filters)
-        .build();
-    match docker.list_containers(Some(options)).await {
+    match list_labelled(socket, &label).await {
         Ok(list) => {
-            for container in list {
-                let Some(id) = container.id else { continue };
-                let name = container
-                    .names
-                    .and_then(|names| names.into_iter().next())
-                    .unwrap_or_else(|| id.clone());
+            for (id, name) in list {
                 tracing::warn!(container = %name, "removing a container left by an earlier run of this gateway");
-                let _ = docker
-                    .remove_container(
-                        &id,
-                        Some(RemoveContainerOptionsBuilder::new().force(true).build()),
-                    )
-                    .await;
+                remove(docker, &id).await;
             }
         }
         Err(error) => {
@@ -201,11 +189,9 @@ impl ContainerBackend {
         log: &mut BuildLog,
     ) -> Result<String, String> {
         let build = spec.build.as_ref().expect("checked by the caller");
+        // Always built: a tag of the same name may come from another gateway, or from before
+        // a restart that reused the revision number (the controller builds a revision once).
         let tag = format!("tidegate/{}:{}", request.app.name, request.revision);
-        if docker.inspect_image(&tag).await.is_ok() {
-            log.write(&format!("{tag} exists already; not building it again"));
-            return Ok(tag);
-        }
         let dockerfile = match &build.dockerfile {
             Some(file) => file.clone(),
             None if build.context.join("Containerfile").is_file() => "Containerfile".into(),
@@ -355,7 +341,7 @@ impl RuntimeBackend for ContainerBackend {
         };
         let docker = self.docker().map_err(failed)?;
         self.cleaned
-            .get_or_init(|| remove_leftovers(&docker, &self.gateway_id))
+            .get_or_init(|| remove_leftovers(&docker, &self.socket, &self.gateway_id))
             .await;
         let image = request
             .prepared
@@ -398,12 +384,7 @@ impl RuntimeBackend for ContainerBackend {
             Err(reason) => {
                 self.containers().remove(&request.instance_id);
                 self.identities.revoke(&token);
-                let _ = docker
-                    .remove_container(
-                        &name,
-                        Some(RemoveContainerOptionsBuilder::new().force(true).build()),
-                    )
-                    .await;
+                remove(&docker, &name).await;
                 return Err(failed(reason));
             }
         };
@@ -426,13 +407,8 @@ impl RuntimeBackend for ContainerBackend {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&id);
             let _ = exit_tx.send(Some(exit));
-            // Whatever ended it, the container goes (a stop removes it too).
-            let _ = docker
-                .remove_container(
-                    &entry.name,
-                    Some(RemoveContainerOptionsBuilder::new().force(true).build()),
-                )
-                .await;
+            // Whatever ended it, the container goes.
+            remove(&docker, &entry.name).await;
         });
 
         Ok(StartedInstance {
@@ -462,12 +438,7 @@ impl RuntimeBackend for ContainerBackend {
             if !is_not_found(&error) {
                 tracing::warn!(instance = instance_id, error = %engine_message(&error), "engine refused to stop the container; removing it");
             }
-            let _ = docker
-                .remove_container(
-                    &entry.name,
-                    Some(RemoveContainerOptionsBuilder::new().force(true).build()),
-                )
-                .await;
+            remove(&docker, &entry.name).await;
         }
         let mut exited = entry.exited.clone();
         let _ = tokio::time::timeout(
@@ -475,6 +446,8 @@ impl RuntimeBackend for ContainerBackend {
             exited.wait_for(Option::is_some),
         )
         .await;
+        // Removed before returning, so a gateway that exits right after leaves nothing.
+        remove(&docker, &entry.name).await;
         Ok(())
     }
 
@@ -488,12 +461,7 @@ impl RuntimeBackend for ContainerBackend {
             entry.stopping.store(true, Ordering::Release);
             let docker = docker.clone();
             removals.spawn(async move {
-                let _ = docker
-                    .remove_container(
-                        &entry.name,
-                        Some(RemoveContainerOptionsBuilder::new().force(true).build()),
-                    )
-                    .await;
+                remove(&docker, &entry.name).await;
                 let mut exited = entry.exited.clone();
                 let _ =
                     tokio::time::timeout(Duration::from_secs(10), exited.wait_for(Option::is_some))
@@ -578,12 +546,7 @@ async fn create(docker: &Docker, name: &str, body: ContainerCreateBody) -> Resul
     match docker.create_container(options(), body.clone()).await {
         Ok(_) => Ok(()),
         Err(error) if is_name_conflict(&error) => {
-            let _ = docker
-                .remove_container(
-                    name,
-                    Some(RemoveContainerOptionsBuilder::new().force(true).build()),
-                )
-                .await;
+            remove(docker, name).await;
             docker
                 .create_container(options(), body)
                 .await
@@ -692,12 +655,88 @@ async fn follow_logs(docker: Docker, name: String, target: LogTarget) {
     }
 }
 
+/// Ids and names of the engine's containers with `label` (`key=value`), running or not.
+///
+/// A plain request rather than bollard's `list_containers`: Podman 4 reports states (such
+/// as `stopped`) that bollard's typed answer refuses, which would make the list fail.
+pub async fn list_labelled(socket: &Path, label: &str) -> Result<Vec<(String, String)>, String> {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .map_err(|e| format!("cannot connect to {}: {e}", socket.display()))?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    let filters = serde_json::json!({ "label": [label] }).to_string();
+    let query = percent_encoding::utf8_percent_encode(&filters, percent_encoding::NON_ALPHANUMERIC);
+    let request = http::Request::get(format!("/v1.41/containers/json?all=true&filters={query}"))
+        .header(http::header::HOST, "engine")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(format!(
+            "{status}: {}",
+            String::from_utf8_lossy(&body).trim()
+        ));
+    }
+    let list: Vec<serde_json::Value> =
+        serde_json::from_slice(&body).map_err(|e| format!("unexpected answer: {e}"))?;
+    Ok(list
+        .iter()
+        .filter_map(|container| {
+            let id = container["Id"].as_str()?.to_string();
+            let name = container["Names"][0]
+                .as_str()
+                .map_or_else(|| id.clone(), |n| n.trim_start_matches('/').to_string());
+            Some((id, name))
+        })
+        .collect())
+}
+
 /// Packs a directory into an in-memory tar archive (the engine's build context).
 fn tar_directory(dir: &Path) -> std::io::Result<Vec<u8>> {
     let mut builder = tar::Builder::new(Vec::new());
     builder.follow_symlinks(true);
     builder.append_dir_all(".", dir)?;
     builder.into_inner()
+}
+
+/// Removes a container, retrying while the engine is still cleaning up after its exit
+/// (Podman refuses a removal in that moment).
+async fn remove(docker: &Docker, name: &str) {
+    let mut last = None;
+    for _ in 0..20 {
+        match docker
+            .remove_container(
+                name,
+                Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+            )
+            .await
+        {
+            Ok(()) => return,
+            Err(error) if is_not_found(&error) => return,
+            Err(error) => last = Some(engine_message(&error)),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tracing::warn!(
+        container = name,
+        error = last.unwrap_or_default(),
+        "could not remove the container"
+    );
 }
 
 fn is_not_found(error: &EngineError) -> bool {

@@ -8,7 +8,7 @@
 //! backend only starts, stops and reports instances.
 
 pub mod cgroup;
-mod container;
+pub mod container;
 pub mod logs;
 pub mod probe;
 mod process;
