@@ -8,9 +8,9 @@
 //! an app that ignores SIGTERM as PID 1 still stops promptly. Logs stream into the instance
 //! log that `/apps/<app>/logs` serves.
 //!
-//! Exits are noticed through the engine's wait endpoint, one per container: a container that
-//! dies or is removed behind the gateway's back is reported at once (and the controller
-//! replaces it). Stops use the engine's stop timeout (SIGTERM, then SIGKILL), then remove.
+//! Exits are noticed through the engine's event stream (see `exits`): a container that dies
+//! or is removed behind the gateway's back is reported at once (and the controller replaces
+//! it). Stops use the engine's stop timeout (SIGTERM, then SIGKILL), then remove.
 //! Containers are not children of the gateway, so nothing kills them if it dies: at the first
 //! use the backend removes every container labelled with its gateway id, which can only be
 //! left from an earlier run; at shutdown it removes its own.
@@ -33,7 +33,7 @@ use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
     InspectContainerOptions, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use bollard::{ClientVersion, Docker};
 use futures_util::StreamExt;
@@ -58,10 +58,18 @@ const CALL_TIMEOUT_SECS: u64 = 120;
 const HEALTH_EVERY: Duration = Duration::from_secs(5);
 const LABEL_GATEWAY: &str = "tidegate.gateway";
 
+mod engine;
+mod exits;
+
+pub use engine::list_labelled;
+
+/// One container this backend started.
 struct Entry {
     name: String,
     stopping: AtomicBool,
     exited: watch::Receiver<Option<Exit>>,
+    /// Woken by an engine event about the container (see `exits`).
+    ended: tokio::sync::Notify,
 }
 
 /// Runs instances as containers through a Docker Engine API.
@@ -78,6 +86,8 @@ pub struct ContainerBackend {
     /// Leftovers of an earlier run are removed once: as soon as the engine answers, and in
     /// any case before the first container starts.
     cleaned: Arc<OnceCell<()>>,
+    /// Set once the engine event stream that reports exits is followed.
+    following_events: AtomicBool,
 }
 
 impl ContainerBackend {
@@ -97,6 +107,7 @@ impl ContainerBackend {
             problem: Arc::new(ArcSwapOption::empty()),
             in_use: AtomicBool::new(false),
             cleaned: Arc::new(OnceCell::new()),
+            following_events: AtomicBool::new(false),
         }
     }
 
@@ -123,7 +134,14 @@ impl ContainerBackend {
         tokio::spawn(async move {
             let mut first = true;
             loop {
+                // The version on the first check and after an outage (it is slow on Podman),
+                // a ping in between.
+                let quiet = !first && problem.load().is_none();
                 let now = match connect(&socket) {
+                    Ok(docker) if quiet => match docker.ping().await {
+                        Ok(_) => None,
+                        Err(error) => Some(error.to_string()),
+                    },
                     Ok(docker) => match docker.version().await {
                         Ok(version) => {
                             cleaned
@@ -343,6 +361,13 @@ impl RuntimeBackend for ContainerBackend {
         self.cleaned
             .get_or_init(|| remove_leftovers(&docker, &self.socket, &self.gateway_id))
             .await;
+        if !self.following_events.swap(true, Ordering::AcqRel) {
+            tokio::spawn(exits::follow_events(
+                docker.clone(),
+                format!("{LABEL_GATEWAY}={}", self.gateway_id),
+                Arc::clone(&self.containers),
+            ));
+        }
         let image = request
             .prepared
             .image
@@ -363,6 +388,7 @@ impl RuntimeBackend for ContainerBackend {
             name: name.clone(),
             stopping: AtomicBool::new(false),
             exited: exit_rx.clone(),
+            ended: tokio::sync::Notify::new(),
         });
         self.containers()
             .insert(request.instance_id.clone(), Arc::clone(&entry));
@@ -399,8 +425,9 @@ impl RuntimeBackend for ContainerBackend {
         let containers = Arc::clone(&self.containers);
         let identities = Arc::clone(&self.identities);
         let id = request.instance_id.clone();
+        let socket = self.socket.clone();
         tokio::spawn(async move {
-            let exit = wait_for_exit(&docker, &entry).await;
+            let exit = exits::await_exit(&socket, &entry).await;
             identities.revoke(&token);
             containers
                 .lock()
@@ -575,61 +602,6 @@ fn published_port(
         .ok_or_else(|| format!("the engine published no host port for container port {port}"))
 }
 
-/// Waits until the container is no longer running and says why it ended.
-async fn wait_for_exit(docker: &Docker, entry: &Entry) -> Exit {
-    let options = || {
-        Some(
-            WaitContainerOptionsBuilder::new()
-                .condition("not-running")
-                .build(),
-        )
-    };
-    let code = loop {
-        let mut stream = docker.wait_container(&entry.name, options());
-        match stream.next().await {
-            Some(Ok(response)) => break Some(response.status_code),
-            Some(Err(EngineError::DockerContainerWaitError { code, .. })) => break Some(code),
-            Some(Err(EngineError::RequestTimeoutError)) => continue,
-            Some(Err(error)) if is_not_found(&error) => break None,
-            Some(Err(error)) => {
-                // The engine went away or the call broke: look again shortly.
-                tracing::debug!(container = %entry.name, %error, "waiting for the container failed; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                match docker
-                    .inspect_container(&entry.name, None::<InspectContainerOptions>)
-                    .await
-                {
-                    Err(error) if is_not_found(&error) => break None,
-                    _ => continue,
-                }
-            }
-            None => continue,
-        }
-    };
-    if entry.stopping.load(Ordering::Acquire) {
-        return Exit::Stopped;
-    }
-    let oom = match docker
-        .inspect_container(&entry.name, None::<InspectContainerOptions>)
-        .await
-    {
-        Ok(inspect) => inspect
-            .state
-            .and_then(|state| state.oom_killed)
-            .unwrap_or(false),
-        Err(_) => false,
-    };
-    let description = match code {
-        _ if oom => "container killed for exceeding its memory limit (out of memory)".to_string(),
-        Some(code) => format!("container exited with code {code}"),
-        None => "container was removed outside the gateway".to_string(),
-    };
-    Exit::Crashed {
-        description,
-        out_of_memory: oom,
-    }
-}
-
 /// Streams the container's output into its instance log.
 async fn follow_logs(docker: Docker, name: String, target: LogTarget) {
     let (out_reader, mut out_writer) = tokio::io::duplex(64 * 1024);
@@ -653,57 +625,6 @@ async fn follow_logs(docker: Docker, name: String, target: LogTarget) {
             break;
         }
     }
-}
-
-/// Ids and names of the engine's containers with `label` (`key=value`), running or not.
-///
-/// A plain request rather than bollard's `list_containers`: Podman 4 reports states (such
-/// as `stopped`) that bollard's typed answer refuses, which would make the list fail.
-pub async fn list_labelled(socket: &Path, label: &str) -> Result<Vec<(String, String)>, String> {
-    use http_body_util::BodyExt;
-    let stream = tokio::net::UnixStream::connect(socket)
-        .await
-        .map_err(|e| format!("cannot connect to {}: {e}", socket.display()))?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-    tokio::spawn(connection);
-    let filters = serde_json::json!({ "label": [label] }).to_string();
-    let query = percent_encoding::utf8_percent_encode(&filters, percent_encoding::NON_ALPHANUMERIC);
-    let request = http::Request::get(format!("/v1.41/containers/json?all=true&filters={query}"))
-        .header(http::header::HOST, "engine")
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .map_err(|e| e.to_string())?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    if !status.is_success() {
-        return Err(format!(
-            "{status}: {}",
-            String::from_utf8_lossy(&body).trim()
-        ));
-    }
-    let list: Vec<serde_json::Value> =
-        serde_json::from_slice(&body).map_err(|e| format!("unexpected answer: {e}"))?;
-    Ok(list
-        .iter()
-        .filter_map(|container| {
-            let id = container["Id"].as_str()?.to_string();
-            let name = container["Names"][0]
-                .as_str()
-                .map_or_else(|| id.clone(), |n| n.trim_start_matches('/').to_string());
-            Some((id, name))
-        })
-        .collect())
 }
 
 /// Packs a directory into an in-memory tar archive (the engine's build context).

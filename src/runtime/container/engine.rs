@@ -1,0 +1,91 @@
+//! Plain JSON requests to the engine, for the answers bollard's typed models refuse: Podman 4
+//! reports container states (such as `stopped`) outside Docker's list, and a typed parse of
+//! such an answer fails as a whole.
+
+use std::path::Path;
+
+use http_body_util::BodyExt;
+use serde_json::Value;
+
+/// `GET path` on the engine's socket: the status code and the JSON body.
+async fn get_json(socket: &Path, path: &str) -> Result<(u16, Value), String> {
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .map_err(|e| format!("cannot connect to {}: {e}", socket.display()))?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    let request = http::Request::get(format!("/v1.41{path}"))
+        .header(http::header::HOST, "engine")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    Ok((status, value))
+}
+
+/// Ids and names of the engine's containers with `label` (`key=value`), running or not.
+pub async fn list_labelled(socket: &Path, label: &str) -> Result<Vec<(String, String)>, String> {
+    let filters = serde_json::json!({ "label": [label] }).to_string();
+    let query = percent_encoding::utf8_percent_encode(&filters, percent_encoding::NON_ALPHANUMERIC);
+    let (status, list) = get_json(
+        socket,
+        &format!("/containers/json?all=true&filters={query}"),
+    )
+    .await?;
+    if status != 200 {
+        return Err(format!("the engine answered {status}: {list}"));
+    }
+    Ok(list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|container| {
+            let id = container["Id"].as_str()?.to_string();
+            let name = container["Names"][0]
+                .as_str()
+                .map_or_else(|| id.clone(), |n| n.trim_start_matches('/').to_string());
+            Some((id, name))
+        })
+        .collect())
+}
+
+/// What the engine says about a container's run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunState {
+    Running,
+    Exited { code: i64, out_of_memory: bool },
+    Gone,
+}
+
+/// The state of container `name`.
+pub async fn run_state(socket: &Path, name: &str) -> Result<RunState, String> {
+    let (status, inspect) = get_json(socket, &format!("/containers/{name}/json")).await?;
+    match status {
+        404 => Ok(RunState::Gone),
+        200 => {
+            let state = &inspect["State"];
+            if state["Running"].as_bool().unwrap_or(false) {
+                Ok(RunState::Running)
+            } else {
+                Ok(RunState::Exited {
+                    code: state["ExitCode"].as_i64().unwrap_or(-1),
+                    out_of_memory: state["OOMKilled"].as_bool().unwrap_or(false),
+                })
+            }
+        }
+        other => Err(format!("the engine answered {other}: {inspect}")),
+    }
+}
