@@ -28,10 +28,11 @@ async fn the_first_request_starts_the_app_and_is_answered() {
     config.demo_app("web", &[("GREETING", "hi")], "");
     let handle = config.start().await;
     let addr = handle.http_addr().unwrap();
+    let status = app_status(&handle, "web").await;
     assert_eq!(
-        app_status(&handle, "web").await["ready"],
-        0,
-        "nothing runs before a request"
+        (&status["ready"], &status["starting"], &status["desired"]),
+        (&0.into(), &0.into(), &0.into()),
+        "nothing runs before a request: {status}"
     );
 
     let answer = get(addr, HOST, "/").await;

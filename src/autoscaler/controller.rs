@@ -401,10 +401,15 @@ impl Controller {
                 && unit.prepared().is_some()
                 && self.ready_count(unit.number) as u32 >= self.takeover_floor()
             {
-                let inherited = self
-                    .latest_ready
-                    .and_then(|n| self.unit(n))
-                    .map_or(0.0, |old| old.state.in_flight().max(0) as f64);
+                let grace = self.spec.scale.scale_to_zero_grace;
+                let inherited = self.latest_ready.and_then(|n| self.unit(n)).map(|old| {
+                    let concurrency = old.state.in_flight().max(0) as f64;
+                    let recent = old
+                        .kpa
+                        .last_traffic()
+                        .is_some_and(|at| now.duration_since(at) < grace);
+                    (concurrency, concurrency > 0.0 || recent)
+                });
                 let unit = &mut self.units[index];
                 unit.promote(now, inherited);
                 if self.latest_ready.is_some() {

@@ -140,15 +140,19 @@ impl Unit {
         }
     }
 
-    /// Takes `latest` traffic from now on. The KPA starts afresh, seeded with the load the
-    /// revision inherits, so samples from the rollout (when it had no traffic) do not drag
-    /// its first decisions down.
-    pub fn promote(&mut self, now: Instant, inherited_concurrency: f64) {
+    /// Takes `latest` traffic from now on. Replacing a revision, the KPA starts afresh,
+    /// seeded with the load it inherits (`concurrency`, and whether the old one had traffic
+    /// within the grace period), so samples from the rollout (when it had no traffic) do not
+    /// drag its first decisions down. The first revision of an app keeps its samples: it
+    /// took the app's traffic all along.
+    pub fn promote(&mut self, now: Instant, inherited: Option<(f64, bool)>) {
         self.role = Role::Serving;
         self.floor = 0;
-        self.kpa = Kpa::new(now);
-        self.kpa.record(now, inherited_concurrency, true);
-        self.last_arrivals = self.state.arrivals();
+        if let Some((concurrency, traffic)) = inherited {
+            self.kpa = Kpa::new(now);
+            self.kpa.record(now, concurrency, traffic);
+            self.last_arrivals = self.state.arrivals();
+        }
     }
 
     /// Counts a failed or crashed instance; repeated failures back off exponentially.
