@@ -16,9 +16,9 @@ fn built_app(config: &ConfigDir, greeting: &str, scale: &str) {
         "web",
         &format!(
             "name = \"web\"\nproject = \"p\"\n[run]\nworkdir = \"..\"\n\
-             command = [\"sh\", \"-c\", \"GREETING=$(cat greeting.txt) exec {TIDEGATE} demo-app\"]\n\
+             command = [\"sh\", \"-c\", \"GREETING=$(cat greeting-$TIDEGATE_REVISION.txt) exec {TIDEGATE} demo-app\"]\n\
              env = {{ WANTED = \"{greeting}\" }}\nreadiness_path = \"/healthz\"\n\
-             [build]\ncommand = [\"sh\", \"-c\", \"echo building $TIDEGATE_REVISION; echo $WANTED > greeting.txt; echo $TIDEGATE_REVISION >> builds.txt; test $WANTED != broken\"]\n\
+             [build]\ncommand = [\"sh\", \"-c\", \"echo building $TIDEGATE_REVISION; echo $WANTED > greeting-$TIDEGATE_REVISION.txt; echo $TIDEGATE_REVISION >> builds.txt; test $WANTED != broken\"]\n\
              [scale]\n{scale}\n"
         ),
     );
@@ -77,7 +77,6 @@ async fn a_process_build_runs_once_per_revision_and_a_failed_one_takes_no_traffi
     );
     let status = app_status(&handle, "web").await;
     assert_eq!(status["latest_ready"], "web-00001");
-    // (The failed build rewrote greeting.txt, but web-00001's instances read it at start.)
     let answer = get(addr, HOST, "/").await;
     assert_eq!(answer.status, StatusCode::OK);
     assert!(
@@ -85,6 +84,15 @@ async fn a_process_build_runs_once_per_revision_and_a_failed_one_takes_no_traffi
         "{}",
         answer.body
     );
+    // Through a cold start too: web-00001 starts again from its own build's output.
+    eventually(
+        "the app to scale to zero again",
+        Duration::from_secs(20),
+        || async { (app_status(&handle, "web").await["ready"] == 0).then_some(()) },
+    )
+    .await;
+    assert_eq!(get(addr, HOST, "/env/GREETING").await.body, "built-v1\n");
+    assert_eq!(builds_run(&config), ["web-00001", "web-00002"]);
     handle.shutdown().await;
 }
 

@@ -78,23 +78,75 @@ fn container_app(config: &ConfigDir, name: &str, greeting: &str, build: &str, sc
     );
 }
 
-/// Names of the engine's containers of app `name`, running or not.
-async fn containers_of(_docker: &Docker, app: &str) -> Vec<String> {
-    let host = std::env::var("DOCKER_HOST").unwrap();
-    let socket = PathBuf::from(host.trim_start_matches("unix://"));
-    list_labelled(&socket, &format!("tidegate.app={app}"))
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(_, name)| name)
-        .collect()
+/// The socket of the engine the tests use.
+fn socket() -> PathBuf {
+    PathBuf::from(
+        std::env::var("DOCKER_HOST")
+            .unwrap()
+            .trim_start_matches("unix://"),
+    )
 }
 
-async fn wait_containers(docker: &Docker, app: &str, what: &str, check: impl Fn(usize) -> bool) {
-    eventually(what, Duration::from_secs(30), || async {
-        check(containers_of(docker, app).await.len()).then_some(())
-    })
-    .await;
+/// A config dir whose gateway labels its containers `tidegate.gateway=<id>`, and which removes
+/// every container with that label when dropped, so a failed test leaves nothing behind.
+struct Engine {
+    config: ConfigDir,
+    id: String,
+}
+
+impl Engine {
+    fn new(test: &str) -> Self {
+        let id = format!("test-{}-{test}", std::process::id());
+        let config = ConfigDir::new("", &format!("\n[container_engine]\ngateway_id = \"{id}\""));
+        busybox_context(&config);
+        Engine { config, id }
+    }
+
+    /// Names of this gateway's containers, running or not.
+    async fn containers(&self) -> Vec<String> {
+        list_labelled(&socket(), &format!("tidegate.gateway={}", self.id))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, name)| name)
+            .collect()
+    }
+
+    async fn wait_containers(&self, what: &str, check: impl Fn(usize) -> bool) {
+        eventually(what, Duration::from_secs(30), || async {
+            check(self.containers().await.len()).then_some(())
+        })
+        .await;
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // A thread of its own: drop runs inside the test's runtime, which cannot block.
+        let label = format!("tidegate.gateway={}", self.id);
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let docker = engine();
+                for (id, _) in list_labelled(&socket(), &label).await.unwrap_or_default() {
+                    let _ = docker
+                        .remove_container(
+                            &id,
+                            Some(
+                                bollard::query_parameters::RemoveContainerOptionsBuilder::new()
+                                    .force(true)
+                                    .build(),
+                            ),
+                        )
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
 }
 
 fn greeting_of(body: &str) -> (&str, &str) {
@@ -112,11 +164,10 @@ fn greeting_of(body: &str) -> (&str, &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_app_starts_from_zero_scales_out_and_returns_to_zero() {
-    let docker = engine();
-    let config = ConfigDir::new("", "");
-    busybox_context(&config);
+    let engine = Engine::new("scale");
+    let config = &engine.config;
     container_app(
-        &config,
+        config,
         "boxscale",
         "hi",
         "",
@@ -125,7 +176,7 @@ async fn a_container_app_starts_from_zero_scales_out_and_returns_to_zero() {
     let handle = config.start().await;
     let addr = handle.http_addr().unwrap();
     assert!(
-        containers_of(&docker, "boxscale").await.is_empty(),
+        engine.containers().await.is_empty(),
         "nothing runs before a request"
     );
 
@@ -143,31 +194,26 @@ async fn a_container_app_starts_from_zero_scales_out_and_returns_to_zero() {
 
     // Slow requests four at a time, one per instance at most: more containers.
     let load = Load::start(4, addr, "boxscale.p.test.local", "/cgi-bin/slow");
-    wait_containers(&docker, "boxscale", "three containers under load", |n| {
-        n == 3
-    })
-    .await;
+    engine
+        .wait_containers("three containers under load", |n| n == 3)
+        .await;
     let answers = load.stop().await;
     assert!(failed(&answers).is_empty(), "{:?}", failed(&answers));
     assert!(answers.iter().all(|(_, body)| body == "slow\n"));
 
     // Idle again: every container is stopped and removed.
-    wait_containers(
-        &docker,
-        "boxscale",
-        "no container after the grace period",
-        |n| n == 0,
-    )
-    .await;
+    engine
+        .wait_containers("no container after the grace period", |n| n == 0)
+        .await;
     handle.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_killed_through_the_engine_is_replaced() {
-    let docker = engine();
-    let config = ConfigDir::new("", "");
-    busybox_context(&config);
-    container_app(&config, "boxkill", "hi", "", "min_scale = 1");
+    let engine = Engine::new("kill");
+    let config = &engine.config;
+    let docker = self::engine();
+    container_app(config, "boxkill", "hi", "", "min_scale = 1");
     let handle = config.start().await;
     let addr = handle.http_addr().unwrap();
     let first = get(addr, "boxkill.p.test.local", "/cgi-bin/env").await;
@@ -178,7 +224,7 @@ async fn a_container_killed_through_the_engine_is_replaced() {
         first.body
     );
 
-    let names = containers_of(&docker, "boxkill").await;
+    let names = engine.containers().await;
     assert_eq!(names.len(), 1, "{names:?}");
     docker
         .kill_container(
@@ -207,18 +253,17 @@ async fn a_container_killed_through_the_engine_is_replaced() {
         "{status}"
     );
     handle.shutdown().await;
-    wait_containers(&docker, "boxkill", "no container after shutdown", |n| {
-        n == 0
-    })
-    .await;
+    engine
+        .wait_containers("no container after shutdown", |n| n == 0)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_build_keeps_the_previous_revision_serving() {
-    let docker = engine();
-    let config = ConfigDir::new("", "");
-    busybox_context(&config);
-    container_app(&config, "boxbuild", "v1", "", "");
+    let engine = Engine::new("build");
+    let config = &engine.config;
+    let docker = self::engine();
+    container_app(config, "boxbuild", "v1", "", "");
     let handle = config.start().await;
     let addr = handle.http_addr().unwrap();
     let answer = get(addr, "boxbuild.p.test.local", "/cgi-bin/env").await;
@@ -236,7 +281,7 @@ async fn a_failed_build_keeps_the_previous_revision_serving() {
 
     // A new revision whose build fails: reported, and traffic stays on the first one.
     container_app(
-        &config,
+        config,
         "boxbuild",
         "v2",
         "dockerfile = \"Broken.Containerfile\"",
@@ -272,7 +317,7 @@ async fn a_failed_build_keeps_the_previous_revision_serving() {
     }
 
     // Fixed: the third revision builds once and takes over.
-    container_app(&config, "boxbuild", "v3", "", "");
+    container_app(config, "boxbuild", "v3", "", "");
     eventually("v3 to answer", Duration::from_secs(30), || async {
         let answer = get(addr, "boxbuild.p.test.local", "/cgi-bin/env").await;
         (greeting_of(&answer.body).0 == "v3").then_some(())
@@ -287,10 +332,9 @@ async fn a_failed_build_keeps_the_previous_revision_serving() {
         2.0
     );
     handle.shutdown().await;
-    wait_containers(&docker, "boxbuild", "no container after shutdown", |n| {
-        n == 0
-    })
-    .await;
+    engine
+        .wait_containers("no container after shutdown", |n| n == 0)
+        .await;
 }
 
 /// A gateway in its own process, so it can be killed with SIGKILL.
@@ -350,16 +394,19 @@ fn free_addr() -> std::net::SocketAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_killed_with_sigkill_leaves_no_stray_container_after_a_restart() {
-    let docker = engine();
-    let config = ConfigDir::new("", "");
-    busybox_context(&config);
+    let engine = Engine::new("stray");
+    let config = &engine.config;
     let (http, admin) = (free_addr(), free_addr());
     std::fs::write(
         config.gateway_file(),
-        format!("[gateway]\nhttp = \"{http}\"\nadmin = \"{admin}\"\ndomain = \"test.local\"\n"),
+        format!(
+            "[gateway]\nhttp = \"{http}\"\nadmin = \"{admin}\"\ndomain = \"test.local\"\n\
+             [container_engine]\ngateway_id = \"{}\"\n",
+            engine.id
+        ),
     )
     .unwrap();
-    container_app(&config, "boxstray", "hi", "", "");
+    container_app(config, "boxstray", "hi", "", "");
 
     let mut gateway = GatewayProcess::start(&config.gateway_file()).await;
     let answer = get(gateway.http, "boxstray.p.test.local", "/").await;
@@ -371,19 +418,15 @@ async fn a_gateway_killed_with_sigkill_leaves_no_stray_container_after_a_restart
     gateway.child.wait().unwrap();
     drop(gateway);
     assert_eq!(
-        containers_of(&docker, "boxstray").await.len(),
+        engine.containers().await.len(),
         1,
         "the container outlives a gateway killed with SIGKILL"
     );
 
     let gateway = GatewayProcess::start(&config.gateway_file()).await;
-    wait_containers(
-        &docker,
-        "boxstray",
-        "the restarted gateway to remove the stray",
-        |n| n == 0,
-    )
-    .await;
+    engine
+        .wait_containers("the restarted gateway to remove the stray", |n| n == 0)
+        .await;
     // And it serves as before, from zero.
     let answer = get(gateway.http, "boxstray.p.test.local", "/").await;
     assert_eq!(answer.status, StatusCode::OK);
@@ -393,8 +436,7 @@ async fn a_gateway_killed_with_sigkill_leaves_no_stray_container_after_a_restart
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    wait_containers(&docker, "boxstray", "no container after SIGTERM", |n| {
-        n == 0
-    })
-    .await;
+    engine
+        .wait_containers("no container after SIGTERM", |n| n == 0)
+        .await;
 }

@@ -35,6 +35,8 @@ use crate::runtime::{Exit, PrepareRequest, Prepared, RuntimeBackend, StartReques
 
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 const SAMPLES_PER_DECISION: u64 = 8;
+/// Wait before preparing a revision again after a transient failure (engine unreachable).
+const PREPARE_RETRY: Duration = Duration::from_secs(2);
 /// An instance ready this long before it crashes resets the crash backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
 
@@ -114,7 +116,8 @@ pub(super) enum Event {
     },
     Prepared {
         revision: u32,
-        result: Result<Prepared, String>,
+        /// The error and whether it is transient (worth retrying unchanged).
+        result: Result<Prepared, (String, bool)>,
         seconds: f64,
     },
 }
@@ -445,7 +448,9 @@ impl Controller {
 
     fn reconcile_unit(&mut self, index: usize, now: Instant) {
         let number = self.units[index].number;
-        if matches!(self.units[index].prep, Prep::Needed) && self.units[index].role != Role::Retired
+        if matches!(self.units[index].prep, Prep::Needed)
+            && self.units[index].role != Role::Retired
+            && self.units[index].next_start_at.is_none_or(|at| at <= now)
         {
             self.start_prepare(index);
         }
@@ -695,7 +700,10 @@ impl Controller {
         let events = self.events_tx.clone();
         self.starts.spawn(async move {
             let started = Instant::now();
-            let result = backend.prepare(request).await.map_err(|e| e.to_string());
+            let result = backend
+                .prepare(request)
+                .await
+                .map_err(|e| (e.to_string(), e.is_transient()));
             let _ = events.send(Event::Prepared {
                 revision,
                 result,
@@ -872,7 +880,7 @@ impl Controller {
         }
     }
 
-    fn prepared(&mut self, revision: u32, result: Result<Prepared, String>, seconds: f64) {
+    fn prepared(&mut self, revision: u32, result: Result<Prepared, (String, bool)>, seconds: f64) {
         let current = self.latest_ready.filter(|n| *n != revision);
         let Some(index) = self.unit_index(revision) else {
             return;
@@ -889,7 +897,17 @@ impl Controller {
                 self.prepared.insert(revision, Arc::clone(&prepared));
                 unit.prep = Prep::Ready(prepared);
             }
-            Err(reason) => {
+            Err((reason, true)) => {
+                // Nothing wrong with the revision: try again shortly; requests waiting for it
+                // learn why it cannot start now.
+                tracing::warn!(app, revision = %unit.state.name, %reason, "revision cannot be prepared yet; retrying");
+                unit.prep = Prep::Needed;
+                unit.next_start_at = Some(Instant::now() + PREPARE_RETRY);
+                unit.state.activator.fail_waiters(&reason);
+                unit.last_error = Some(reason.clone());
+                self.last_error = Some(reason);
+            }
+            Err((reason, false)) => {
                 let message = format!("{reason} (log: /apps/{app}/builds/{})", unit.state.name);
                 tracing::error!(app, revision = %unit.state.name, %message, "revision cannot be prepared; it takes no traffic");
                 if unit.role == Role::RollingOut && current.is_some() {

@@ -46,7 +46,12 @@ pub(super) fn container_spec(c: &mut Checker<'_>, raw: &RawApp) -> Option<Contai
             );
         }
         if let Some(file) = &build.dockerfile {
-            if !context.join(file).is_file() {
+            if Path::new(file).is_absolute() || file.split('/').any(|part| part == "..") {
+                c.report(
+                    "build.dockerfile",
+                    format!("{file:?} must be a path inside the build context"),
+                );
+            } else if !context.join(file).is_file() {
                 c.report(
                     "build.dockerfile",
                     format!("{file:?} is not a file in {}", context.display()),
@@ -164,22 +169,20 @@ pub(super) fn engine(
     gateway_file: &Path,
 ) -> ContainerEngineSettings {
     let raw = raw.cloned().unwrap_or_default();
-    let configured = raw
-        .socket
-        .map(|socket| (socket, "container_engine.socket"))
-        .or_else(|| {
-            std::env::var("DOCKER_HOST")
-                .ok()
-                .filter(|v| !v.is_empty())
-                .map(|v| (v, "DOCKER_HOST"))
-        });
-    let socket = configured.and_then(|(value, field)| match socket_path(&value) {
-        Ok(path) => Some(path),
-        Err(message) => {
-            c.report(field, message);
-            None
-        }
-    });
+    let socket = match raw.socket {
+        Some(value) => match socket_path(&value) {
+            Ok(path) => Some(path),
+            Err(message) => {
+                c.report("container_engine.socket", message);
+                None
+            }
+        },
+        // The environment is no config file: a DOCKER_HOST this runtime cannot use (a TCP
+        // engine) is passed over, not an error in a config that may not even use containers.
+        None => std::env::var("DOCKER_HOST")
+            .ok()
+            .and_then(|value| socket_path(&value).ok()),
+    };
     let gateway_id = match raw.gateway_id {
         Some(id) if super::validate::is_dns_label(&id) => id,
         Some(id) => {

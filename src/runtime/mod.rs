@@ -109,6 +109,17 @@ pub enum RuntimeError {
     StopFailed { instance: String, reason: String },
     #[error("could not prepare revision {revision}: {reason}")]
     PrepareFailed { revision: String, reason: String },
+    /// What the backend depends on is not there right now (an unreachable engine): worth
+    /// trying again, unlike a failed build.
+    #[error("{reason}")]
+    Unavailable { reason: String },
+}
+
+impl RuntimeError {
+    /// Whether the same operation may succeed later without any change.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, RuntimeError::Unavailable { .. })
+    }
 }
 
 /// A way of running app instances: local processes, a static list, containers, Kubernetes.

@@ -154,9 +154,17 @@ impl RuntimeBackend for ProcessBackend {
             let lines_tx = lines_tx.clone();
             tokio::spawn(async move {
                 use tokio::io::AsyncBufReadExt;
-                let mut reader = tokio::io::BufReader::new(output).lines();
-                while let Ok(Some(line)) = reader.next_line().await {
-                    let _ = lines_tx.send(line);
+                // Bytes, not text: a build's output need not be UTF-8.
+                let mut reader = tokio::io::BufReader::new(output);
+                let mut line = Vec::new();
+                while reader
+                    .read_until(b'\n', &mut line)
+                    .await
+                    .is_ok_and(|n| n > 0)
+                {
+                    let text = String::from_utf8_lossy(&line).trim_end().to_string();
+                    let _ = lines_tx.send(text);
+                    line.clear();
                 }
             });
         }

@@ -7,8 +7,18 @@ use std::path::Path;
 use http_body_util::BodyExt;
 use serde_json::Value;
 
+/// Longest a plain request may take: the engine is local, and a wedged one must not hang
+/// exit tasks or starts.
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// `GET path` on the engine's socket: the status code and the JSON body.
 async fn get_json(socket: &Path, path: &str) -> Result<(u16, Value), String> {
+    tokio::time::timeout(CALL_TIMEOUT, get_json_now(socket, path))
+        .await
+        .map_err(|_| format!("the engine did not answer GET {path} within {CALL_TIMEOUT:?}"))?
+}
+
+async fn get_json_now(socket: &Path, path: &str) -> Result<(u16, Value), String> {
     let stream = tokio::net::UnixStream::connect(socket)
         .await
         .map_err(|e| format!("cannot connect to {}: {e}", socket.display()))?;
@@ -77,7 +87,14 @@ pub async fn run_state(socket: &Path, name: &str) -> Result<RunState, String> {
         404 => Ok(RunState::Gone),
         200 => {
             let state = &inspect["State"];
-            if state["Running"].as_bool().unwrap_or(false) {
+            // Podman sets Running only in the running state; a container that is stopping
+            // (its stop timeout under way), paused or restarting is still alive.
+            let alive = state["Running"].as_bool().unwrap_or(false)
+                || matches!(
+                    state["Status"].as_str(),
+                    Some("running" | "stopping" | "paused" | "restarting")
+                );
+            if alive {
                 Ok(RunState::Running)
             } else {
                 Ok(RunState::Exited {

@@ -88,6 +88,7 @@ pub struct ContainerBackend {
     cleaned: Arc<OnceCell<()>>,
     /// Set once the engine event stream that reports exits is followed.
     following_events: AtomicBool,
+    serial: std::sync::atomic::AtomicU64,
 }
 
 impl ContainerBackend {
@@ -108,6 +109,7 @@ impl ContainerBackend {
             in_use: AtomicBool::new(false),
             cleaned: Arc::new(OnceCell::new()),
             following_events: AtomicBool::new(false),
+            serial: std::sync::atomic::AtomicU64::new(1),
         }
     }
 
@@ -119,8 +121,11 @@ impl ContainerBackend {
         self.containers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// `tidegate-<gateway id>-<instance>-<n>`: unique even when an instance id comes back
+    /// (an app removed and added again while its old instances drain).
     fn container_name(&self, instance: &str) -> String {
-        format!("tidegate-{}-{instance}", self.gateway_id)
+        let serial = self.serial.fetch_add(1, Ordering::Relaxed);
+        format!("tidegate-{}-{instance}-{serial}", self.gateway_id)
     }
 
     /// Starts the engine checks: one now (logged either way), then every few seconds, with
@@ -144,8 +149,8 @@ impl ContainerBackend {
                     },
                     Ok(docker) => match docker.version().await {
                         Ok(version) => {
-                            cleaned
-                                .get_or_init(|| {
+                            let _ = cleaned
+                                .get_or_try_init(|| {
                                     remove_leftovers(&docker, &list_socket, &gateway_id)
                                 })
                                 .await;
@@ -183,19 +188,17 @@ impl ContainerBackend {
 
 /// Removes containers labelled with this gateway's id: they are from an earlier run (this one
 /// has started none yet), whose gateway died without stopping them.
-async fn remove_leftovers(docker: &Docker, socket: &Path, gateway_id: &str) {
+async fn remove_leftovers(docker: &Docker, socket: &Path, gateway_id: &str) -> Result<(), String> {
     let label = format!("{LABEL_GATEWAY}={gateway_id}");
-    match list_labelled(socket, &label).await {
-        Ok(list) => {
-            for (id, name) in list {
-                tracing::warn!(container = %name, "removing a container left by an earlier run of this gateway");
-                remove(docker, &id).await;
-            }
-        }
-        Err(error) => {
-            tracing::warn!(%error, "cannot list containers to remove leftovers of an earlier run")
-        }
+    let list = list_labelled(socket, &label).await.map_err(|error| {
+        tracing::warn!(%error, "cannot list containers to remove leftovers of an earlier run");
+        error
+    })?;
+    for (id, name) in list {
+        tracing::warn!(container = %name, "removing a container left by an earlier run of this gateway");
+        remove(docker, &id).await;
     }
+    Ok(())
 }
 
 impl ContainerBackend {
@@ -266,7 +269,11 @@ impl ContainerBackend {
         pull: PullPolicy,
         log: &mut BuildLog,
     ) -> Result<(), String> {
-        let present = docker.inspect_image(image).await.is_ok();
+        let present = match docker.inspect_image(image).await {
+            Ok(_) => true,
+            Err(error) if is_not_found(&error) => false,
+            Err(error) => return Err(format!("cannot look up image {image}: {error}")),
+        };
         match (pull, present) {
             (PullPolicy::Never, true) | (PullPolicy::Missing, true) => {
                 log.write(&format!("{image} is on the engine; not pulling it"));
@@ -331,7 +338,17 @@ impl RuntimeBackend for ContainerBackend {
         let RuntimeSpec::Container(spec) = &request.app.runtime else {
             return Err(failed("not a container app".into()));
         };
-        let docker = self.docker().map_err(failed)?;
+        let unavailable = |reason: String| RuntimeError::Unavailable {
+            reason: format!(
+                "revision {} waits for the container engine: {reason}",
+                request.revision
+            ),
+        };
+        let docker = self.docker().map_err(unavailable)?;
+        docker
+            .ping()
+            .await
+            .map_err(|e| unavailable(format!("{} does not answer: {e}", self.socket.display())))?;
         let mut log = BuildLog::create(&self.logs_dir, &request.app.name, &request.revision)
             .map_err(|e| failed(format!("cannot write the build log: {e}")))?;
         let image = match &spec.image {
@@ -358,8 +375,11 @@ impl RuntimeBackend for ContainerBackend {
             return Err(failed("not a container app".into()));
         };
         let docker = self.docker().map_err(failed)?;
-        self.cleaned
-            .get_or_init(|| remove_leftovers(&docker, &self.socket, &self.gateway_id))
+        // Until leftovers are gone a start could collide with one; a failed listing is retried
+        // at the next start.
+        let _ = self
+            .cleaned
+            .get_or_try_init(|| remove_leftovers(&docker, &self.socket, &self.gateway_id))
             .await;
         if !self.following_events.swap(true, Ordering::AcqRel) {
             tokio::spawn(exits::follow_events(
@@ -496,6 +516,11 @@ impl RuntimeBackend for ContainerBackend {
             });
         }
         while removals.join_next().await.is_some() {}
+        // Anything else with this gateway's label: a start aborted between create and
+        // registration, or an exit whose removal was still under way.
+        if self.in_use.load(Ordering::Acquire) {
+            let _ = remove_leftovers(&docker, &self.socket, &self.gateway_id).await;
+        }
     }
 }
 
@@ -630,7 +655,9 @@ async fn follow_logs(docker: Docker, name: String, target: LogTarget) {
 /// Packs a directory into an in-memory tar archive (the engine's build context).
 fn tar_directory(dir: &Path) -> std::io::Result<Vec<u8>> {
     let mut builder = tar::Builder::new(Vec::new());
-    builder.follow_symlinks(true);
+    // Links are archived as links, as Docker does: never what they point at outside the
+    // context.
+    builder.follow_symlinks(false);
     builder.append_dir_all(".", dir)?;
     builder.into_inner()
 }
