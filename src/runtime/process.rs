@@ -84,6 +84,14 @@ impl ProcessBackend {
         }
     }
 
+    /// The program to run: `tidegate` means the gateway's own binary.
+    fn program(&self, name: &str) -> PathBuf {
+        match name {
+            "tidegate" => self.own_binary.clone(),
+            other => PathBuf::from(other),
+        }
+    }
+
     fn children(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Child>>> {
         self.children.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -115,10 +123,7 @@ impl RuntimeBackend for ProcessBackend {
         let mut log = BuildLog::create(&self.logs_dir, &request.app.name, &request.revision)
             .map_err(|e| failed(format!("cannot write the build log: {e}")))?;
         log.write(&format!("$ {}", build.join(" ")));
-        let program = match build[0].as_str() {
-            "tidegate" => self.own_binary.clone(),
-            other => PathBuf::from(other),
-        };
+        let program = self.program(&build[0]);
         let mut command = Command::new(&program);
         command
             .args(&build[1..])
@@ -195,10 +200,7 @@ impl RuntimeBackend for ProcessBackend {
             return Err(failed("not a process app".into()));
         };
         let port = free_port().map_err(|e| failed(format!("no free port: {e}")))?;
-        let program = match run.command[0].as_str() {
-            "tidegate" => self.own_binary.clone(),
-            other => PathBuf::from(other),
-        };
+        let program = self.program(&run.command[0]);
         let token = self.identities.issue(&request.app.project);
         let mut command = Command::new(&program);
         command

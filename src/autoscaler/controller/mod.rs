@@ -12,10 +12,20 @@
 //! instance leaves the routing set, its in-flight requests finish (bounded by
 //! `request_timeout`), then it is stopped. A crash removes the instance at once and counts it;
 //! the replacement waits an exponential backoff when crashes repeat, so a broken app does not
-//! spin. A change of the run spec starts a new revision: its instances start, and once they
-//! are ready the old revision's instances drain and stop, so no request fails.
+//! spin.
+//!
+//! Revisions: each live revision is a unit (`unit.rs`) with its own KPA, fed with that
+//! revision's own requests. A change of the run spec makes a new revision, prepared once
+//! (build, image) and rolled out: its instances start, and once as many are ready as the
+//! current revision has, `latest` traffic moves to it and the old revision drains, so no
+//! request fails. `traffic` resolves `[[traffic]]` into the split requests follow; `events`
+//! handles what tasks report; `status` publishes `/apps`.
 
-use std::collections::{HashMap, HashSet};
+mod events;
+mod status;
+mod traffic;
+
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -27,10 +37,9 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::history::HistoryStore;
 use super::lifecycle;
 use super::unit::{HistoryEntry, Prep, Role, Unit};
-use crate::apps::{AppState, AppStatus, InstanceStatus, RevisionStatus};
-use crate::config::{AppSpec, RevisionRef, RuntimeSpec, TrafficTarget};
+use crate::apps::AppState;
+use crate::config::{AppSpec, RuntimeSpec, TrafficTarget};
 use crate::instance::Instance;
-use crate::revision::{RevisionState, Traffic};
 use crate::runtime::{Exit, PrepareRequest, Prepared, RuntimeBackend, StartRequest};
 
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
@@ -528,153 +537,6 @@ impl Controller {
         }
     }
 
-    /// Resolves `[[traffic]]` against the revisions there are, publishes the split, and
-    /// retires revisions that nothing points at any more. A block that names a revision not
-    /// in the history keeps the previous split (or, before there was one, sends everything
-    /// to the latest ready revision) and is reported.
-    fn route(&mut self, now: Instant) {
-        // Before any revision was ready, `latest` is the first one, still starting.
-        let latest_ready = self.latest_ready.unwrap_or(self.latest);
-        let resolve = |targets: &[TrafficTarget]| {
-            let mut resolved: Vec<(u32, u32, Option<String>)> = Vec::new();
-            let mut unknown = Vec::new();
-            for target in targets {
-                let number = match target.revision {
-                    RevisionRef::Latest => latest_ready,
-                    RevisionRef::Number(n) => n,
-                };
-                if !self.history.iter().any(|entry| entry.number == number) {
-                    unknown.push(revision_name(&self.app.name, number));
-                    continue;
-                }
-                let tag = target.tag.as_ref().map(|(tag, _)| tag.clone());
-                resolved.push((number, target.percent, tag));
-            }
-            (resolved, unknown)
-        };
-        let (mut resolved, unknown) = resolve(&self.spec.traffic);
-        if !unknown.is_empty() {
-            let known: Vec<String> = self
-                .history
-                .iter()
-                .map(|entry| revision_name(&self.app.name, entry.number))
-                .collect();
-            let message = format!(
-                "{}: [[traffic]] names {} which this gateway does not know (known: {}); the previous traffic split stays",
-                self.spec.file.display(),
-                unknown.join(", "),
-                known.join(", ")
-            );
-            if self.traffic_error.as_ref() != Some(&message) {
-                tracing::error!(app = %self.app.name, "{message}");
-            }
-            self.traffic_error = Some(message);
-            // The last block that applied, re-resolved (so `latest` still follows new
-            // revisions), else everything to the latest.
-            resolved = match self.last_valid_traffic.as_deref().map(resolve) {
-                Some((previous, missing)) if missing.is_empty() => previous,
-                _ => vec![(latest_ready, 100, None)],
-            };
-        } else {
-            self.traffic_error = None;
-            self.last_valid_traffic = Some(self.spec.traffic.clone());
-        }
-
-        // Every revision the split names needs a unit (an older one scales from zero).
-        let wanted: HashSet<u32> = resolved.iter().map(|(n, _, _)| *n).collect();
-        for &number in &wanted {
-            match self.unit_index(number) {
-                Some(index) => {
-                    if self.units[index].role == Role::Retired {
-                        // Revived: a fresh request side, since the old one forwards its
-                        // requests elsewhere; its draining instances drain on.
-                        let name = self.units[index].state.name.clone();
-                        self.units[index].state = self.app.new_revision(name);
-                        self.units[index].role = Role::Serving;
-                    }
-                }
-                None => {
-                    let runtime = self
-                        .history
-                        .iter()
-                        .find(|entry| entry.number == number)
-                        .map(|entry| entry.runtime.clone())
-                        .expect("checked above");
-                    let state = self.app.new_revision(revision_name(&self.app.name, number));
-                    let needs_prepare = self.backend.needs_prepare(&runtime);
-                    let mut unit =
-                        Unit::new(number, runtime, state, Role::Serving, needs_prepare, now);
-                    if let Some(prepared) = self.prepared.get(&number) {
-                        unit.prep = Prep::Ready(Arc::clone(prepared));
-                    }
-                    self.units.push(unit);
-                }
-            }
-        }
-        let state_of = |number: u32| -> Arc<RevisionState> {
-            Arc::clone(&self.unit(number).expect("created above").state)
-        };
-        let mut shares = Vec::new();
-        let mut tags = HashMap::new();
-        for (number, percent, tag) in &resolved {
-            shares.push((*percent, state_of(*number)));
-            if let Some(tag) = tag {
-                tags.insert(tag.clone(), state_of(*number));
-            }
-        }
-        let traffic = Traffic::new(shares, tags);
-        let primary = traffic.primary().cloned();
-        for unit in &mut self.units {
-            let in_use = wanted.contains(&unit.number) || unit.number == self.latest;
-            if !in_use && unit.role != Role::Retired {
-                tracing::info!(app = %self.app.name, revision = %unit.state.name, "revision takes no traffic any more; draining it");
-                unit.role = Role::Retired;
-            }
-            if unit.role == Role::Retired {
-                if let Some(primary) = &primary {
-                    unit.state.activator.forward_to(&primary.activator);
-                }
-            }
-        }
-        self.publish_routing(traffic);
-    }
-
-    fn publish_routing(&self, traffic: Traffic) {
-        let live = self
-            .units
-            .iter()
-            .map(|unit| Arc::clone(&unit.state))
-            .collect();
-        self.app.set_traffic(traffic, live);
-    }
-
-    /// Keeps the newest `revision_history` specs, and every one a revision in use needs.
-    fn prune_history(&mut self) {
-        let keep = self.spec.revision_history;
-        let named: HashSet<u32> = self
-            .spec
-            .traffic
-            .iter()
-            .filter_map(|target| match target.revision {
-                RevisionRef::Number(n) => Some(n),
-                RevisionRef::Latest => None,
-            })
-            .collect();
-        let newest_kept = self.history.len().saturating_sub(keep);
-        let units: HashSet<u32> = self.units.iter().map(|unit| unit.number).collect();
-        let mut position = 0;
-        self.history.retain(|entry| {
-            position += 1;
-            position > newest_kept
-                || named.contains(&entry.number)
-                || units.contains(&entry.number)
-                || Some(entry.number) == self.latest_ready
-        });
-        if let Some(store) = &self.store {
-            store.save(&self.history, self.latest);
-        }
-    }
-
     /// Spec of the app with the run spec `runtime` of one of its revisions, for the backend.
     fn spec_for(&self, runtime: &RuntimeSpec) -> Arc<AppSpec> {
         if *runtime == self.spec.runtime {
@@ -784,181 +646,6 @@ impl Controller {
         });
     }
 
-    fn handle(&mut self, event: Event) {
-        let now = Instant::now();
-        match event {
-            Event::Ready { id, instance } => {
-                let Some(member) = self
-                    .members
-                    .iter_mut()
-                    .find(|m| m.id == id && m.state == State::Starting)
-                else {
-                    // Its start was given up (a superseded revision) while it came up: the
-                    // stop may have run before the instance existed, so stop it now.
-                    let backend = Arc::clone(&self.backend);
-                    let grace = self.spec.scale.stop_grace;
-                    tokio::spawn(async move {
-                        let _ = backend.stop(&id, grace).await;
-                    });
-                    return;
-                };
-                member.state = State::Ready;
-                member.instance = Some(instance);
-                member.ready_at = Some(now);
-                let revision = member.revision;
-                tracing::info!(app = %self.app.name, instance = %id, "instance ready");
-                if let Some(index) = self.unit_index(revision) {
-                    let unit = &mut self.units[index];
-                    unit.failing = false;
-                    if let Some(since) = unit.cold_start_since.take() {
-                        let seconds = now.duration_since(since).as_secs_f64();
-                        self.app.metrics.cold_start.observe(seconds);
-                        tracing::info!(app = %self.app.name, cold_start_ms = seconds * 1000.0, "cold start complete");
-                    }
-                }
-                self.update_routing(revision);
-            }
-            Event::Failed { id, reason } => {
-                self.member_failed(&id, &reason, now);
-            }
-            Event::Exited { id, exit } => {
-                let Some(member) = self.members.iter().find(|m| m.id == id) else {
-                    return;
-                };
-                match (member.state, &exit) {
-                    (State::Draining, _) | (_, Exit::Stopped) => {}
-                    (
-                        State::Starting,
-                        Exit::Crashed {
-                            description,
-                            out_of_memory,
-                        },
-                    ) => {
-                        if *out_of_memory {
-                            self.app.metrics.oom_kills.inc();
-                        }
-                        let reason = format!("exited during start-up: {description}");
-                        self.member_failed(&id, &reason, now);
-                    }
-                    (
-                        State::Ready,
-                        Exit::Crashed {
-                            description,
-                            out_of_memory,
-                        },
-                    ) => {
-                        if *out_of_memory {
-                            self.app.metrics.oom_kills.inc();
-                        }
-                        let ready_for = member.ready_at.map(|at| now.duration_since(at));
-                        let revision = member.revision;
-                        tracing::warn!(app = %self.app.name, instance = %id, reason = %description, "instance crashed; replacing it");
-                        self.app.metrics.crashes.inc();
-                        let message = format!("instance {id} crashed: {description}");
-                        self.last_error = Some(message.clone());
-                        self.members.retain(|m| m.id != id);
-                        if let Some(index) = self.unit_index(revision) {
-                            let unit = &mut self.units[index];
-                            unit.last_error = Some(message);
-                            if ready_for.is_some_and(|d| d >= STABLE_AFTER) {
-                                unit.crashes_in_a_row = 0;
-                            }
-                            unit.note_crash(&self.app.name, now);
-                        }
-                        self.update_routing(revision);
-                    }
-                }
-            }
-            Event::Stopped { id } => {
-                self.members.retain(|m| m.id != id);
-            }
-            Event::Prepared {
-                revision,
-                result,
-                seconds,
-            } => self.prepared(revision, result, seconds),
-        }
-    }
-
-    fn prepared(&mut self, revision: u32, result: Result<Prepared, (String, bool)>, seconds: f64) {
-        let current = self.latest_ready.filter(|n| *n != revision);
-        let Some(index) = self.unit_index(revision) else {
-            return;
-        };
-        let app = self.app.name.clone();
-        let unit = &mut self.units[index];
-        match result {
-            Ok(prepared) => {
-                tracing::info!(app, revision = %unit.state.name, seconds, "revision prepared");
-                if unit.runtime.has_build() {
-                    self.app.metrics.build(true, seconds);
-                }
-                let prepared = Arc::new(prepared);
-                self.prepared.insert(revision, Arc::clone(&prepared));
-                unit.prep = Prep::Ready(prepared);
-            }
-            Err((reason, true)) => {
-                // Nothing wrong with the revision: try again shortly; requests waiting for it
-                // learn why it cannot start now.
-                tracing::warn!(app, revision = %unit.state.name, %reason, "revision cannot be prepared yet; retrying");
-                unit.prep = Prep::Needed;
-                unit.next_start_at = Some(Instant::now() + PREPARE_RETRY);
-                unit.state.activator.fail_waiters(&reason);
-                unit.last_error = Some(reason.clone());
-                self.last_error = Some(reason);
-            }
-            Err((reason, false)) => {
-                let message = format!("{reason} (log: /apps/{app}/builds/{})", unit.state.name);
-                tracing::error!(app, revision = %unit.state.name, %message, "revision cannot be prepared; it takes no traffic");
-                if unit.role == Role::RollingOut && current.is_some() {
-                    tracing::error!(app, revision = %unit.state.name, "traffic stays on the current revision");
-                }
-                if unit.runtime.has_build() {
-                    self.app.metrics.build(false, seconds);
-                }
-                unit.last_error = Some(message.clone());
-                unit.prep = Prep::Failed(message.clone());
-                self.last_error = Some(message);
-            }
-        }
-    }
-
-    fn member_failed(&mut self, id: &str, reason: &str, now: Instant) {
-        let Some(revision) = self
-            .members
-            .iter()
-            .find(|m| m.id == id && m.state == State::Starting)
-            .map(|m| m.revision)
-        else {
-            return;
-        };
-        self.members.retain(|m| m.id != id);
-        tracing::error!(app = %self.app.name, instance = %id, %reason, "instance failed to start");
-        self.app.metrics.crashes.inc();
-        let message = format!("instance {id} failed to start: {reason}");
-        self.last_error = Some(message.clone());
-        let others_coming = self.members.iter().any(|m| {
-            m.revision == revision && (m.state == State::Ready || m.state == State::Starting)
-        });
-        let Some(index) = self.unit_index(revision) else {
-            return;
-        };
-        let unit = &mut self.units[index];
-        unit.last_error = Some(message);
-        unit.failing = true;
-        unit.note_crash(&self.app.name, now);
-        if unit.role == Role::RollingOut && self.latest_ready.is_some() {
-            tracing::error!(app = %self.app.name, revision = %unit.state.name, "the new revision cannot become ready; traffic stays on the current one");
-        }
-        if !others_coming {
-            unit.cold_start_since = None;
-            unit.state.activator.fail_waiters(&format!(
-                "app {:?}: instance {id} failed to start: {reason}",
-                self.app.name
-            ));
-        }
-    }
-
     /// Routes `revision`'s ready instances and hands its waiters the new capacity.
     fn update_routing(&self, revision: u32) {
         let Some(unit) = self.unit(revision) else {
@@ -971,70 +658,6 @@ impl Controller {
             .filter_map(|m| m.instance.clone())
             .collect();
         unit.state.activator.set_instances(ready);
-    }
-
-    fn publish(&self) {
-        let count = |state| self.members.iter().filter(|m| m.state == state).count();
-        let shares = self.app.traffic().shares();
-        let tags = self.app.traffic().tag_names();
-        let mut revisions: Vec<RevisionStatus> = Vec::new();
-        for entry in self.history.iter().rev() {
-            let name = revision_name(&self.app.name, entry.number);
-            let unit = self.unit(entry.number);
-            let of = |state| {
-                self.members
-                    .iter()
-                    .filter(|m| m.revision == entry.number && m.state == state)
-                    .count()
-            };
-            revisions.push(RevisionStatus {
-                percent: shares
-                    .iter()
-                    .find(|(revision, _)| *revision == name)
-                    .map_or(0, |(_, percent)| *percent),
-                tags: tags
-                    .iter()
-                    .filter(|(_, revision)| *revision == name)
-                    .map(|(tag, _)| tag.clone())
-                    .collect(),
-                state: unit.map_or("inactive", Unit::state_name),
-                desired: unit.map_or(0, |u| u.target(&self.spec.scale)),
-                ready: of(State::Ready),
-                starting: of(State::Starting),
-                draining: of(State::Draining),
-                created: entry
-                    .created
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs()),
-                last_error: unit.and_then(|u| u.last_error.clone()),
-                name,
-            });
-        }
-        self.app.publish_status(AppStatus {
-            revision: revision_name(&self.app.name, self.latest),
-            latest_ready: self.latest_ready.map(|n| revision_name(&self.app.name, n)),
-            desired: self.units.iter().map(|u| u.target(&self.spec.scale)).sum(),
-            ready: count(State::Ready),
-            starting: count(State::Starting),
-            draining: count(State::Draining),
-            panic: self.units.iter().any(|u| u.panic),
-            last_error: self
-                .traffic_error
-                .clone()
-                .or_else(|| self.last_error.clone()),
-            instances: self
-                .members
-                .iter()
-                .map(|m| InstanceStatus {
-                    id: m.id.clone(),
-                    revision: revision_name(&self.app.name, m.revision),
-                    state: m.state.name(),
-                    addr: m.instance.as_ref().map(|i| i.addr.to_string()),
-                    in_flight: m.instance.as_ref().map_or(0, |i| i.in_flight()),
-                })
-                .collect(),
-            revisions,
-        });
     }
 
     /// Stops every instance of the app: each leaves routing, its in-flight requests finish
