@@ -177,6 +177,10 @@ async fn a_90_10_split_and_tags_reach_their_revisions() {
 
     let answers = greetings(addr, HOST, 2000).await;
     let to_v2 = answers.iter().filter(|body| *body == "v2").count();
+    eprintln!(
+        "split: {to_v2} of {} requests reached the 10% revision",
+        answers.len()
+    );
     assert!(answers.iter().all(|body| body == "v1" || body == "v2"));
     // 10% of 2,000 is 200, with a standard deviation of about 13.
     assert!(
