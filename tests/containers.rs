@@ -67,12 +67,13 @@ fn busybox_context(config: &ConfigDir) -> PathBuf {
     ctx
 }
 
-/// A container app built from the busybox context, with `[container]` env and `[scale]`.
+/// A container app built from the busybox context, with `[container]` env and `[scale]`;
+/// it keeps one revision's spec besides those in use.
 fn container_app(config: &ConfigDir, name: &str, greeting: &str, build: &str, scale: &str) {
     config.write_app(
         name,
         &format!(
-            "project = \"p\"\nruntime = \"container\"\n[container]\nenv = {{ GREETING = \"{greeting}\" }}\n\
+            "project = \"p\"\nruntime = \"container\"\nrevision_history = 1\n[container]\nenv = {{ GREETING = \"{greeting}\" }}\n\
              readiness_path = \"/\"\n[build]\ncontext = \"../ctx\"\n{build}\n[scale]\n{scale}\n"
         ),
     );
@@ -331,6 +332,31 @@ async fn a_failed_build_keeps_the_previous_revision_serving() {
         .await,
         2.0
     );
+
+    // Once the first revision has drained and a fourth one is made, the first leaves the
+    // history (revision_history = 1) and its image goes with it.
+    eventually("web-00001 to drain", Duration::from_secs(30), || async {
+        let status = app_status(&handle, "boxbuild").await;
+        let instances = status["instances"].as_array().unwrap().clone();
+        instances
+            .iter()
+            .all(|i| i["revision"] == "boxbuild-00003")
+            .then_some(())
+    })
+    .await;
+    container_app(config, "boxbuild", "v4", "", "");
+    eventually(
+        "the first revision's image to be removed",
+        Duration::from_secs(30),
+        || async {
+            docker
+                .inspect_image("tidegate/boxbuild:boxbuild-00001")
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
     handle.shutdown().await;
     engine
         .wait_containers("no container after shutdown", |n| n == 0)

@@ -145,6 +145,12 @@ pub trait RuntimeBackend: Send + Sync + 'static {
         Ok(Prepared::default())
     }
 
+    /// Drops what [`RuntimeBackend::prepare`] made for a revision that has left the
+    /// history (a built image), so old revisions do not pile up on disk.
+    async fn forget(&self, revision: PrepareRequest) {
+        let _ = revision;
+    }
+
     /// Why the backend cannot work right now (its engine is unreachable, say), for `/readyz`
     /// and the start-up log; `None` when it can.
     fn health(&self) -> Option<String> {

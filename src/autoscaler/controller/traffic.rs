@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use super::{revision_name, Controller, Prep, Role, Unit};
 use crate::config::{RevisionRef, TrafficTarget};
 use crate::revision::{RevisionState, Traffic};
+use crate::runtime::PrepareRequest;
 
 impl Controller {
     /// Resolves `[[traffic]]` against the revisions there are, publishes the split, and
@@ -147,15 +148,30 @@ impl Controller {
         let newest_kept = self.history.len().saturating_sub(keep);
         let units: HashSet<u32> = self.units.iter().map(|unit| unit.number).collect();
         let mut position = 0;
+        let mut forgotten = Vec::new();
         self.history.retain(|entry| {
             position += 1;
-            position > newest_kept
+            let kept = position > newest_kept
                 || named.contains(&entry.number)
                 || units.contains(&entry.number)
-                || Some(entry.number) == self.latest_ready
+                || Some(entry.number) == self.latest_ready;
+            if !kept {
+                forgotten.push(entry.clone());
+            }
+            kept
         });
         if let Some(store) = &self.store {
             store.save(&self.history, self.latest);
+        }
+        // What the backend made for these revisions (built images) goes with them.
+        for entry in forgotten {
+            self.prepared.remove(&entry.number);
+            let request = PrepareRequest {
+                app: self.spec_for(&entry.runtime),
+                revision: revision_name(&self.app.name, entry.number),
+            };
+            let backend = Arc::clone(&self.backend);
+            tokio::spawn(async move { backend.forget(request).await });
         }
     }
 }

@@ -366,6 +366,35 @@ impl RuntimeBackend for ContainerBackend {
         Ok(Prepared { image: Some(image) })
     }
 
+    /// Removes the image built for a revision that left the history. An image still in use
+    /// (another tag, a running container) stays: the engine refuses, and that is fine.
+    async fn forget(&self, revision: PrepareRequest) {
+        let RuntimeSpec::Container(spec) = &revision.app.runtime else {
+            return;
+        };
+        if spec.build.is_none() {
+            return;
+        }
+        let Ok(docker) = self.docker() else { return };
+        let tag = format!("tidegate/{}:{}", revision.app.name, revision.revision);
+        match docker
+            .remove_image(
+                &tag,
+                None::<bollard::query_parameters::RemoveImageOptions>,
+                None,
+            )
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(image = %tag, "removed the image of a revision that left the history")
+            }
+            Err(error) if is_not_found(&error) => {}
+            Err(error) => {
+                tracing::debug!(image = %tag, error = %engine_message(&error), "image not removed")
+            }
+        }
+    }
+
     async fn start(&self, request: StartRequest) -> Result<StartedInstance, RuntimeError> {
         let failed = |reason: String| RuntimeError::StartFailed {
             instance: request.instance_id.clone(),
