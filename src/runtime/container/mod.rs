@@ -470,7 +470,12 @@ impl RuntimeBackend for ContainerBackend {
             &request.revision,
             &request.instance_id,
         );
-        tokio::spawn(follow_logs(docker.clone(), name.clone(), target));
+        tokio::spawn(follow_logs(
+            docker.clone(),
+            self.socket.clone(),
+            name.clone(),
+            target,
+        ));
         let containers = Arc::clone(&self.containers);
         let identities = Arc::clone(&self.identities);
         let id = request.instance_id.clone();
@@ -656,27 +661,43 @@ fn published_port(
         .ok_or_else(|| format!("the engine published no host port for container port {port}"))
 }
 
-/// Streams the container's output into its instance log.
-async fn follow_logs(docker: Docker, name: String, target: LogTarget) {
+/// Streams the container's output into its instance log. A stream that breaks while the
+/// container still runs (the engine's API service restarted) is opened again from the second
+/// it broke; a line from that very second may then appear twice.
+async fn follow_logs(docker: Docker, socket: PathBuf, name: String, target: LogTarget) {
     let (out_reader, mut out_writer) = tokio::io::duplex(64 * 1024);
     let (err_reader, mut err_writer) = tokio::io::duplex(64 * 1024);
     tokio::spawn(capture(out_reader, target.clone(), "stdout"));
     tokio::spawn(capture(err_reader, target, "stderr"));
-    let options = LogsOptionsBuilder::new()
-        .follow(true)
-        .stdout(true)
-        .stderr(true)
-        .build();
-    let mut stream = docker.logs(&name, Some(options));
-    while let Some(Ok(output)) = stream.next().await {
-        let written = match output {
-            bollard::container::LogOutput::StdErr { message } => {
-                err_writer.write_all(&message).await
+    let mut since = 0;
+    loop {
+        let options = LogsOptionsBuilder::new()
+            .follow(true)
+            .stdout(true)
+            .stderr(true)
+            .since(since)
+            .build();
+        let mut stream = docker.logs(&name, Some(options));
+        while let Some(Ok(output)) = stream.next().await {
+            let written = match output {
+                bollard::container::LogOutput::StdErr { message } => {
+                    err_writer.write_all(&message).await
+                }
+                other => out_writer.write_all(&other.into_bytes()).await,
+            };
+            if written.is_err() {
+                return;
             }
-            other => out_writer.write_all(&other.into_bytes()).await,
-        };
-        if written.is_err() {
-            break;
+        }
+        since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i32);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if !matches!(
+            engine::run_state(&socket, &name).await,
+            Ok(engine::RunState::Running)
+        ) {
+            return;
         }
     }
 }
