@@ -13,7 +13,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bollard::query_parameters::EventsOptionsBuilder;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bollard::query_parameters::{EventsOptionsBuilder, StopContainerOptionsBuilder};
 use bollard::Docker;
 use futures_util::StreamExt;
 
@@ -23,6 +26,8 @@ use crate::runtime::Exit;
 
 /// How often an exit task checks its container without being woken.
 const BACKSTOP: Duration = Duration::from_secs(5);
+/// Beyond its stop timeout, how long a stopping container may still run before it is killed.
+const STOP_SLACK: Duration = Duration::from_secs(10);
 
 /// Follows the engine's events about containers labelled `label` and wakes their entries.
 pub(super) async fn follow_events(
@@ -67,12 +72,33 @@ pub(super) async fn follow_events(
 }
 
 /// Waits until the container is no longer running and says why it ended.
-pub(super) async fn await_exit(socket: &Path, entry: &Entry) -> Exit {
+///
+/// A container the gateway asked to stop that still runs well past its stop timeout (the
+/// engine was unreachable when the stop was sent) is killed then, so it cannot run on
+/// unrouted.
+pub(super) async fn await_exit(docker: &Docker, socket: &Path, entry: &Entry) -> Exit {
     let socket: PathBuf = socket.to_path_buf();
+    let mut stopping_since: Option<Instant> = None;
     let ended = loop {
         let _ = tokio::time::timeout(BACKSTOP, entry.ended.notified()).await;
         match run_state(&socket, &entry.name).await {
-            Ok(RunState::Running) => continue,
+            Ok(RunState::Running) => {
+                if entry.stopping.load(std::sync::atomic::Ordering::Acquire) {
+                    let since = *stopping_since.get_or_insert_with(Instant::now);
+                    let grace = Duration::from_secs(entry.grace_secs.load(Ordering::Relaxed));
+                    if since.elapsed() > grace + STOP_SLACK {
+                        tracing::warn!(container = %entry.name, "container still runs long after its stop; killing it");
+                        let _ = docker
+                            .stop_container(
+                                &entry.name,
+                                Some(StopContainerOptionsBuilder::new().t(0).build()),
+                            )
+                            .await;
+                        stopping_since = Some(Instant::now());
+                    }
+                }
+                continue;
+            }
             Ok(state) => break state,
             // The engine cannot be asked right now: keep waiting.
             Err(error) => {

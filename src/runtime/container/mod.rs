@@ -70,6 +70,8 @@ struct Entry {
     exited: watch::Receiver<Option<Exit>>,
     /// Woken by an engine event about the container (see `exits`).
     ended: tokio::sync::Notify,
+    /// The stop timeout asked for, in seconds, once a stop was asked for.
+    grace_secs: std::sync::atomic::AtomicU64,
 }
 
 /// Runs instances as containers through a Docker Engine API.
@@ -438,6 +440,7 @@ impl RuntimeBackend for ContainerBackend {
             stopping: AtomicBool::new(false),
             exited: exit_rx.clone(),
             ended: tokio::sync::Notify::new(),
+            grace_secs: std::sync::atomic::AtomicU64::new(0),
         });
         self.containers()
             .insert(request.instance_id.clone(), Arc::clone(&entry));
@@ -481,7 +484,7 @@ impl RuntimeBackend for ContainerBackend {
         let id = request.instance_id.clone();
         let socket = self.socket.clone();
         tokio::spawn(async move {
-            let exit = exits::await_exit(&socket, &entry).await;
+            let exit = exits::await_exit(&docker, &socket, &entry).await;
             identities.revoke(&token);
             containers
                 .lock()
@@ -503,6 +506,7 @@ impl RuntimeBackend for ContainerBackend {
         let Some(entry) = self.containers().get(instance_id).cloned() else {
             return Ok(());
         };
+        entry.grace_secs.store(grace.as_secs(), Ordering::Relaxed);
         entry.stopping.store(true, Ordering::Release);
         let docker = self.docker().map_err(|reason| RuntimeError::StopFailed {
             instance: instance_id.to_string(),
