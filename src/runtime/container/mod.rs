@@ -696,12 +696,16 @@ async fn follow_logs(docker: Docker, socket: PathBuf, name: String, target: LogT
         since = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i32);
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        if !matches!(
-            engine::run_state(&socket, &name).await,
-            Ok(engine::RunState::Running)
-        ) {
-            return;
+        // Reopen while the container runs; while the engine does not answer (its service is
+        // restarting), ask again for up to two minutes.
+        let mut tries = 0;
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            match engine::run_state(&socket, &name).await {
+                Ok(engine::RunState::Running) => break,
+                Err(_) if tries < 240 => tries += 1,
+                _ => return,
+            }
         }
     }
 }
