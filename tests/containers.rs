@@ -109,7 +109,7 @@ impl Engine {
             .await
             .unwrap()
             .into_iter()
-            .map(|(_, name)| name)
+            .map(|container| container.name)
             .collect()
     }
 
@@ -132,10 +132,10 @@ impl Drop for Engine {
                 .unwrap();
             runtime.block_on(async {
                 let docker = engine();
-                for (id, _) in list_labelled(&socket(), &label).await.unwrap_or_default() {
+                for container in list_labelled(&socket(), &label).await.unwrap_or_default() {
                     let _ = docker
                         .remove_container(
-                            &id,
+                            &container.id,
                             Some(
                                 bollard::query_parameters::RemoveContainerOptionsBuilder::new()
                                     .force(true)

@@ -147,8 +147,8 @@ pub trait RuntimeBackend: Send + Sync + 'static {
 
     /// Drops what [`RuntimeBackend::prepare`] made for a revision that has left the
     /// history (a built image), so old revisions do not pile up on disk.
-    async fn forget(&self, revision: PrepareRequest) {
-        let _ = revision;
+    async fn forget(&self, revision: PrepareRequest, prepared: Option<Arc<Prepared>>) {
+        let _ = (revision, prepared);
     }
 
     /// Why the backend cannot work right now (its engine is unreachable, say), for `/readyz`

@@ -165,13 +165,13 @@ impl Controller {
         }
         // What the backend made for these revisions (built images) goes with them.
         for entry in forgotten {
-            self.prepared.remove(&entry.number);
+            let prepared = self.prepared.remove(&entry.number);
             let request = PrepareRequest {
                 app: self.spec_for(&entry.runtime),
                 revision: revision_name(&self.app.name, entry.number),
             };
             let backend = Arc::clone(&self.backend);
-            tokio::spawn(async move { backend.forget(request).await });
+            tokio::spawn(async move { backend.forget(request, prepared).await });
         }
     }
 }

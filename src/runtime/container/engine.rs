@@ -7,6 +7,9 @@ use std::path::Path;
 use http_body_util::BodyExt;
 use serde_json::Value;
 
+/// Label that tells which run of a gateway started a container.
+pub const LABEL_RUN: &str = "tidegate.run";
+
 /// Longest a plain request may take: the engine is local, and a wedged one must not hang
 /// exit tasks or starts.
 const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -46,8 +49,17 @@ async fn get_json_now(socket: &Path, path: &str) -> Result<(u16, Value), String>
     Ok((status, value))
 }
 
-/// Ids and names of the engine's containers with `label` (`key=value`), running or not.
-pub async fn list_labelled(socket: &Path, label: &str) -> Result<Vec<(String, String)>, String> {
+/// One container in a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub id: String,
+    pub name: String,
+    /// Its `tidegate.run` label: which run of a gateway started it.
+    pub run: Option<String>,
+}
+
+/// The engine's containers with `label` (`key=value`), running or not.
+pub async fn list_labelled(socket: &Path, label: &str) -> Result<Vec<Listed>, String> {
     let filters = serde_json::json!({ "label": [label] }).to_string();
     let query = percent_encoding::utf8_percent_encode(&filters, percent_encoding::NON_ALPHANUMERIC);
     let (status, list) = get_json(
@@ -67,7 +79,8 @@ pub async fn list_labelled(socket: &Path, label: &str) -> Result<Vec<(String, St
             let name = container["Names"][0]
                 .as_str()
                 .map_or_else(|| id.clone(), |n| n.trim_start_matches('/').to_string());
-            Some((id, name))
+            let run = container["Labels"][LABEL_RUN].as_str().map(str::to_string);
+            Some(Listed { id, name, run })
         })
         .collect())
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use bollard::query_parameters::{EventsOptionsBuilder, StopContainerOptionsBuilder};
+use bollard::query_parameters::{EventsOptionsBuilder, RemoveContainerOptionsBuilder};
 use bollard::Docker;
 use futures_util::StreamExt;
 
@@ -35,7 +35,9 @@ pub(super) async fn follow_events(
     label: String,
     containers: Arc<Mutex<HashMap<String, Arc<Entry>>>>,
 ) {
+    let mut pause = Duration::from_millis(500);
     loop {
+        let opened = Instant::now();
         let filters = HashMap::from([("type", vec!["container"]), ("label", vec![label.as_str()])]);
         let mut events = docker.events(Some(EventsOptionsBuilder::new().filters(&filters).build()));
         while let Some(event) = events.next().await {
@@ -60,7 +62,13 @@ pub(super) async fn follow_events(
             }
         }
         // The stream broke (engine restart, network): events may have been missed.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // While the engine is down, each attempt fails at once: back off up to 5 s.
+        pause = if opened.elapsed() < Duration::from_secs(1) {
+            (pause * 2).min(Duration::from_secs(5))
+        } else {
+            Duration::from_millis(500)
+        };
+        tokio::time::sleep(pause).await;
         for entry in containers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -87,11 +95,11 @@ pub(super) async fn await_exit(docker: &Docker, socket: &Path, entry: &Entry) ->
                     let since = *stopping_since.get_or_insert_with(Instant::now);
                     let grace = Duration::from_secs(entry.grace_secs.load(Ordering::Relaxed));
                     if since.elapsed() > grace + STOP_SLACK {
-                        tracing::warn!(container = %entry.name, "container still runs long after its stop; killing it");
+                        tracing::warn!(container = %entry.name, "container still runs long after its stop; removing it by force");
                         let _ = docker
-                            .stop_container(
+                            .remove_container(
                                 &entry.name,
-                                Some(StopContainerOptionsBuilder::new().t(0).build()),
+                                Some(RemoveContainerOptionsBuilder::new().force(true).build()),
                             )
                             .await;
                         stopping_since = Some(Instant::now());

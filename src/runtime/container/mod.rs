@@ -61,7 +61,8 @@ const LABEL_GATEWAY: &str = "tidegate.gateway";
 mod engine;
 mod exits;
 
-pub use engine::list_labelled;
+use engine::LABEL_RUN;
+pub use engine::{list_labelled, Listed};
 
 /// One container this backend started.
 struct Entry {
@@ -91,6 +92,8 @@ pub struct ContainerBackend {
     /// Set once the engine event stream that reports exits is followed.
     following_events: AtomicBool,
     serial: std::sync::atomic::AtomicU64,
+    /// Labels this run's containers (`tidegate.run`): sweeps for leftovers skip them.
+    run: String,
 }
 
 impl ContainerBackend {
@@ -112,6 +115,13 @@ impl ContainerBackend {
             cleaned: Arc::new(OnceCell::new()),
             following_events: AtomicBool::new(false),
             serial: std::sync::atomic::AtomicU64::new(1),
+            run: format!(
+                "{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos())
+            ),
         }
     }
 
@@ -137,6 +147,7 @@ impl ContainerBackend {
         let problem = Arc::clone(&self.problem);
         let cleaned = Arc::clone(&self.cleaned);
         let gateway_id = self.gateway_id.clone();
+        let run = self.run.clone();
         let list_socket = socket.clone();
         tokio::spawn(async move {
             let mut first = true;
@@ -153,7 +164,7 @@ impl ContainerBackend {
                         Ok(version) => {
                             let _ = cleaned
                                 .get_or_try_init(|| {
-                                    remove_leftovers(&docker, &list_socket, &gateway_id)
+                                    remove_leftovers(&docker, &list_socket, &gateway_id, &run)
                                 })
                                 .await;
                             if first || problem.load().is_some() {
@@ -190,15 +201,22 @@ impl ContainerBackend {
 
 /// Removes containers labelled with this gateway's id: they are from an earlier run (this one
 /// has started none yet), whose gateway died without stopping them.
-async fn remove_leftovers(docker: &Docker, socket: &Path, gateway_id: &str) -> Result<(), String> {
+/// Containers of this run (`run`) are never touched, even if a start went ahead of a
+/// failed listing.
+async fn remove_leftovers(
+    docker: &Docker,
+    socket: &Path,
+    gateway_id: &str,
+    run: &str,
+) -> Result<(), String> {
     let label = format!("{LABEL_GATEWAY}={gateway_id}");
     let list = list_labelled(socket, &label).await.map_err(|error| {
         tracing::warn!(%error, "cannot list containers to remove leftovers of an earlier run");
         error
     })?;
-    for (id, name) in list {
-        tracing::warn!(container = %name, "removing a container left by an earlier run of this gateway");
-        remove(docker, &id).await;
+    for container in list.into_iter().filter(|c| c.run.as_deref() != Some(run)) {
+        tracing::warn!(container = %container.name, "removing a container left by an earlier run of this gateway");
+        remove(docker, &container.id).await;
     }
     Ok(())
 }
@@ -256,12 +274,19 @@ impl ContainerBackend {
                 }
             }
         }
-        if docker.inspect_image(&tag).await.is_err() {
+        let Some(id) = docker
+            .inspect_image(&tag)
+            .await
+            .ok()
+            .and_then(|image| image.id)
+        else {
             log.write("build ended without producing the image");
             return Err(format!("image build did not produce {tag}"));
-        }
-        log.write(&format!("built {tag}"));
-        Ok(tag)
+        };
+        log.write(&format!("built {tag} ({id})"));
+        // Instances run the image by its id: the tag may move (another gateway building an
+        // app of the same name on the same engine), the id does not.
+        Ok(id)
     }
 
     async fn ensure_image(
@@ -353,24 +378,24 @@ impl RuntimeBackend for ContainerBackend {
             .map_err(|e| unavailable(format!("{} does not answer: {e}", self.socket.display())))?;
         let mut log = BuildLog::create(&self.logs_dir, &request.app.name, &request.revision)
             .map_err(|e| failed(format!("cannot write the build log: {e}")))?;
-        let image = match &spec.image {
-            Some(image) => {
-                self.ensure_image(&docker, image, spec.pull, &mut log)
-                    .await
-                    .map_err(failed)?;
-                image.clone()
-            }
-            None => self
-                .build_image(&docker, &request, spec, &mut log)
+        let made = match &spec.image {
+            Some(image) => self
+                .ensure_image(&docker, image, spec.pull, &mut log)
                 .await
-                .map_err(failed)?,
+                .map(|()| image.clone()),
+            None => self.build_image(&docker, &request, spec, &mut log).await,
         };
-        Ok(Prepared { image: Some(image) })
+        match made {
+            Ok(image) => Ok(Prepared { image: Some(image) }),
+            // The engine went away during the build or pull: try again later.
+            Err(reason) if docker.ping().await.is_err() => Err(unavailable(reason)),
+            Err(reason) => Err(failed(reason)),
+        }
     }
 
     /// Removes the image built for a revision that left the history. An image still in use
     /// (another tag, a running container) stays: the engine refuses, and that is fine.
-    async fn forget(&self, revision: PrepareRequest) {
+    async fn forget(&self, revision: PrepareRequest, prepared: Option<Arc<Prepared>>) {
         let RuntimeSpec::Container(spec) = &revision.app.runtime else {
             return;
         };
@@ -379,6 +404,24 @@ impl RuntimeBackend for ContainerBackend {
         }
         let Ok(docker) = self.docker() else { return };
         let tag = format!("tidegate/{}:{}", revision.app.name, revision.revision);
+        // The tag only while it still points at this gateway's build; else the build by id.
+        if let Some(id) = prepared.as_ref().and_then(|p| p.image.clone()) {
+            let tagged = docker
+                .inspect_image(&tag)
+                .await
+                .ok()
+                .and_then(|image| image.id);
+            if tagged.as_deref() != Some(id.as_str()) {
+                let _ = docker
+                    .remove_image(
+                        &id,
+                        None::<bollard::query_parameters::RemoveImageOptions>,
+                        None,
+                    )
+                    .await;
+                return;
+            }
+        }
         match docker
             .remove_image(
                 &tag,
@@ -410,7 +453,9 @@ impl RuntimeBackend for ContainerBackend {
         // at the next start.
         let _ = self
             .cleaned
-            .get_or_try_init(|| remove_leftovers(&docker, &self.socket, &self.gateway_id))
+            .get_or_try_init(|| {
+                remove_leftovers(&docker, &self.socket, &self.gateway_id, &self.run)
+            })
             .await;
         if !self.following_events.swap(true, Ordering::AcqRel) {
             tokio::spawn(exits::follow_events(
@@ -427,7 +472,13 @@ impl RuntimeBackend for ContainerBackend {
             .ok_or_else(|| failed("the revision has no image".into()))?;
         let name = self.container_name(&request.instance_id);
         let token = self.identities.issue(&request.app.project);
-        let body = create_body(&request, spec, &image, &self.gateway_id, &token);
+        let body = create_body(
+            &request,
+            spec,
+            &image,
+            (&self.gateway_id, &self.run),
+            &token,
+        );
         let created = create(&docker, &name, body).await;
         if let Err(error) = created {
             self.identities.revoke(&token);
@@ -557,7 +608,13 @@ impl RuntimeBackend for ContainerBackend {
         // Anything else with this gateway's label: a start aborted between create and
         // registration, or an exit whose removal was still under way.
         if self.in_use.load(Ordering::Acquire) {
-            let _ = remove_leftovers(&docker, &self.socket, &self.gateway_id).await;
+            let label = format!("{LABEL_RUN}={}", self.run);
+            for container in list_labelled(&self.socket, &label)
+                .await
+                .unwrap_or_default()
+            {
+                remove(&docker, &container.id).await;
+            }
         }
     }
 }
@@ -587,7 +644,7 @@ fn create_body(
     request: &StartRequest,
     spec: &ContainerSpec,
     image: &str,
-    gateway_id: &str,
+    (gateway_id, run): (&str, &str),
     token: &str,
 ) -> ContainerCreateBody {
     let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -598,6 +655,7 @@ fn create_body(
     env.push(format!("{TOKEN_ENV}={token}"));
     let labels = HashMap::from([
         (LABEL_GATEWAY.to_string(), gateway_id.to_string()),
+        (LABEL_RUN.to_string(), run.to_string()),
         ("tidegate.app".to_string(), request.app.name.clone()),
         ("tidegate.revision".to_string(), request.revision.clone()),
         ("tidegate.instance".to_string(), request.instance_id.clone()),
@@ -674,7 +732,9 @@ async fn follow_logs(docker: Docker, socket: PathBuf, name: String, target: LogT
     tokio::spawn(capture(out_reader, target.clone(), "stdout"));
     tokio::spawn(capture(err_reader, target, "stderr"));
     let mut since = 0;
+    let mut pause = Duration::from_millis(500);
     loop {
+        let opened = std::time::Instant::now();
         let options = LogsOptionsBuilder::new()
             .follow(true)
             .stdout(true)
@@ -696,14 +756,21 @@ async fn follow_logs(docker: Docker, socket: PathBuf, name: String, target: LogT
         since = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i32);
+        // A stream that ends at once (the engine cannot follow this container's log) is not
+        // reopened twice a second for the container's whole life.
+        pause = if opened.elapsed() < Duration::from_secs(1) {
+            (pause * 2).min(Duration::from_secs(30))
+        } else {
+            Duration::from_millis(500)
+        };
         // Reopen while the container runs; while the engine does not answer (its service is
         // restarting), ask again for up to two minutes.
-        let mut tries = 0;
+        let unanswered_since = std::time::Instant::now();
         loop {
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(pause).await;
             match engine::run_state(&socket, &name).await {
                 Ok(engine::RunState::Running) => break,
-                Err(_) if tries < 240 => tries += 1,
+                Err(_) if unanswered_since.elapsed() < Duration::from_secs(120) => {}
                 _ => return,
             }
         }
