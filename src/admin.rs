@@ -2,8 +2,10 @@
 //!
 //! It runs on its own address (loopback by default) and never on a public listener, so
 //! operational data is not exposed to end users. `/healthz` says the process is alive;
-//! `/readyz` says it should get traffic (a config is loaded and it is not shutting down);
-//! `/apps` lists every app with its hosts, instances and in-flight counts as JSON.
+//! `/readyz` says it should get traffic (not shutting down, and every runtime backend in use
+//! works: a container engine answers); `/apps` lists every app with its hosts, revisions,
+//! traffic split, instances and in-flight counts as JSON; `/apps/<app>/logs` and
+//! `/apps/<app>/builds[/<revision>]` serve instance output and build logs.
 
 use std::sync::Arc;
 

@@ -2,8 +2,8 @@
 //! with the config.
 //!
 //! Config snapshots are immutable and replaced whole; what an app is doing right now (its
-//! instances, their in-flight counts, waiting requests, its controller, its metric handles)
-//! must survive those swaps. The [`AppRegistry`] keeps one [`AppState`] per app name: a reload
+//! revisions and traffic split, their instances and waiting requests, its controller, its
+//! metric handles) must survive those swaps. The [`AppRegistry`] keeps one [`AppState`] per app name: a reload
 //! updates the state's spec, and the new route table points at the same `AppState`, so a
 //! request that started on the old table and one that starts on the new table count against
 //! the same instances. Apps with fixed instances (`static`) get them set here; apps whose

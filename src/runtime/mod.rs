@@ -1,11 +1,12 @@
 //! Runtime backends: what makes an app's instances exist.
 //!
-//! The gateway asks a backend two things. [`RuntimeBackend::placement`] says whether an app's
-//! instances are a fixed set that exists anyway (the `static` backend) or are started on demand
-//! (processes, containers, Kubernetes). For on-demand backends the reconciler calls
-//! [`RuntimeBackend::start`] and [`RuntimeBackend::stop`]; everything else (readiness probing,
-//! routing, autoscaling, draining) is the gateway's and the same for every backend, so a
-//! backend only starts, stops and reports instances.
+//! [`RuntimeBackend::placement`] says whether an app's instances are a fixed set that exists
+//! anyway (the `static` backend) or are started on demand (processes, containers, later
+//! Kubernetes). For on-demand backends the controller prepares each revision once
+//! ([`RuntimeBackend::prepare`]: a build, an image), then calls [`RuntimeBackend::start`] and
+//! [`RuntimeBackend::stop`] per instance, and [`RuntimeBackend::forget`] when a revision leaves
+//! the history; [`RuntimeBackend::health`] feeds `/readyz`. Everything else (readiness probing,
+//! routing, autoscaling, draining) is the gateway's and the same for every backend.
 
 pub mod cgroup;
 pub mod container;

@@ -31,21 +31,18 @@ use async_trait::async_trait;
 use bollard::errors::Error as EngineError;
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{
-    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
-    InspectContainerOptions, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, InspectContainerOptions, RemoveContainerOptionsBuilder,
     StopContainerOptionsBuilder,
 };
 use bollard::{ClientVersion, Docker};
-use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{watch, OnceCell};
 
-use super::logs::{capture, BuildLog, LogTarget};
+use super::logs::{BuildLog, LogTarget};
 use super::{
     Exit, Placement, PrepareRequest, Prepared, RuntimeBackend, RuntimeError, StartRequest,
     StartedInstance,
 };
-use crate::config::{AppSpec, ContainerEngineSettings, ContainerSpec, PullPolicy, RuntimeSpec};
+use crate::config::{AppSpec, ContainerEngineSettings, ContainerSpec, RuntimeSpec};
 use crate::identity::{Identities, TOKEN_ENV};
 
 /// The API version spoken: Docker 20.10 and Podman 4 both serve it.
@@ -60,6 +57,8 @@ const LABEL_GATEWAY: &str = "tidegate.gateway";
 
 mod engine;
 mod exits;
+mod image;
+mod output;
 
 use engine::LABEL_RUN;
 pub use engine::{list_labelled, Listed};
@@ -219,118 +218,6 @@ async fn remove_leftovers(
         remove(docker, &container.id).await;
     }
     Ok(())
-}
-
-impl ContainerBackend {
-    async fn build_image(
-        &self,
-        docker: &Docker,
-        request: &PrepareRequest,
-        spec: &ContainerSpec,
-        log: &mut BuildLog,
-    ) -> Result<String, String> {
-        let build = spec.build.as_ref().expect("checked by the caller");
-        // Always built: a tag of the same name may come from another gateway, or from before
-        // a restart that reused the revision number (the controller builds a revision once).
-        let tag = format!("tidegate/{}:{}", request.app.name, request.revision);
-        let dockerfile = match &build.dockerfile {
-            Some(file) => file.clone(),
-            None if build.context.join("Containerfile").is_file() => "Containerfile".into(),
-            None => "Dockerfile".into(),
-        };
-        log.write(&format!(
-            "building {tag} from {} ({dockerfile})",
-            build.context.display()
-        ));
-        let context = build.context.clone();
-        let archive = tokio::task::spawn_blocking(move || tar_directory(&context))
-            .await
-            .map_err(|e| format!("packing the build context failed: {e}"))?
-            .map_err(|e| format!("cannot pack {}: {e}", build.context.display()))?;
-        let options = BuildImageOptionsBuilder::default()
-            .dockerfile(&dockerfile)
-            .t(&tag)
-            .rm(true)
-            .build();
-        let mut stream =
-            docker.build_image(options, None, Some(bollard::body_full(archive.into())));
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(info) => {
-                    if let Some(text) = info.stream {
-                        let text = text.trim_end();
-                        if !text.is_empty() {
-                            log.write(text);
-                        }
-                    }
-                }
-                Err(error) => {
-                    let message = match error {
-                        EngineError::DockerStreamError { error } => error.trim().to_string(),
-                        other => other.to_string(),
-                    };
-                    log.write(&format!("build failed: {message}"));
-                    return Err(format!("image build failed: {message}"));
-                }
-            }
-        }
-        let Some(id) = docker
-            .inspect_image(&tag)
-            .await
-            .ok()
-            .and_then(|image| image.id)
-        else {
-            log.write("build ended without producing the image");
-            return Err(format!("image build did not produce {tag}"));
-        };
-        log.write(&format!("built {tag} ({id})"));
-        // Instances run the image by its id: the tag may move (another gateway building an
-        // app of the same name on the same engine), the id does not.
-        Ok(id)
-    }
-
-    async fn ensure_image(
-        &self,
-        docker: &Docker,
-        image: &str,
-        pull: PullPolicy,
-        log: &mut BuildLog,
-    ) -> Result<(), String> {
-        let present = match docker.inspect_image(image).await {
-            Ok(_) => true,
-            Err(error) if is_not_found(&error) => false,
-            Err(error) => return Err(format!("cannot look up image {image}: {error}")),
-        };
-        match (pull, present) {
-            (PullPolicy::Never, true) | (PullPolicy::Missing, true) => {
-                log.write(&format!("{image} is on the engine; not pulling it"));
-                return Ok(());
-            }
-            (PullPolicy::Never, false) => {
-                return Err(format!(
-                    "image {image} is not on the engine and pull = \"never\""
-                ))
-            }
-            _ => {}
-        }
-        log.write(&format!("pulling {image}"));
-        let options = CreateImageOptionsBuilder::new().from_image(image).build();
-        let mut stream = docker.create_image(Some(options), None, None);
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(info) => {
-                    if let Some(status) = info.status {
-                        log.write(&status);
-                    }
-                }
-                Err(error) => {
-                    log.write(&format!("pull failed: {error}"));
-                    return Err(format!("cannot pull {image}: {error}"));
-                }
-            }
-        }
-        Ok(())
-    }
 }
 
 #[async_trait]
@@ -524,7 +411,7 @@ impl RuntimeBackend for ContainerBackend {
             &request.revision,
             &request.instance_id,
         );
-        tokio::spawn(follow_logs(
+        tokio::spawn(output::follow_logs(
             docker.clone(),
             self.socket.clone(),
             name.clone(),
@@ -721,70 +608,6 @@ fn published_port(
         .and_then(|bindings| bindings.into_iter().find_map(|b| b.host_port))
         .and_then(|host_port| host_port.parse().ok())
         .ok_or_else(|| format!("the engine published no host port for container port {port}"))
-}
-
-/// Streams the container's output into its instance log. A stream that breaks while the
-/// container still runs (the engine's API service restarted) is opened again from the second
-/// it broke; a line from that very second may then appear twice.
-async fn follow_logs(docker: Docker, socket: PathBuf, name: String, target: LogTarget) {
-    let (out_reader, mut out_writer) = tokio::io::duplex(64 * 1024);
-    let (err_reader, mut err_writer) = tokio::io::duplex(64 * 1024);
-    tokio::spawn(capture(out_reader, target.clone(), "stdout"));
-    tokio::spawn(capture(err_reader, target, "stderr"));
-    let mut since = 0;
-    let mut pause = Duration::from_millis(500);
-    loop {
-        let opened = std::time::Instant::now();
-        let options = LogsOptionsBuilder::new()
-            .follow(true)
-            .stdout(true)
-            .stderr(true)
-            .since(since)
-            .build();
-        let mut stream = docker.logs(&name, Some(options));
-        while let Some(Ok(output)) = stream.next().await {
-            let written = match output {
-                bollard::container::LogOutput::StdErr { message } => {
-                    err_writer.write_all(&message).await
-                }
-                other => out_writer.write_all(&other.into_bytes()).await,
-            };
-            if written.is_err() {
-                return;
-            }
-        }
-        since = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i32);
-        // A stream that ends at once (the engine cannot follow this container's log) is not
-        // reopened twice a second for the container's whole life.
-        pause = if opened.elapsed() < Duration::from_secs(1) {
-            (pause * 2).min(Duration::from_secs(30))
-        } else {
-            Duration::from_millis(500)
-        };
-        // Reopen while the container runs; while the engine does not answer (its service is
-        // restarting), ask again for up to two minutes.
-        let unanswered_since = std::time::Instant::now();
-        loop {
-            tokio::time::sleep(pause).await;
-            match engine::run_state(&socket, &name).await {
-                Ok(engine::RunState::Running) => break,
-                Err(_) if unanswered_since.elapsed() < Duration::from_secs(120) => {}
-                _ => return,
-            }
-        }
-    }
-}
-
-/// Packs a directory into an in-memory tar archive (the engine's build context).
-fn tar_directory(dir: &Path) -> std::io::Result<Vec<u8>> {
-    let mut builder = tar::Builder::new(Vec::new());
-    // Links are archived as links, as Docker does: never what they point at outside the
-    // context.
-    builder.follow_symlinks(false);
-    builder.append_dir_all(".", dir)?;
-    builder.into_inner()
 }
 
 /// Removes a container, retrying while the engine is still cleaning up after its exit
