@@ -10,14 +10,15 @@
 //!
 //! Run: `cargo bench --bench cold_start` (ROUNDS=N to change the 30 rounds).
 
+mod support;
+
+use support::*;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 const TIDEGATE: &str = env!("CARGO_BIN_EXE_tidegate");
@@ -60,7 +61,7 @@ async fn main() {
     for round in 0..rounds {
         own.push(spawn_to_listen().await);
         let started = Instant::now();
-        let status = get(addr, &format!("cold{round}.p.bench"), "/").await;
+        let status = send(addr, &format!("cold{round}.p.bench"), "/").await.0;
         through.push(started.elapsed());
         assert_eq!(status, 200);
     }
@@ -96,7 +97,7 @@ async fn main() {
     }
     // 1 -> 50 concurrent clients.
     let host = "step.p.bench";
-    assert_eq!(get(addr, host, "/").await, 200);
+    assert_eq!(send(addr, host, "/").await.0, 200);
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let clients: Vec<_> = (0..50)
@@ -104,7 +105,7 @@ async fn main() {
             let stop = Arc::clone(&stop);
             tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
-                    get(addr, host, "/?delay_ms=50").await;
+                    send(addr, host, "/?delay_ms=50").await;
                 }
             })
         })
@@ -112,7 +113,7 @@ async fn main() {
     let admin = gateway.admin_addr();
     let (ready, desired) = loop {
         let apps: serde_json::Value =
-            serde_json::from_str(&get_body(admin, "admin", "/apps").await).unwrap();
+            serde_json::from_str(&send(admin, "admin", "/apps").await.1).unwrap();
         let app = apps["apps"]
             .as_array()
             .unwrap()
@@ -146,11 +147,7 @@ async fn main() {
 
 /// Spawns the demo app on a free port and times spawn -> first accepted connection.
 async fn spawn_to_listen() -> Duration {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let started = Instant::now();
     let mut child = tokio::process::Command::new(TIDEGATE)
@@ -169,28 +166,4 @@ async fn spawn_to_listen() -> Duration {
     let elapsed = started.elapsed();
     let _ = child.kill().await;
     elapsed
-}
-
-async fn send(addr: SocketAddr, host: &str, path: &str) -> (u16, String) {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    let request = http::Request::get(path)
-        .header("host", host)
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
-}
-
-async fn get(addr: SocketAddr, host: &str, path: &str) -> u16 {
-    send(addr, host, path).await.0
-}
-
-async fn get_body(addr: SocketAddr, host: &str, path: &str) -> String {
-    send(addr, host, path).await.1
 }

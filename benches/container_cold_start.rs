@@ -11,6 +11,10 @@
 //!
 //! Run: `cargo bench --bench container_cold_start` (ROUNDS=N to change the 20 rounds).
 
+mod support;
+
+use support::*;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -21,11 +25,7 @@ use bollard::query_parameters::{
     RemoveContainerOptionsBuilder,
 };
 use bollard::{ClientVersion, Docker};
-use bytes::Bytes;
 use futures_util::StreamExt;
-use http_body_util::Empty;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 const IMAGE: &str = "tidegate-bench/busybox-httpd:latest";
 
@@ -203,40 +203,10 @@ async fn engine_create_to_200(docker: &Docker, name: &str) -> Duration {
         .unwrap();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     loop {
-        if let Some(200) = try_get(addr).await {
+        if let Some((200, _)) = try_send(addr, "bench", "/").await {
             break;
         }
         tokio::time::sleep(Duration::from_micros(500)).await;
     }
     started.elapsed()
-}
-
-async fn try_get(addr: SocketAddr) -> Option<u16> {
-    let stream = TcpStream::connect(addr).await.ok()?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .ok()?;
-    tokio::spawn(connection);
-    let request = http::Request::get("/")
-        .header("host", "bench")
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    Some(sender.send_request(request).await.ok()?.status().as_u16())
-}
-
-async fn send(addr: SocketAddr, host: &str, path: &str) -> (u16, String) {
-    use http_body_util::BodyExt;
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    let request = http::Request::get(path)
-        .header("host", host)
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
 }

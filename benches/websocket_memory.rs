@@ -4,6 +4,10 @@
 //!
 //! Run: `cargo bench --bench websocket_memory` (SESSIONS=N to change the 10,000).
 
+mod support;
+
+use support::*;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -115,14 +119,6 @@ async fn wait_port(addr: SocketAddr) {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("{addr} never answered");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn rss_kib(pid: u32) -> u64 {

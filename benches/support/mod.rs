@@ -1,0 +1,43 @@
+//! Helpers the custom benches share (each bench is its own crate and includes this module).
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// `GET path` with `host` over a new HTTP/1.1 connection: the status and the body, or `None`
+/// if the connection or the exchange failed.
+pub async fn try_send(addr: SocketAddr, host: &str, path: &str) -> Option<(u16, String)> {
+    let stream = TcpStream::connect(addr).await.ok()?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .ok()?;
+    tokio::spawn(connection);
+    let request = http::Request::get(path)
+        .header("host", host)
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.ok()?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.ok()?.to_bytes();
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// `try_send` that must succeed.
+pub async fn send(addr: SocketAddr, host: &str, path: &str) -> (u16, String) {
+    try_send(addr, host, path)
+        .await
+        .unwrap_or_else(|| panic!("GET {path} on {addr} got no answer"))
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
