@@ -10,13 +10,22 @@ use support::*;
 
 const HOST: &str = "web.p.test.local";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_env_change_under_load_fails_no_request() {
+/// A gateway with the demo app `web` serving `GREETING = greeting` (checked).
+async fn serving(greeting: &str) -> (ConfigDir, tidegate::Handle, std::net::SocketAddr) {
     let config = ConfigDir::new("", "");
-    config.demo_app("web", &[("GREETING", "old")], "");
+    config.demo_app("web", &[("GREETING", greeting)], "");
     let handle = config.start().await;
     let addr = handle.http_addr().unwrap();
-    assert_eq!(get(addr, HOST, "/env/GREETING").await.body, "old\n");
+    assert_eq!(
+        get(addr, HOST, "/env/GREETING").await.body,
+        format!("{greeting}\n")
+    );
+    (config, handle, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_env_change_under_load_fails_no_request() {
+    let (config, handle, addr) = serving("old").await;
 
     let load = Load::start(4, addr, HOST, "/env/GREETING");
     eventually(
@@ -68,11 +77,7 @@ async fn an_env_change_under_load_fails_no_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_new_revision_leaves_traffic_on_the_old_one() {
-    let config = ConfigDir::new("", "");
-    config.demo_app("web", &[("GREETING", "old")], "");
-    let handle = config.start().await;
-    let addr = handle.http_addr().unwrap();
-    assert_eq!(get(addr, HOST, "/env/GREETING").await.body, "old\n");
+    let (config, handle, addr) = serving("old").await;
 
     config.write_app(
         "web",
@@ -139,11 +144,7 @@ async fn greetings(addr: std::net::SocketAddr, host: &'static str, count: usize)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_90_10_split_and_tags_reach_their_revisions() {
-    let config = ConfigDir::new("", "");
-    config.demo_app("web", &[("GREETING", "v1")], "");
-    let handle = config.start().await;
-    let addr = handle.http_addr().unwrap();
-    assert_eq!(get(addr, HOST, "/env/GREETING").await.body, "v1\n");
+    let (config, handle, addr) = serving("v1").await;
 
     config.demo_app("web", &[("GREETING", "v2")], "");
     wait_latest_ready(&handle, "web-00002").await;
@@ -219,11 +220,7 @@ async fn a_90_10_split_and_tags_reach_their_revisions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_traffic_block_is_refused_and_the_split_stays() {
-    let config = ConfigDir::new("", "");
-    config.demo_app("web", &[("GREETING", "v1")], "");
-    let handle = config.start().await;
-    let addr = handle.http_addr().unwrap();
-    assert_eq!(get(addr, HOST, "/env/GREETING").await.body, "v1\n");
+    let (config, handle, addr) = serving("v1").await;
 
     // Percentages that do not add up: refused by `tidegate check` and by live reload.
     demo_with_traffic(
@@ -325,11 +322,7 @@ async fn revision_numbers_and_history_survive_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traffic_can_return_to_a_revision_that_is_still_draining() {
-    let config = ConfigDir::new("", "");
-    config.demo_app("web", &[("GREETING", "v1")], "");
-    let handle = config.start().await;
-    let addr = handle.http_addr().unwrap();
-    assert_eq!(get(addr, HOST, "/env/GREETING").await.body, "v1\n");
+    let (config, handle, addr) = serving("v1").await;
     // A long request keeps the first revision draining after the second takes over.
     let long = tokio::spawn(async move { get(addr, HOST, "/env/GREETING?delay_ms=3000").await });
     wait_in_flight(&handle, "web", 1.0).await;
