@@ -259,8 +259,8 @@ impl InFlight {
 
     /// Counts the request on `revision` too: it is traffic for that revision's autoscaler.
     /// Only requests that will be served get here (refused ones must not wake an app).
-    pub fn route_to(&mut self, revision: &Arc<RevisionState>) {
-        self.1 = Some(revision.begin());
+    pub fn route_to(&mut self, revision: &Arc<RevisionState>) -> &Arc<RevisionState> {
+        self.1.insert(revision.begin()).revision()
     }
 
     /// The revision the request was routed to.

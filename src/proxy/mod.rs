@@ -180,7 +180,8 @@ impl Proxy {
                 reason: "max_scale is 0".into(),
             });
         }
-        let Some(revision) = app.traffic().pick(route.tag.as_deref()).cloned() else {
+        let traffic = app.traffic();
+        let Some(picked) = traffic.pick(route.tag.as_deref()) else {
             return Err(GatewayError::NoInstance {
                 app: app.name.clone(),
                 reason: match &route.tag {
@@ -189,9 +190,13 @@ impl Proxy {
                 },
             });
         };
-        if let Some(in_flight) = record.app.as_mut() {
-            in_flight.route_to(&revision);
-        }
+        // The request counts on its revision from here; the split is not held across the wait.
+        let revision = record
+            .app
+            .as_mut()
+            .expect("set when the route was found")
+            .route_to(picked);
+        drop(traffic);
         let lease = revision
             .activator
             .acquire(scale.queue_depth, scale.cold_start_timeout)
