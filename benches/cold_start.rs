@@ -32,13 +32,7 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if full { 30 } else { 2 });
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("apps")).unwrap();
-    std::fs::write(
-        dir.path().join("tidegate.toml"),
-        "[gateway]\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\ndomain = \"bench\"\n",
-    )
-    .unwrap();
+    let dir = config_dir();
     for round in 0..rounds {
         std::fs::write(
             dir.path().join(format!("apps/cold{round}.toml")),

@@ -60,13 +60,7 @@ async fn main() {
         own.push(engine_create_to_200(&docker, name).await);
     }
 
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("apps")).unwrap();
-    std::fs::write(
-        dir.path().join("tidegate.toml"),
-        "[gateway]\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\ndomain = \"bench\"\n",
-    )
-    .unwrap();
+    let dir = config_dir();
     for round in 0..rounds {
         std::fs::write(
             dir.path().join(format!("apps/box{round}.toml")),

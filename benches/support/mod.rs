@@ -41,3 +41,16 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// A config directory: a gateway file on port 0 for `http` and `admin` with domain `bench`,
+/// and an empty apps directory.
+pub fn config_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("apps")).unwrap();
+    std::fs::write(
+        dir.path().join("tidegate.toml"),
+        "[gateway]\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\ndomain = \"bench\"\n",
+    )
+    .unwrap();
+    dir
+}
