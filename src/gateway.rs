@@ -278,6 +278,19 @@ impl Handler for Proxy {
     ) -> http::Response<ProxyBody> {
         self.handle(conn, request).await
     }
+
+    fn serve_http1<'a, IO>(
+        &'a self,
+        io: IO,
+        conn: ConnInfo,
+        limits: &'a crate::config::ListenerLimits,
+        stop: &'a mut watch::Receiver<bool>,
+    ) -> impl std::future::Future<Output = crate::proxy::h1::Exit<IO>> + Send + 'a
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'a,
+    {
+        crate::proxy::h1::serve(self, io, conn, limits, stop)
+    }
 }
 
 /// What a reload cannot change: listener addresses and the TLS settings they were built with.

@@ -17,8 +17,10 @@ pub struct Instance {
     pub id: String,
     pub addr: SocketAddr,
     in_flight: AtomicU32,
-    /// Keep-alive connections to this instance waiting for their next request.
+    /// Keep-alive connections to this instance waiting for their next request: hyper's (for
+    /// HTTP/2 clients and requests the HTTP/1.1 engine hands to hyper) and the engine's own.
     pub idle: IdleConnections,
+    pub h1_idle: crate::proxy::h1::pool::IdleConnections,
 }
 
 impl std::fmt::Debug for Instance {
@@ -38,6 +40,7 @@ impl Instance {
             addr,
             in_flight: AtomicU32::new(0),
             idle: IdleConnections::default(),
+            h1_idle: Default::default(),
         })
     }
 

@@ -14,7 +14,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -22,12 +22,15 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use prometheus::IntGauge;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::config::ListenerLimits;
 use crate::metrics::Metrics;
+use crate::proxy::h1::prefixed::Prefixed;
+use crate::proxy::h1::Exit;
 use crate::proxy::{ConnInfo, ListenerKind};
 use crate::tls::accept::accept;
 use crate::tls::Tls;
@@ -43,6 +46,21 @@ pub trait Handler: Send + Sync + 'static {
         conn: ConnInfo,
         request: Request<Incoming>,
     ) -> impl Future<Output = Response<Self::Body>> + Send + 'static;
+
+    /// Serves an HTTP/1.1 connection without hyper, and gives it back, with the bytes read
+    /// from it, at a request it leaves to hyper. By default every connection goes to hyper.
+    fn serve_http1<'a, IO>(
+        &'a self,
+        io: IO,
+        _conn: ConnInfo,
+        _limits: &'a ListenerLimits,
+        _stop: &'a mut watch::Receiver<bool>,
+    ) -> impl Future<Output = Exit<IO>> + Send + 'a
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'a,
+    {
+        std::future::ready(Exit::Handoff(io, BytesMut::new()))
+    }
 }
 
 /// Settings of one accept loop.
@@ -98,6 +116,7 @@ pub async fn run<H: Handler>(
             peer,
             listener: config.kind,
         };
+        let engine = Arc::clone(&handler);
         let handler = Arc::clone(&handler);
         let service = service_fn(move |request| {
             let response = Arc::clone(&handler).call(conn, request);
@@ -106,6 +125,7 @@ pub async fn run<H: Handler>(
         total.inc();
         let guard = ConnectionGuard::new(permit, open.clone());
         let builder = builder.clone();
+        let config_limits = config.limits.clone();
         let tls = config.tls.clone();
         let watcher = graceful.watcher();
         let mut stop = shutdown.clone();
@@ -122,11 +142,11 @@ pub async fn run<H: Handler>(
                 drop(guard);
                 return;
             }
+            let limits = &config_limits;
             let result = match tls {
                 None => {
-                    let connection =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    watcher.watch(connection).await
+                    let exit = engine.serve_http1(stream, conn, limits, &mut stop).await;
+                    hand_to_hyper(exit, &builder, service, watcher).await
                 }
                 Some(tls) => {
                     let store = tls.store();
@@ -146,9 +166,12 @@ pub async fn run<H: Handler>(
                             return;
                         }
                     };
-                    let connection =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    watcher.watch(connection).await
+                    let exit = if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        Exit::Handoff(stream, BytesMut::new())
+                    } else {
+                        engine.serve_http1(stream, conn, limits, &mut stop).await
+                    };
+                    hand_to_hyper(exit, &builder, service, watcher).await
                 }
             };
             if let Err(error) = result {
@@ -168,10 +191,13 @@ pub async fn run<H: Handler>(
             "draining connections"
         );
     }
-    if tokio::time::timeout(config.grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    // hyper's connections finish through `graceful`, the HTTP/1.1 engine's by `shutdown`;
+    // either way their tasks end.
+    let drained = async {
+        graceful.shutdown().await;
+        while connections.join_next().await.is_some() {}
+    };
+    if tokio::time::timeout(config.grace, drained).await.is_err() {
         tracing::warn!(
             listener = config.name,
             connections = connections.len(),
@@ -181,6 +207,31 @@ pub async fn run<H: Handler>(
     }
     connections.abort_all();
     while connections.join_next().await.is_some() {}
+}
+
+/// Serves what the HTTP/1.1 engine handed over (or a connection it never saw) with hyper:
+/// HTTP/1.1 with upgrades, or HTTP/2.
+async fn hand_to_hyper<IO, S, B>(
+    exit: Exit<IO>,
+    builder: &auto::Builder<TokioExecutor>,
+    service: S,
+    watcher: hyper_util::server::graceful::Watcher,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let Exit::Handoff(io, read) = exit else {
+        return Ok(());
+    };
+    let connection =
+        builder.serve_connection_with_upgrades(TokioIo::new(Prefixed::new(read, io)), service);
+    watcher.watch(connection.into_owned()).await
 }
 
 /// Resolves once `shutdown` is true (or its sender is gone). Drops the borrow guard inside, so

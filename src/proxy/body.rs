@@ -40,6 +40,31 @@ pub struct RequestRecord {
     pub metrics: Arc<Metrics>,
 }
 
+impl RequestRecord {
+    /// The record of a request that has just arrived.
+    pub fn start(
+        method: &Method,
+        uri: &Uri,
+        version: Version,
+        peer: SocketAddr,
+        metrics: &Arc<Metrics>,
+    ) -> Self {
+        RequestRecord {
+            started: Instant::now(),
+            method: method.clone(),
+            uri: uri.clone(),
+            version,
+            peer,
+            status: 0,
+            bytes: 0,
+            app: None,
+            lease: None,
+            upstream: None,
+            metrics: Arc::clone(metrics),
+        }
+    }
+}
+
 impl Drop for RequestRecord {
     fn drop(&mut self) {
         if self.status == 0 {

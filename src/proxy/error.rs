@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 
 use super::body::ProxyBody;
 use crate::activator::AcquireError;
@@ -109,11 +109,16 @@ impl GatewayError {
 
     /// The response: status, plain-text body naming the cause, `Retry-After` where waiting helps.
     pub fn to_response(&self) -> Response<ProxyBody> {
-        let status = self.status();
-        let mut response =
-            Response::new(ProxyBody::full(Bytes::from(format!("tidegate: {self}\n"))));
+        let (status, headers, body) = self.to_parts();
+        let mut response = Response::new(ProxyBody::full(body));
         *response.status_mut() = status;
-        let headers = response.headers_mut();
+        *response.headers_mut() = headers;
+        response
+    }
+
+    /// The response's status, headers and body, for an engine that writes them itself.
+    pub fn to_parts(&self) -> (StatusCode, HeaderMap, Bytes) {
+        let mut headers = HeaderMap::new();
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -137,7 +142,11 @@ impl GatewayError {
                 HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
             );
         }
-        response
+        (
+            self.status(),
+            headers,
+            Bytes::from(format!("tidegate: {self}\n")),
+        )
     }
 }
 

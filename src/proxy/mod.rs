@@ -9,7 +9,9 @@
 
 pub mod body;
 pub mod error;
+pub mod h1;
 pub mod headers;
+mod idle;
 pub mod upstream;
 pub mod websocket;
 
@@ -21,12 +23,13 @@ use arc_swap::ArcSwap;
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
-use tokio::time::Instant;
 
+use crate::activator::Lease;
+use crate::apps::InFlight;
 use crate::config::{UpstreamSettings, Visibility};
 use crate::identity::{Identities, TOKEN_HEADER};
 use crate::metrics::Metrics;
-use crate::routes::{normalize_host, RouteTable};
+use crate::routes::{normalize_host, Route, RouteTable};
 pub use body::{ProxyBody, RequestRecord};
 pub use error::GatewayError;
 use headers::{canonical_ip, prepare_request_headers, prepare_response_headers, ClientFacts};
@@ -87,27 +90,18 @@ impl Proxy {
 
     /// Answers one request: the instance's response, or the gateway's own error response.
     pub async fn handle(&self, conn: ConnInfo, request: Request<Incoming>) -> Response<ProxyBody> {
-        let mut record = RequestRecord {
-            started: Instant::now(),
-            method: request.method().clone(),
-            uri: request.uri().clone(),
-            version: request.version(),
-            peer: conn.peer,
-            status: 0,
-            bytes: 0,
-            app: None,
-            lease: None,
-            upstream: None,
-            metrics: Arc::clone(&self.metrics),
-        };
+        let mut record = RequestRecord::start(
+            request.method(),
+            request.uri(),
+            request.version(),
+            conn.peer,
+            &self.metrics,
+        );
         let table = self.routes.load_full();
         let response = match self.forward(&table, conn, request, &mut record).await {
             Ok(response) => response,
             Err(error) => {
-                if let (Some(kind), Some(in_flight)) = (error.upstream_kind(), &record.app) {
-                    in_flight.app().metrics.upstream_error(kind);
-                    tracing::warn!(app = %in_flight.app().name, %error, "upstream failure");
-                }
+                self.report(&error, &record);
                 error.to_response()
             }
         };
@@ -115,18 +109,25 @@ impl Proxy {
         response.map(|body| body.with_record(record))
     }
 
-    async fn forward(
-        &self,
-        table: &RouteTable,
-        conn: ConnInfo,
-        mut request: Request<Incoming>,
-        record: &mut RequestRecord,
-    ) -> Result<Response<ProxyBody>, GatewayError> {
-        let h2_websocket = websocket::is_h2_websocket(&request);
-        if request.method() == Method::CONNECT && !h2_websocket {
-            return Err(GatewayError::Connect);
+    /// Counts and logs a failure on the instance's side.
+    fn report(&self, error: &GatewayError, record: &RequestRecord) {
+        if let (Some(kind), Some(in_flight)) = (error.upstream_kind(), &record.app) {
+            in_flight.app().metrics.upstream_error(kind);
+            tracing::warn!(app = %in_flight.app().name, %error, "upstream failure");
         }
-        let target = RequestHost::of(&request)?;
+    }
+
+    /// Routing and admission, the same for both HTTP engines: finds the app by host, applies
+    /// the HTTPS redirect, visibility and `max_scale = 0`, picks the revision from the
+    /// traffic split (or the tag), and counts the request on it in `record`.
+    fn admit<'t>(
+        &self,
+        table: &'t RouteTable,
+        conn: ConnInfo,
+        request: &http::request::Parts,
+        record: &mut RequestRecord,
+    ) -> Result<Admission<'t>, GatewayError> {
+        let target = RequestHost::of(request)?;
         let Some(route) = table.lookup(&target.name) else {
             return Err(if target.absolute_form {
                 GatewayError::ForeignHost(target.name.into_owned())
@@ -135,7 +136,7 @@ impl Proxy {
             });
         };
         let app = &route.app;
-        record.app = Some(app.begin_request());
+        let in_flight = record.app.insert(app.begin_request());
 
         // Only when an HTTPS listener is bound (one added by a reload waits for a restart).
         if let (true, ListenerKind::Http, Some(port)) = (
@@ -146,7 +147,7 @@ impl Proxy {
             return Err(GatewayError::HttpsRedirect(https_location(
                 &target.name,
                 port,
-                request.uri(),
+                &request.uri,
             )));
         }
 
@@ -159,7 +160,7 @@ impl Proxy {
                 .iter()
                 .any(|net| net.contains(&peer_ip)),
             Visibility::Project => request
-                .headers()
+                .headers
                 .get(&TOKEN_HEADER)
                 .and_then(|token| token.to_str().ok())
                 .and_then(|token| self.identities.project_of(token))
@@ -173,8 +174,7 @@ impl Proxy {
             });
         }
 
-        let scale = &route.spec.scale;
-        if scale.max_scale == 0 {
+        if route.spec.scale.max_scale == 0 {
             return Err(GatewayError::NoInstance {
                 app: app.name.clone(),
                 reason: "max_scale is 0".into(),
@@ -191,29 +191,50 @@ impl Proxy {
             });
         };
         // The request counts on its revision from here; the split is not held across the wait.
-        let revision = record
-            .app
-            .as_mut()
-            .expect("set when the route was found")
-            .route_to(picked);
+        in_flight.route_to(picked);
         drop(traffic);
-        let lease = revision
-            .activator
-            .acquire(scale.queue_depth, scale.cold_start_timeout)
-            .await
-            .map_err(|error| GatewayError::from_acquire(&app.name, error))?;
-        let addr = lease.instance().addr;
-        record.upstream = Some(addr);
 
         let trusted = table
             .settings
             .trusted_proxies
             .iter()
             .any(|net| net.contains(&peer_ip));
-        let host = target.original;
-        let client_upgrade = (h2_websocket || websocket::is_websocket_upgrade(&request))
-            .then(|| hyper::upgrade::on(&mut request));
-        let (mut parts, body) = request.into_parts();
+        Ok(Admission {
+            route,
+            host: target.original,
+            trusted,
+        })
+    }
+
+    /// Waits for an instance of the revision `admit` routed the request to (through a cold
+    /// start if need be) and notes its address in `record`.
+    async fn lease(
+        &self,
+        admission: &Admission<'_>,
+        record: &mut RequestRecord,
+    ) -> Result<Lease, GatewayError> {
+        let scale = &admission.route.spec.scale;
+        let revision = record
+            .app
+            .as_ref()
+            .and_then(InFlight::revision)
+            .expect("admit routed the request to a revision");
+        let lease = revision
+            .activator
+            .acquire(scale.queue_depth, scale.cold_start_timeout)
+            .await
+            .map_err(|error| GatewayError::from_acquire(&admission.route.app.name, error))?;
+        record.upstream = Some(lease.instance().addr);
+        Ok(lease)
+    }
+
+    /// Rewrites an admitted request for the hop to the instance: headers (hop-by-hop out,
+    /// forwarding headers and `Via` in, the instance token gone) and an origin-form target.
+    fn prepare_upstream(
+        parts: &mut http::request::Parts,
+        conn: ConnInfo,
+        admission: &Admission<'_>,
+    ) {
         // An instance's token is for the gateway only, never for the app it calls.
         parts.headers.remove(&TOKEN_HEADER);
         prepare_request_headers(
@@ -221,29 +242,59 @@ impl Proxy {
             &ClientFacts {
                 peer: conn.peer,
                 scheme: conn.listener.scheme(),
-                host: &host,
+                host: &admission.host,
                 version: parts.version,
-                trusted,
+                trusted: admission.trusted,
             },
         );
         // Origin form ("/path?query"): the instance learns the host from the Host header.
-        let mut uri = http::uri::Parts::default();
-        uri.path_and_query = Some(
-            parts
-                .uri
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| PathAndQuery::from_static("/")),
-        );
-        parts.uri = Uri::from_parts(uri).expect("a path is a valid URI");
+        if parts.uri.authority().is_some() || parts.uri.path_and_query().is_none() {
+            let mut uri = http::uri::Parts::default();
+            uri.path_and_query = Some(
+                parts
+                    .uri
+                    .path_and_query()
+                    .cloned()
+                    .unwrap_or_else(|| PathAndQuery::from_static("/")),
+            );
+            parts.uri = Uri::from_parts(uri).expect("a path is a valid URI");
+        }
         parts.version = Version::HTTP_11;
-        if client_upgrade.is_some() {
+    }
+
+    /// `Strict-Transport-Security` for a response over HTTPS, when the app sets `hsts_max_age`.
+    fn add_hsts(headers: &mut http::HeaderMap, route: &Route, conn: ConnInfo) {
+        if let (Some(max_age), ListenerKind::Https) = (route.spec.hsts_max_age, conn.listener) {
+            if let Ok(value) = HeaderValue::try_from(format!("max-age={}", max_age.as_secs())) {
+                headers.insert(http::header::STRICT_TRANSPORT_SECURITY, value);
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        table: &RouteTable,
+        conn: ConnInfo,
+        mut request: Request<Incoming>,
+        record: &mut RequestRecord,
+    ) -> Result<Response<ProxyBody>, GatewayError> {
+        let h2_websocket = websocket::is_h2_websocket(&request);
+        if request.method() == Method::CONNECT && !h2_websocket {
+            return Err(GatewayError::Connect);
+        }
+        let client_upgrade = (h2_websocket || websocket::is_websocket_upgrade(&request))
+            .then(|| hyper::upgrade::on(&mut request));
+        let (mut parts, body) = request.into_parts();
+        let admission = self.admit(table, conn, &parts, record)?;
+        let lease = self.lease(&admission, record).await?;
+        Self::prepare_upstream(&mut parts, conn, &admission);
+        let route = admission.route;
+        let app = &route.app;
+        if let Some(client_upgrade) = client_upgrade {
             websocket::restore_upgrade_headers(&mut parts.headers);
             if h2_websocket {
                 websocket::h2_to_h1_handshake(&mut parts);
             }
-        }
-        if let Some(client_upgrade) = client_upgrade {
             // An upgrade request has no body of its own; over HTTP/2 the request stream *is*
             // the tunnel, so it must not be sent upstream as a body.
             drop(body);
@@ -263,6 +314,7 @@ impl Proxy {
         let upstream_request = Request::from_parts(parts, body);
         let timeout = route.spec.scale.request_timeout;
         let instance = Arc::clone(lease.instance());
+        let addr = instance.addr;
         let result =
             tokio::time::timeout(timeout, self.upstream.send(&instance, upstream_request)).await;
         let app_name = || app.name.clone();
@@ -275,17 +327,7 @@ impl Proxy {
                     driver.finish();
                 }
                 prepare_response_headers(&mut parts.headers, parts.version);
-                if let (Some(max_age), ListenerKind::Https) =
-                    (route.spec.hsts_max_age, conn.listener)
-                {
-                    if let Ok(value) =
-                        HeaderValue::try_from(format!("max-age={}", max_age.as_secs()))
-                    {
-                        parts
-                            .headers
-                            .insert(http::header::STRICT_TRANSPORT_SECURITY, value);
-                    }
-                }
+                Self::add_hsts(&mut parts.headers, route, conn);
                 record.lease = Some(lease);
                 Ok(Response::from_parts(
                     parts,
@@ -311,15 +353,24 @@ impl Proxy {
     }
 }
 
+/// A request admitted to an app by [`Proxy::admit`], counted on the revision it goes to.
+struct Admission<'t> {
+    route: &'t Route,
+    /// The host as the client sent it, for `Host` and `X-Forwarded-Host`.
+    host: HeaderValue,
+    /// The client is a trusted proxy whose forwarding headers are kept and extended.
+    trusted: bool,
+}
+
 impl Proxy {
     /// The WebSocket leg of `forward`: on a 101 from the instance the session takes over the
     /// lease and an in-flight count of its own; any other answer is passed on as it is.
     async fn forward_upgrade(
         &self,
-        route: &crate::routes::Route,
+        route: &Route,
         table: &RouteTable,
         request: Request<http_body_util::Empty<bytes::Bytes>>,
-        lease: crate::activator::Lease,
+        lease: Lease,
         (client_upgrade, h2): (hyper::upgrade::OnUpgrade, bool),
         record: &mut RequestRecord,
     ) -> Result<Response<ProxyBody>, GatewayError> {
@@ -414,12 +465,11 @@ struct RequestHost<'a> {
 }
 
 impl<'a> RequestHost<'a> {
-    fn of<B>(request: &'a Request<B>) -> Result<Self, GatewayError> {
+    fn of(request: &'a http::request::Parts) -> Result<Self, GatewayError> {
         // HTTP/2 carries the host in `:authority` (the URI); HTTP/1 in Host, unless the request
         // is in absolute form, where the URI's authority wins (RFC 9112 3.2.2).
-        let absolute_form =
-            request.version() < Version::HTTP_2 && request.uri().authority().is_some();
-        let (raw, original) = match request.uri().authority() {
+        let absolute_form = request.version < Version::HTTP_2 && request.uri.authority().is_some();
+        let (raw, original) = match request.uri.authority() {
             Some(authority) => (
                 authority.as_str(),
                 HeaderValue::from_str(authority.as_str())
@@ -427,7 +477,7 @@ impl<'a> RequestHost<'a> {
             ),
             None => {
                 let value = request
-                    .headers()
+                    .headers
                     .get(http::header::HOST)
                     .ok_or(GatewayError::BadRequest("missing Host header"))?;
                 (

@@ -9,10 +9,9 @@
 //! a connection taken from the list that turns out closed is dropped and the request, which
 //! hyper hands back unsent, goes out on a fresh one.
 
-use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -21,15 +20,11 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 
 use crate::config::UpstreamSettings;
 use crate::instance::Instance;
 
 type Connection = http1::Connection<TokioIo<TcpStream>, Incoming>;
-
-/// Idle connections kept per instance at most; more are closed when they come back.
-const MAX_IDLE_PER_INSTANCE: usize = 512;
 
 /// One open connection to an instance.
 pub struct Pooled {
@@ -37,54 +32,11 @@ pub struct Pooled {
     /// `None` once the connection has ended; dropping it makes hyper hand back a request it
     /// had queued but not written.
     connection: Option<Connection>,
-    idle_since: Instant,
 }
 
-/// An instance's idle connections.
-#[derive(Default)]
-pub struct IdleConnections {
-    // Boxed: a connection is large, and it moves from the list to the request, its body and
-    // back; moving a pointer is cheaper than copying it each time.
-    // Most recently used at the back (taken first); the oldest at the front expire first.
-    idle: Mutex<VecDeque<Box<Pooled>>>,
-}
-
-impl IdleConnections {
-    fn take(&self, max_idle: Duration) -> Option<Box<Pooled>> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        while let Some(pooled) = idle.pop_back() {
-            if now.duration_since(pooled.idle_since) < max_idle && !pooled.sender.is_closed() {
-                return Some(pooled);
-            }
-        }
-        None
-    }
-
-    fn put(&self, mut pooled: Box<Pooled>, max_idle: Duration) {
-        let now = Instant::now();
-        pooled.idle_since = now;
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        while idle
-            .front()
-            .is_some_and(|oldest| now.duration_since(oldest.idle_since) >= max_idle)
-        {
-            idle.pop_front();
-        }
-        if idle.len() < MAX_IDLE_PER_INSTANCE {
-            idle.push_back(pooled);
-        }
-    }
-
-    /// Idle connections now, for tests and listings.
-    pub fn len(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
+/// An instance's idle hyper connections. Boxed: a connection is large, and it moves from the
+/// list to the request, its body and back; moving a pointer is cheaper than copying it.
+pub type IdleConnections = super::idle::IdleList<Pooled>;
 
 /// Why a request could not be sent or answered.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +61,11 @@ impl Upstream {
         }
     }
 
+    /// How long a pooled connection may sit idle before it is closed.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
     /// Sends `request` to `instance` and waits for the response head. The returned [`Driver`]
     /// must be polled alongside the response body (see [`Driver::poll_connection`]).
     pub async fn send(
@@ -117,7 +74,10 @@ impl Upstream {
         mut request: Request<Incoming>,
     ) -> Result<(Response<Incoming>, Driver), UpstreamError> {
         loop {
-            let (mut pooled, reused) = match instance.idle.take(self.idle_timeout) {
+            let (mut pooled, reused) = match instance
+                .idle
+                .take(self.idle_timeout, |pooled| !pooled.sender.is_closed())
+            {
                 Some(pooled) => (pooled, true),
                 None => (self.connect(instance).await?, false),
             };
@@ -189,7 +149,11 @@ impl Upstream {
             .map_err(|error| UpstreamError::Reset(super::error::root_cause(&error)))
     }
 
-    async fn connect_stream(&self, instance: &Instance) -> Result<TcpStream, UpstreamError> {
+    /// Opens a TCP connection to `instance` within `connect_timeout`, with TCP_NODELAY.
+    pub(crate) async fn connect_stream(
+        &self,
+        instance: &Instance,
+    ) -> Result<TcpStream, UpstreamError> {
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(instance.addr))
             .await
             .map_err(|_| {
@@ -209,7 +173,6 @@ impl Upstream {
         Ok(Box::new(Pooled {
             sender,
             connection: Some(connection),
-            idle_since: Instant::now(),
         }))
     }
 }

@@ -1,0 +1,243 @@
+//! Message bodies of the HTTP/1.1 engine, copied from one connection to the other as they
+//! arrive, in constant memory whatever their size.
+//!
+//! A chunked body is passed through as it is (chunk sizes, extensions and trailers included)
+//! after a decoder has checked its framing, so the end of the body is found exactly and a
+//! malformed body cannot smuggle a second request past the gateway.
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::head::Framing;
+
+/// Bytes read from the source in one go; also when pending output is written before a read.
+const CHUNK: usize = 64 * 1024;
+
+/// Why a body could not be copied.
+#[derive(Debug)]
+pub enum CopyError {
+    /// Reading the source failed, or it closed before the body ended.
+    Source(std::io::Error),
+    /// Writing the destination failed.
+    Destination(std::io::Error),
+    /// The chunked framing is broken.
+    Malformed(&'static str),
+}
+
+/// Copies one body from `src` (whose bytes read so far are in `buffered`) to `dst`, after
+/// `out`, bytes not written yet (a head): a small message goes out in one write. Bytes past
+/// the body's end stay in `buffered`. Returns the body's payload size (without chunk framing).
+pub async fn copy<R, W>(
+    framing: Framing,
+    src: &mut R,
+    buffered: &mut BytesMut,
+    dst: &mut W,
+    out: &mut Vec<u8>,
+) -> Result<u64, CopyError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut remaining = match framing {
+        Framing::Length(length) => length,
+        _ => 0,
+    };
+    let mut chunked = ChunkedDecoder::default();
+    let mut payload = 0u64;
+    loop {
+        let take = match framing {
+            Framing::Empty => 0,
+            Framing::Length(_) => {
+                usize::try_from(remaining).map_or(buffered.len(), |r| r.min(buffered.len()))
+            }
+            Framing::Chunked => chunked.advance(buffered).map_err(CopyError::Malformed)?,
+            Framing::UntilClose => buffered.len(),
+        };
+        if take > 0 {
+            if out.is_empty() && take >= CHUNK / 4 {
+                dst.write_all(&buffered[..take])
+                    .await
+                    .map_err(CopyError::Destination)?;
+            } else {
+                out.extend_from_slice(&buffered[..take]);
+            }
+            buffered.advance(take);
+        }
+        match framing {
+            Framing::Length(_) => {
+                remaining -= take as u64;
+                payload += take as u64;
+            }
+            Framing::Chunked => payload = chunked.payload,
+            Framing::UntilClose => payload += take as u64,
+            Framing::Empty => {}
+        }
+        let done = match framing {
+            Framing::Empty => true,
+            Framing::Length(_) => remaining == 0,
+            Framing::Chunked => chunked.is_done(),
+            Framing::UntilClose => false,
+        };
+        // Done, or about to wait for more: either way the peer can start on what it has.
+        flush(dst, out).await?;
+        if done {
+            return Ok(payload);
+        }
+        if buffered.capacity() - buffered.len() < CHUNK / 4 {
+            buffered.reserve(CHUNK);
+        }
+        let read = src.read_buf(buffered).await.map_err(CopyError::Source)?;
+        if read == 0 {
+            if framing == Framing::UntilClose {
+                return Ok(payload);
+            }
+            return Err(CopyError::Source(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+    }
+}
+
+async fn flush<W: AsyncWrite + Unpin>(dst: &mut W, out: &mut Vec<u8>) -> Result<(), CopyError> {
+    if !out.is_empty() {
+        dst.write_all(out).await.map_err(CopyError::Destination)?;
+        out.clear();
+    }
+    Ok(())
+}
+
+/// Finds the end of a chunked body (RFC 9112 7.1) and counts its payload, byte by byte in the
+/// framing and in bulk in the data.
+#[derive(Debug, Default)]
+pub struct ChunkedDecoder {
+    state: State,
+    size: u64,
+    digits: u8,
+    /// Data bytes seen so far.
+    pub payload: u64,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum State {
+    #[default]
+    Size,
+    Extension,
+    SizeLf,
+    Data,
+    DataCr,
+    DataLf,
+    TrailerStart,
+    TrailerLine,
+    TrailerLf,
+    EndLf,
+    Done,
+}
+
+impl ChunkedDecoder {
+    /// Whether the last chunk and the trailer section have been seen.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Takes as much of `input` as belongs to the body; returns how many bytes that is.
+    pub fn advance(&mut self, input: &[u8]) -> Result<usize, &'static str> {
+        let mut at = 0;
+        while at < input.len() && self.state != State::Done {
+            if self.state == State::Data {
+                let take = usize::try_from(self.size)
+                    .map_or(input.len() - at, |size| size.min(input.len() - at));
+                at += take;
+                self.size -= take as u64;
+                self.payload += take as u64;
+                if self.size == 0 {
+                    self.state = State::DataCr;
+                }
+                continue;
+            }
+            let byte = input[at];
+            at += 1;
+            self.state = match (self.state, byte) {
+                (State::Size, b) if b.is_ascii_hexdigit() => {
+                    if self.digits == 16 {
+                        return Err("chunk size too large");
+                    }
+                    self.digits += 1;
+                    self.size = self.size * 16 + u64::from(hex_value(b));
+                    State::Size
+                }
+                (State::Size, b';' | b' ' | b'\t') if self.digits > 0 => State::Extension,
+                (State::Size, b'\r') if self.digits > 0 => State::SizeLf,
+                (State::Size, _) => return Err("invalid chunk size"),
+                (State::Extension, b'\r') => State::SizeLf,
+                (State::Extension, b'\n') => return Err("bare LF in chunk extension"),
+                (State::Extension, _) => State::Extension,
+                (State::SizeLf, b'\n') if self.size == 0 => State::TrailerStart,
+                (State::SizeLf, b'\n') => State::Data,
+                (State::DataCr, b'\r') => State::DataLf,
+                (State::DataLf, b'\n') => {
+                    self.digits = 0;
+                    State::Size
+                }
+                (State::TrailerStart, b'\r') => State::EndLf,
+                (State::TrailerStart | State::TrailerLine, b'\n') => {
+                    return Err("bare LF in trailer")
+                }
+                (State::TrailerLine, b'\r') => State::TrailerLf,
+                (State::TrailerStart | State::TrailerLine, _) => State::TrailerLine,
+                (State::TrailerLf, b'\n') => State::TrailerStart,
+                (State::EndLf, b'\n') => State::Done,
+                _ => return Err("invalid chunked framing"),
+            };
+        }
+        Ok(at)
+    }
+}
+
+fn hex_value(byte: u8) -> u8 {
+    match byte {
+        b'0'..=b'9' => byte - b'0',
+        b'a'..=b'f' => byte - b'a' + 10,
+        _ => byte - b'A' + 10,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(input: &[u8]) -> Result<(usize, bool, u64), &'static str> {
+        let mut decoder = ChunkedDecoder::default();
+        let used = decoder.advance(input)?;
+        Ok((used, decoder.is_done(), decoder.payload))
+    }
+
+    #[test]
+    fn a_chunked_body_ends_exactly_after_its_trailers() {
+        let body = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nx-sum: 1\r\n\r\nGET / HTTP/1.1\r\n";
+        let end = body.len() - b"GET / HTTP/1.1\r\n".len();
+        assert_eq!(decode(body), Ok((end, true, 11)));
+        assert_eq!(decode(b"0\r\n\r\n"), Ok((5, true, 0)));
+    }
+
+    #[test]
+    fn a_body_split_anywhere_decodes_the_same() {
+        let body = b"a\r\n0123456789\r\n0\r\n\r\n";
+        for split in 0..body.len() {
+            let mut decoder = ChunkedDecoder::default();
+            let first = decoder.advance(&body[..split]).unwrap();
+            assert_eq!(first, split);
+            let second = decoder.advance(&body[split..]).unwrap();
+            assert_eq!(first + second, body.len());
+            assert!(decoder.is_done());
+            assert_eq!(decoder.payload, 10);
+        }
+    }
+
+    #[test]
+    fn broken_framing_is_refused() {
+        assert!(decode(b"x\r\n").is_err());
+        assert!(decode(b"\r\n").is_err());
+        assert!(decode(b"5\r\nhelloXX").is_err());
+        assert!(decode(b"5\nhello").is_err());
+        assert!(decode(b"11111111111111111\r\n").is_err());
+        assert!(decode(b"0\r\nbad\n").is_err());
+    }
+}

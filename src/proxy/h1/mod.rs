@@ -1,0 +1,522 @@
+//! The HTTP/1.1 engine: serves HTTP/1.1 client connections and proxies their requests over
+//! keep-alive HTTP/1.1 connections to instances, without hyper.
+//!
+//! Why it exists: proxying through hyper's server and client cost about 7.5 µs of user CPU
+//! per request where nginx spends 3 µs, and kept tidegate at 0.72x nginx's requests/s on the
+//! same core (BENCHMARKS.md). hyper's generality (a dispatcher per side, channels between a
+//! connection and its bodies, a header map per message, a timer per request head) is most of
+//! that. This engine is one loop per client connection that reads a head, routes it with the
+//! same code as the hyper path (`Proxy::admit`, `lease`, `prepare_upstream`), writes the
+//! request to a pooled instance connection, and copies the response back: one read and one
+//! write per side for a small exchange, and the same syscalls as nginx.
+//!
+//! hyper still serves HTTP/2, and every request listed in [`head::Handoff`] (upgrades such as
+//! WebSocket, `Expect: 100-continue`, CONNECT, HTTP/1.0, unusual transfer codings): the engine
+//! stops at that request's first byte and hands the connection, with the bytes it has read,
+//! to hyper, which serves it from there on.
+//!
+//! Timers are per connection, not per request: the header-read deadline and the request
+//! deadline are each one tokio `Sleep` moved forward, which tokio does without touching its
+//! timer wheel as long as the deadline only grows.
+
+pub mod body;
+pub mod head;
+pub mod pool;
+pub mod prefixed;
+
+use std::pin::{pin, Pin};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderValue};
+use http::{Method, StatusCode, Version};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::time::{sleep, Instant, Sleep};
+
+use super::headers::prepare_response_headers;
+use super::upstream::UpstreamError;
+use super::{ConnInfo, GatewayError, Proxy, RequestRecord};
+use crate::config::ListenerLimits;
+use crate::instance::Instance;
+use crate::server::stopped;
+use body::CopyError;
+use head::{Framing, Parsed, RequestHead, ResponseHead};
+use pool::Connection;
+
+/// Read buffer size of a client connection; grown for large heads up to the header limit.
+const BUFFER: usize = 8 * 1024;
+
+/// How an engine's turn on a connection ended.
+pub enum Exit<IO> {
+    /// The connection is finished (closed by either side, timed out, or shut down).
+    Closed,
+    /// hyper takes over from here, starting with these bytes already read from `IO`.
+    Handoff(IO, BytesMut),
+}
+
+/// Serves HTTP/1.1 requests on `io` until the connection ends or a request needs hyper.
+pub async fn serve<IO>(
+    proxy: &Proxy,
+    mut io: IO,
+    conn: ConnInfo,
+    limits: &ListenerLimits,
+    stop: &mut watch::Receiver<bool>,
+) -> Exit<IO>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(BUFFER);
+    let mut out = Vec::with_capacity(1024);
+    let mut head_timer = pin!(sleep(limits.header_read_timeout));
+    let mut request_timer = pin!(sleep(limits.header_read_timeout));
+    loop {
+        head_timer
+            .as_mut()
+            .reset(Instant::now() + limits.header_read_timeout);
+        let head = match read_head(&mut io, &mut buf, limits, head_timer.as_mut(), stop).await {
+            HeadRead::Request(head) => head,
+            HeadRead::Handoff => return Exit::Handoff(io, buf),
+            HeadRead::Closed => return Exit::Closed,
+            HeadRead::Refused(status, why) => {
+                let body = Bytes::from(format!("tidegate: {why}\n"));
+                write_gateway_response(
+                    &mut io,
+                    &mut out,
+                    status,
+                    http::HeaderMap::new(),
+                    body,
+                    false,
+                )
+                .await;
+                return Exit::Closed;
+            }
+        };
+        let keep_alive = exchange(
+            proxy,
+            &mut io,
+            &mut buf,
+            &mut out,
+            head,
+            conn,
+            request_timer.as_mut(),
+            stop,
+        )
+        .await;
+        if !keep_alive {
+            let _ = io.shutdown().await;
+            return Exit::Closed;
+        }
+    }
+}
+
+// Requests are the common case: boxing the head would allocate once per request.
+#[allow(clippy::large_enum_variant)]
+enum HeadRead {
+    Request(RequestHead),
+    Handoff,
+    Closed,
+    /// Answered with this status and reason, then closed.
+    Refused(StatusCode, &'static str),
+}
+
+/// Reads the next request head, within the header-read deadline. An idle connection (no byte
+/// of a next request yet) closes quietly at the deadline or on shutdown.
+async fn read_head<IO>(
+    io: &mut IO,
+    buf: &mut BytesMut,
+    limits: &ListenerLimits,
+    mut timer: Pin<&mut Sleep>,
+    stop: &mut watch::Receiver<bool>,
+) -> HeadRead
+where
+    IO: AsyncRead + Unpin,
+{
+    loop {
+        if !buf.is_empty() {
+            match head::parse_request(buf, limits.max_header_bytes) {
+                Ok(Some(Parsed::Request(head))) => return HeadRead::Request(head),
+                Ok(Some(Parsed::Handoff(reason))) => {
+                    tracing::trace!(?reason, "request handed to hyper");
+                    return HeadRead::Handoff;
+                }
+                Ok(None) => {}
+                Err(head::HeadError::TooLarge) => {
+                    return HeadRead::Refused(
+                        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                        "request header fields too large",
+                    )
+                }
+                Err(head::HeadError::Malformed(why)) => {
+                    return HeadRead::Refused(StatusCode::BAD_REQUEST, why)
+                }
+            }
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(BUFFER);
+        }
+        let idle = buf.is_empty();
+        let read = tokio::select! {
+            biased;
+            read = io.read_buf(buf) => read,
+            _ = timer.as_mut() => {
+                return if idle {
+                    HeadRead::Closed
+                } else {
+                    HeadRead::Refused(StatusCode::REQUEST_TIMEOUT, "request head not received in time")
+                };
+            }
+            _ = stopped(stop), if idle => return HeadRead::Closed,
+        };
+        match read {
+            Ok(0) | Err(_) => return HeadRead::Closed,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Why an exchange ended without the instance's complete response.
+enum Failure {
+    /// Before any of the response was written: the client gets the gateway's error response.
+    Gateway(GatewayError),
+    /// The client went away, or the response broke off after its head: the connection ends.
+    Broken,
+}
+
+/// One request and its response. Returns whether the connection can take another request.
+#[allow(clippy::too_many_arguments)]
+async fn exchange<IO>(
+    proxy: &Proxy,
+    io: &mut IO,
+    buf: &mut BytesMut,
+    out: &mut Vec<u8>,
+    head: RequestHead,
+    conn: ConnInfo,
+    timer: Pin<&mut Sleep>,
+    stop: &mut watch::Receiver<bool>,
+) -> bool
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let RequestHead {
+        mut parts,
+        framing,
+        keep_alive,
+    } = head;
+    let mut record = RequestRecord::start(
+        &parts.method,
+        &parts.uri,
+        Version::HTTP_11,
+        conn.peer,
+        &proxy.metrics,
+    );
+    let mut exchange = Exchange {
+        io,
+        buf,
+        out,
+        conn,
+        framing,
+        body_sent: framing == Framing::Empty,
+        keep_alive: keep_alive && !*stop.borrow(),
+    };
+    match exchange
+        .forward(proxy, &mut parts, timer, &mut record)
+        .await
+    {
+        Ok(keep_alive) => keep_alive && !*stop.borrow(),
+        Err(Failure::Broken) => false,
+        Err(Failure::Gateway(error)) => {
+            proxy.report(&error, &record);
+            // A body the client is still sending would be read as the next request.
+            let keep_alive = exchange.keep_alive && exchange.body_sent;
+            let (status, headers, body) = error.to_parts();
+            record.status = status.as_u16();
+            record.bytes = body.len() as u64;
+            let written = write_gateway_response(
+                exchange.io,
+                exchange.out,
+                status,
+                headers,
+                body,
+                keep_alive,
+            )
+            .await;
+            written && keep_alive
+        }
+    }
+}
+
+/// The state of one exchange on a client connection.
+struct Exchange<'a, IO> {
+    io: &'a mut IO,
+    /// Bytes read from the client and not used yet: the request body, pipelined requests.
+    buf: &'a mut BytesMut,
+    /// Bytes to write, reused across requests.
+    out: &'a mut Vec<u8>,
+    conn: ConnInfo,
+    /// The request body's framing.
+    framing: Framing,
+    /// The whole request body has gone to an instance (or there was none).
+    body_sent: bool,
+    /// The connection stays open after this exchange.
+    keep_alive: bool,
+}
+
+impl<IO> Exchange<'_, IO>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    async fn forward(
+        &mut self,
+        proxy: &Proxy,
+        parts: &mut http::request::Parts,
+        mut timer: Pin<&mut Sleep>,
+        record: &mut RequestRecord,
+    ) -> Result<bool, Failure> {
+        let table = proxy.routes.load_full();
+        let admission = proxy
+            .admit(&table, self.conn, parts, record)
+            .map_err(Failure::Gateway)?;
+        // A client that gives up while its request waits for an instance leaves the queue.
+        let lease = tokio::select! {
+            biased;
+            lease = proxy.lease(&admission, record) => lease.map_err(Failure::Gateway)?,
+            () = client_gone(self.io, self.buf) => return Err(Failure::Broken),
+        };
+        Proxy::prepare_upstream(parts, self.conn, &admission);
+        let route = admission.route;
+        let instance = lease.instance();
+        let timeout = route.spec.scale.request_timeout;
+        timer.as_mut().reset(Instant::now() + timeout);
+        let sent = tokio::select! {
+            biased;
+            sent = self.send(proxy, instance, parts, &route.app.name) => sent,
+            _ = timer => Err(Failure::Gateway(GatewayError::UpstreamTimeout {
+                app: route.app.name.clone(),
+                addr: instance.addr,
+                timeout,
+            })),
+        };
+        let (mut upstream, response) = sent?;
+
+        let ResponseHead {
+            status,
+            version,
+            mut headers,
+            framing,
+            keep_alive: upstream_keep_alive,
+        } = response;
+        prepare_response_headers(&mut headers, version);
+        Proxy::add_hsts(&mut headers, route, self.conn);
+        let keep_alive = self.keep_alive && self.body_sent && framing != Framing::UntilClose;
+        self.out.clear();
+        head::write_response(self.out, status, &headers, framing, !keep_alive);
+        record.status = status.as_u16();
+        let copied = body::copy(
+            framing,
+            &mut upstream.stream,
+            &mut upstream.buffered,
+            self.io,
+            self.out,
+        )
+        .await;
+        match copied {
+            Ok(bytes) => record.bytes = bytes,
+            Err(error) => {
+                tracing::debug!(app = %route.app.name, ?error, "response broke off");
+                record.lease = Some(lease);
+                return Err(Failure::Broken);
+            }
+        }
+        if upstream_keep_alive {
+            upstream.go_idle();
+            instance
+                .h1_idle
+                .put(upstream, proxy.upstream.idle_timeout());
+        }
+        record.lease = Some(lease);
+        if self.io.flush().await.is_err() {
+            return Err(Failure::Broken);
+        }
+        Ok(keep_alive)
+    }
+
+    /// Sends the request (head and body) to `instance` and reads the response head, on a
+    /// pooled connection or a new one. A request without a body that meets a pooled
+    /// connection the instance had just closed is sent again on another.
+    async fn send(
+        &mut self,
+        proxy: &Proxy,
+        instance: &Instance,
+        parts: &http::request::Parts,
+        app: &str,
+    ) -> Result<(Box<Connection>, ResponseHead), Failure> {
+        let app_error = |error: UpstreamError| -> Failure {
+            let app = app.to_string();
+            Failure::Gateway(match error {
+                UpstreamError::Connect(cause) => GatewayError::UpstreamConnect {
+                    app,
+                    addr: instance.addr,
+                    cause,
+                },
+                UpstreamError::Reset(cause) => GatewayError::UpstreamReset {
+                    app,
+                    addr: instance.addr,
+                    cause,
+                },
+            })
+        };
+        let head_request = parts.method == Method::HEAD;
+        let replayable = self.framing == Framing::Empty;
+        loop {
+            let (mut upstream, reused) = match instance
+                .h1_idle
+                .take(proxy.upstream.idle_timeout(), Connection::is_reusable)
+            {
+                Some(connection) => (connection, true),
+                None => (
+                    Connection::new(
+                        proxy
+                            .upstream
+                            .connect_stream(instance)
+                            .await
+                            .map_err(app_error)?,
+                    ),
+                    false,
+                ),
+            };
+            let retry = reused && replayable;
+            self.out.clear();
+            head::write_request(self.out, parts, self.framing);
+            match body::copy(
+                self.framing,
+                self.io,
+                self.buf,
+                &mut upstream.stream,
+                self.out,
+            )
+            .await
+            {
+                Ok(_) => self.body_sent = true,
+                Err(CopyError::Destination(_)) if retry => continue,
+                Err(CopyError::Destination(error)) => {
+                    return Err(app_error(UpstreamError::Reset(error.to_string())))
+                }
+                Err(CopyError::Source(_)) => return Err(Failure::Broken),
+                Err(CopyError::Malformed(why)) => {
+                    return Err(Failure::Gateway(GatewayError::BadRequest(why)))
+                }
+            }
+            let response = tokio::select! {
+                biased;
+                response = read_response(&mut upstream, head_request) => response,
+                () = client_gone(self.io, self.buf) => return Err(Failure::Broken),
+            };
+            match response {
+                Ok(response) => return Ok((upstream, response)),
+                Err(ReadError::Closed) if retry => continue,
+                Err(ReadError::Closed) => {
+                    return Err(app_error(UpstreamError::Reset(
+                        "connection closed before a response".into(),
+                    )))
+                }
+                Err(ReadError::Io(error)) if retry => {
+                    tracing::debug!(%error, "pooled connection failed; retrying");
+                    continue;
+                }
+                Err(ReadError::Io(error)) => {
+                    return Err(app_error(UpstreamError::Reset(error.to_string())))
+                }
+                Err(ReadError::Invalid(why)) => {
+                    return Err(app_error(UpstreamError::Reset(format!(
+                        "invalid response: {why}"
+                    ))))
+                }
+            }
+        }
+    }
+}
+
+/// Resolves when the client closes its connection (or it fails) while its request waits, so
+/// that the request stops holding a queue place or an instance for nobody, as hyper's server
+/// does. What the client sends meanwhile (a pipelined request) is kept in `buf`; past
+/// [`BUFFER`] bytes of it the client is no longer watched.
+async fn client_gone<IO: AsyncRead + Unpin>(io: &mut IO, buf: &mut BytesMut) {
+    while buf.len() < BUFFER {
+        buf.reserve(BUFFER);
+        match io.read_buf(buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+    std::future::pending().await
+}
+
+enum ReadError {
+    /// Closed before the first byte of a response.
+    Closed,
+    Io(std::io::Error),
+    Invalid(&'static str),
+}
+
+/// Reads an instance's response head, skipping interim (1xx) responses as hyper's client does.
+async fn read_response(
+    upstream: &mut Connection,
+    head_request: bool,
+) -> Result<ResponseHead, ReadError> {
+    let mut received = false;
+    loop {
+        match head::parse_response(&mut upstream.buffered, head_request) {
+            Ok(Some(response)) if response.status == StatusCode::SWITCHING_PROTOCOLS => {
+                return Err(ReadError::Invalid("101 to a request that asked no upgrade"))
+            }
+            Ok(Some(response)) if response.status.is_informational() => continue,
+            Ok(Some(response)) => return Ok(response),
+            Ok(None) => {}
+            Err(head::HeadError::TooLarge) => return Err(ReadError::Invalid("head too large")),
+            Err(head::HeadError::Malformed(why)) => return Err(ReadError::Invalid(why)),
+        }
+        if upstream.buffered.capacity() - upstream.buffered.len() < 1024 {
+            upstream.buffered.reserve(BUFFER);
+        }
+        match upstream.stream.read_buf(&mut upstream.buffered).await {
+            Ok(0) if !received => return Err(ReadError::Closed),
+            Ok(0) => return Err(ReadError::Io(std::io::ErrorKind::UnexpectedEof.into())),
+            Ok(_) => received = true,
+            Err(error) if !received => {
+                return Err(match error.kind() {
+                    std::io::ErrorKind::ConnectionReset => ReadError::Closed,
+                    _ => ReadError::Io(error),
+                })
+            }
+            Err(error) => return Err(ReadError::Io(error)),
+        }
+    }
+}
+
+/// Writes a response the gateway makes itself. Returns whether it was written.
+async fn write_gateway_response<IO>(
+    io: &mut IO,
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    mut headers: http::HeaderMap,
+    body: Bytes,
+    keep_alive: bool,
+) -> bool
+where
+    IO: AsyncWrite + Unpin,
+{
+    headers
+        .entry(header::CONTENT_TYPE)
+        .or_insert(HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    out.clear();
+    head::write_response(
+        out,
+        status,
+        &headers,
+        Framing::Length(body.len() as u64),
+        !keep_alive,
+    );
+    out.extend_from_slice(&body);
+    io.write_all(out).await.is_ok() && io.flush().await.is_ok()
+}
