@@ -1,0 +1,447 @@
+//! The HTTP/1.1 engine at the byte level: keep-alive and pipelining, chunked bodies both
+//! ways, framing that could smuggle a request, the requests it hands to hyper on the same
+//! connection, and instances that answer in unusual ways. Clients (and some instances) are raw
+//! sockets, so what is on the wire is exactly what the test says.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const HOST: &str = "app.p.test.local";
+
+/// What the instance saw of one request.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    path: String,
+    headers: http::HeaderMap,
+    body: Bytes,
+    trailers: Option<http::HeaderMap>,
+}
+
+/// A hyper instance that counts its connections and records every request. `/chunked`
+/// answers with a streamed body of three parts (sent chunked, with no length); anything else
+/// answers `path=<path>` with a length.
+struct Recorder {
+    addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+async fn recorder() -> Recorder {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (count, record) = (Arc::clone(&connections), Arc::clone(&seen));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let record = Arc::clone(&record);
+            let service = service_fn(move |request: Request<Incoming>| {
+                let record = Arc::clone(&record);
+                async move {
+                    let (parts, body) = request.into_parts();
+                    let collected = body.collect().await.expect("request body");
+                    let trailers = collected.trailers().cloned();
+                    record.lock().unwrap().push(Seen {
+                        method: parts.method.to_string(),
+                        path: parts.uri.to_string(),
+                        headers: parts.headers,
+                        body: collected.to_bytes(),
+                        trailers,
+                    });
+                    let response = if parts.uri.path() == "/chunked" {
+                        let parts = ["one,", "two,", "three"]
+                            .map(|part| Ok::<_, hyper::Error>(Frame::data(Bytes::from(part))));
+                        Response::new(StreamBody::new(futures_util::stream::iter(parts)).boxed())
+                    } else {
+                        text_response(StatusCode::OK, format!("path={}", parts.uri))
+                    };
+                    Ok::<_, std::convert::Infallible>(response)
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    Recorder {
+        addr,
+        connections,
+        seen,
+    }
+}
+
+impl Recorder {
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// A response read off a raw connection.
+#[derive(Debug)]
+struct Raw {
+    status: u16,
+    headers: http::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Raw {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Reads more of a response; 0 when the gateway closed the connection.
+async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> usize {
+    let mut chunk = vec![0u8; 16 * 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk))
+        .await
+        .expect("the gateway answers within 5 s")
+        .unwrap_or(0);
+    buf.extend_from_slice(&chunk[..n]);
+    n
+}
+
+/// Reads one response from `stream` (`buf` keeps what belongs to the next one): by length,
+/// chunked (decoded), or to the end of the connection.
+async fn read_raw(stream: &mut TcpStream, buf: &mut Vec<u8>, head_request: bool) -> Raw {
+    let (status, headers, length) = loop {
+        let mut fields = [httparse::EMPTY_HEADER; 64];
+        let mut response = httparse::Response::new(&mut fields);
+        if let httparse::Status::Complete(length) = response.parse(buf).expect("valid response") {
+            let mut headers = http::HeaderMap::new();
+            for field in response.headers.iter() {
+                headers.append(
+                    http::HeaderName::from_bytes(field.name.as_bytes()).unwrap(),
+                    http::HeaderValue::from_bytes(field.value).unwrap(),
+                );
+            }
+            break (response.code.unwrap(), headers, length);
+        }
+        assert!(read_more(stream, buf).await > 0, "closed before a response");
+    };
+    buf.drain(..length);
+    let mut body = Vec::new();
+    if head_request || status == 204 || status == 304 || status < 200 {
+        return Raw {
+            status,
+            headers,
+            body,
+        };
+    }
+    if let Some(length) = headers.get("content-length") {
+        let length: usize = length.to_str().unwrap().parse().unwrap();
+        while buf.len() < length {
+            assert!(read_more(stream, buf).await > 0, "closed inside the body");
+        }
+        body = buf.drain(..length).collect();
+    } else if headers.get("transfer-encoding").is_some() {
+        loop {
+            let line_end = loop {
+                if let Some(at) = buf.windows(2).position(|w| w == b"\r\n") {
+                    break at;
+                }
+                assert!(read_more(stream, buf).await > 0, "closed inside a chunk");
+            };
+            let size =
+                usize::from_str_radix(std::str::from_utf8(&buf[..line_end]).unwrap(), 16).unwrap();
+            while buf.len() < line_end + 2 + size + 2 {
+                assert!(read_more(stream, buf).await > 0, "closed inside a chunk");
+            }
+            body.extend_from_slice(&buf[line_end + 2..line_end + 2 + size]);
+            buf.drain(..line_end + 2 + size + 2);
+            if size == 0 {
+                break;
+            }
+        }
+    } else {
+        while read_more(stream, buf).await > 0 {}
+        body = std::mem::take(buf);
+    }
+    Raw {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Whether the gateway closed `stream` (reads end) within 5 s.
+async fn closes(stream: &mut TcpStream) -> bool {
+    let mut rest = Vec::new();
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await,
+        Ok(Ok(_)) | Ok(Err(_))
+    )
+}
+
+async fn gateway_for(upstream: SocketAddr) -> (ConfigDir, tidegate::Handle, SocketAddr) {
+    let config = ConfigDir::new("", "");
+    config.static_app("app", &[upstream], "", "");
+    let handle = config.start().await;
+    let addr = handle.http_addr().unwrap();
+    (config, handle, addr)
+}
+
+#[tokio::test]
+async fn pipelined_and_keep_alive_requests_share_one_instance_connection() {
+    let instance = recorder().await;
+    let (_config, handle, addr) = gateway_for(instance.addr).await;
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    let mut buf = Vec::new();
+    // Three requests in one write: answered in order.
+    let pipelined: String = (1..=3)
+        .map(|n| format!("GET /p{n} HTTP/1.1\r\nHost: {HOST}\r\n\r\n"))
+        .collect();
+    client.write_all(pipelined.as_bytes()).await.unwrap();
+    for n in 1..=3 {
+        let answer = read_raw(&mut client, &mut buf, false).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.body, format!("path=/p{n}").as_bytes());
+        assert_eq!(answer.header("via"), Some("1.1 tidegate"));
+        assert_eq!(answer.header("connection"), None);
+    }
+    // Then one at a time, still on the same connections both sides.
+    for n in 4..=6 {
+        let request = format!("GET /s{n} HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
+        client.write_all(request.as_bytes()).await.unwrap();
+        let answer = read_raw(&mut client, &mut buf, false).await;
+        assert_eq!(answer.body, format!("path=/s{n}").as_bytes());
+    }
+    assert_eq!(instance.connections.load(Ordering::SeqCst), 1);
+    assert_eq!(instance.seen().len(), 6);
+    // `Connection: close` is honoured: answered, then closed.
+    let request = format!("GET /last HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n");
+    client.write_all(request.as_bytes()).await.unwrap();
+    let answer = read_raw(&mut client, &mut buf, false).await;
+    assert_eq!(answer.header("connection"), Some("close"));
+    assert!(closes(&mut client).await);
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn chunked_bodies_pass_through_both_ways_with_trailers() {
+    let instance = recorder().await;
+    let (_config, handle, addr) = gateway_for(instance.addr).await;
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    let mut buf = Vec::new();
+    let request = format!(
+        "POST /upload HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n\
+         5\r\nhello\r\n6;note=x\r\n world\r\n0\r\nx-checksum: 11\r\n\r\n"
+    );
+    client.write_all(request.as_bytes()).await.unwrap();
+    let answer = read_raw(&mut client, &mut buf, false).await;
+    assert_eq!(answer.status, 200);
+    let seen = instance.seen();
+    assert_eq!(seen[0].method, "POST");
+    assert_eq!(&seen[0].body[..], b"hello world");
+    assert_eq!(seen[0].headers["transfer-encoding"], "chunked");
+    assert_eq!(seen[0].headers["x-forwarded-for"], "127.0.0.1");
+    let trailers = seen[0]
+        .trailers
+        .as_ref()
+        .expect("trailers reach the instance");
+    assert_eq!(trailers["x-checksum"], "11");
+
+    // A streamed response stays chunked, and the connection stays usable after it.
+    let request = format!("GET /chunked HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
+    client.write_all(request.as_bytes()).await.unwrap();
+    let answer = read_raw(&mut client, &mut buf, false).await;
+    assert_eq!(answer.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(answer.body, b"one,two,three");
+    client
+        .write_all(format!("HEAD /h HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let answer = read_raw(&mut client, &mut buf, true).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("content-length"), Some("7"));
+    client
+        .write_all(format!("GET /after HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(
+        read_raw(&mut client, &mut buf, false).await.body,
+        b"path=/after"
+    );
+    assert_eq!(instance.connections.load(Ordering::SeqCst), 1);
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn ambiguous_framing_is_refused_before_any_instance_sees_it() {
+    let instance = recorder().await;
+    let (_config, handle, addr) = gateway_for(instance.addr).await;
+    for smuggler in [
+        // CL.TE: a front end that trusts the length would pass the rest on as a request.
+        "POST / HTTP/1.1\r\nHost: app.p.test.local\r\nContent-Length: 35\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: x\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: app.p.test.local\r\nContent-Length: 3\r\nContent-Length: 40\r\n\r\nabc",
+        "POST / HTTP/1.1\r\nHost: app.p.test.local\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: app.p.test.local\r\nX-Bad Name: 1\r\n\r\n",
+    ] {
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client.write_all(smuggler.as_bytes()).await.unwrap();
+        let answer = read_raw(&mut client, &mut Vec::new(), false).await;
+        assert_eq!(answer.status, 400, "{smuggler:?}");
+        assert!(closes(&mut client).await, "{smuggler:?} left the connection open");
+    }
+    // A chunked body whose framing breaks midway: 400, connection closed, nothing more sent.
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    let broken = format!(
+        "POST /broken HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXX\r\nGET /smuggled HTTP/1.1\r\n\r\n"
+    );
+    client.write_all(broken.as_bytes()).await.unwrap();
+    assert_eq!(
+        read_raw(&mut client, &mut Vec::new(), false).await.status,
+        400
+    );
+    assert!(closes(&mut client).await);
+    assert!(
+        instance
+            .seen()
+            .iter()
+            .all(|seen| seen.path != "/admin" && seen.path != "/smuggled"),
+        "{:?}",
+        instance.seen()
+    );
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn requests_left_to_hyper_are_served_on_the_same_connection() {
+    let instance = recorder().await;
+    let (_config, handle, addr) = gateway_for(instance.addr).await;
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    let mut buf = Vec::new();
+    client
+        .write_all(format!("GET /first HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(
+        read_raw(&mut client, &mut buf, false).await.body,
+        b"path=/first"
+    );
+    // `Expect: 100-continue` is hyper's: the client gets its 100 before sending the body.
+    client
+        .write_all(
+            format!("PUT /put HTTP/1.1\r\nHost: {HOST}\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let interim = read_raw(&mut client, &mut buf, false).await;
+    assert_eq!(interim.status, 100);
+    client.write_all(b"data").await.unwrap();
+    let answer = read_raw(&mut client, &mut buf, false).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.body, b"path=/put");
+    let put = instance
+        .seen()
+        .into_iter()
+        .find(|s| s.path == "/put")
+        .unwrap();
+    assert_eq!(&put.body[..], b"data");
+    // Still served after the handoff, by hyper now.
+    client
+        .write_all(format!("GET /third HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(
+        read_raw(&mut client, &mut buf, false).await.body,
+        b"path=/third"
+    );
+
+    // HTTP/1.0 is hyper's too.
+    let mut old = TcpStream::connect(addr).await.unwrap();
+    old.write_all(format!("GET /old HTTP/1.0\r\nHost: {HOST}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let answer = read_raw(&mut old, &mut Vec::new(), false).await;
+    assert_eq!((answer.status, &answer.body[..]), (200, &b"path=/old"[..]));
+    handle.shutdown().await;
+}
+
+/// A raw instance that answers every request with `response` and then closes the connection.
+async fn scripted_instance(response: &'static [u8]) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = stream.write_all(response).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn unusual_instance_answers_reach_the_client_intact_or_end_its_connection() {
+    // Delimited by close, after an interim 103: the client gets the body and a closing
+    // connection (the gateway cannot keep it alive without a length).
+    let until_close =
+        scripted_instance(b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nall of it")
+            .await;
+    let (_config, handle, addr) = gateway_for(until_close).await;
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(format!("GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let answer = read_raw(&mut client, &mut Vec::new(), false).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("connection"), Some("close"));
+    assert_eq!(answer.body, b"all of it");
+    handle.shutdown().await;
+
+    // Breaks off inside its body: the client's connection ends rather than hanging, and the
+    // truncated response is not mistaken for a complete one.
+    let truncated =
+        scripted_instance(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly ten..").await;
+    let (_config, handle, addr) = gateway_for(truncated).await;
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(format!("GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut received))
+        .await
+        .expect("the connection ends")
+        .ok();
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(text.ends_with("only ten.."), "{text}");
+
+    // Not HTTP at all: 502 that says so.
+    let garbage = scripted_instance(b"SSH-2.0-OpenSSH_9.2\r\n\r\n").await;
+    let (_config, handle2, addr) = gateway_for(garbage).await;
+    let answer = get(addr, HOST, "/").await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert!(answer.body.contains("invalid response"), "{}", answer.body);
+    handle.shutdown().await;
+    handle2.shutdown().await;
+}
