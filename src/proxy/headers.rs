@@ -16,8 +16,6 @@ use http::Version;
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Who the client is, as the gateway saw it.
 pub struct ClientFacts<'a> {
@@ -32,16 +30,28 @@ pub struct ClientFacts<'a> {
     pub trusted: bool,
 }
 
-/// Hop-by-hop headers of RFC 9110 7.6.1, and the proxy credentials meant for us.
+/// Hop-by-hop headers of RFC 9110 7.6.1, and the proxy credentials meant for us. Both
+/// HTTP engines drop these (and the headers `Connection` names) at each hop.
+static HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+];
+
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == KEEP_ALIVE
-        || name == PROXY_CONNECTION
-        || name == header::TE
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name == header::PROXY_AUTHORIZATION
-        || name == header::PROXY_AUTHENTICATE
+    HOP_BY_HOP.contains(name)
+}
+
+/// [`HOP_BY_HOP`] for a field name as it came off the wire (any case).
+pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|hop| name.eq_ignore_ascii_case(hop.as_str().as_bytes()))
 }
 
 /// Removes hop-by-hop headers, including every header named in `Connection`.
@@ -61,16 +71,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in connection_named {
         headers.remove(name);
     }
-    for name in [
-        &header::CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::TE,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-        &header::PROXY_AUTHORIZATION,
-        &header::PROXY_AUTHENTICATE,
-    ] {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }

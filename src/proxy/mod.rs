@@ -263,11 +263,12 @@ impl Proxy {
     }
 
     /// `Strict-Transport-Security` for a response over HTTPS, when the app sets `hsts_max_age`.
-    fn add_hsts(headers: &mut http::HeaderMap, route: &Route, conn: ConnInfo) {
-        if let (Some(max_age), ListenerKind::Https) = (route.spec.hsts_max_age, conn.listener) {
-            if let Ok(value) = HeaderValue::try_from(format!("max-age={}", max_age.as_secs())) {
-                headers.insert(http::header::STRICT_TRANSPORT_SECURITY, value);
+    fn hsts(route: &Route, conn: ConnInfo) -> Option<HeaderValue> {
+        match (route.spec.hsts_max_age, conn.listener) {
+            (Some(max_age), ListenerKind::Https) => {
+                HeaderValue::try_from(format!("max-age={}", max_age.as_secs())).ok()
             }
+            _ => None,
         }
     }
 
@@ -327,7 +328,11 @@ impl Proxy {
                     driver.finish();
                 }
                 prepare_response_headers(&mut parts.headers, parts.version);
-                Self::add_hsts(&mut parts.headers, route, conn);
+                if let Some(hsts) = Self::hsts(route, conn) {
+                    parts
+                        .headers
+                        .insert(http::header::STRICT_TRANSPORT_SECURITY, hsts);
+                }
                 record.lease = Some(lease);
                 Ok(Response::from_parts(
                     parts,

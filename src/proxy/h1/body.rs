@@ -1,14 +1,14 @@
 //! Message bodies of the HTTP/1.1 engine, copied from one connection to the other as they
 //! arrive, in constant memory whatever their size.
 //!
-//! A chunked body is passed through as it is (chunk sizes, extensions and trailers included)
-//! after a decoder has checked its framing, so the end of the body is found exactly and a
-//! malformed body cannot smuggle a second request past the gateway.
+//! A chunked body is decoded and re-encoded, so its end is found exactly and nothing of the
+//! sender's framing (sizes, extensions, trailers) reaches the other side: a malformed or
+//! ambiguous body cannot smuggle a second request past the gateway.
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::head::Framing;
+use super::framing::Framing;
 
 /// Bytes read from the source in one go; also when pending output is written before a read.
 const CHUNK: usize = 64 * 1024;
@@ -26,14 +26,20 @@ pub enum CopyError {
 
 /// Copies one body from `src` (whose bytes read so far are in `buffered`) to `dst`, after
 /// `out`, bytes not written yet (a head): a small message goes out in one write. Bytes past
-/// the body's end stay in `buffered`. Returns the body's payload size (without chunk framing).
+/// the body's end stay in `buffered`. `payload` counts the body's bytes (without chunk
+/// framing) as they go, so a body that breaks off is counted as far as it went.
+///
+/// A chunked body is re-encoded rather than passed on: each run of data becomes a chunk of
+/// our own, and chunk extensions and trailers are dropped, so whatever the sender put in its
+/// framing never reaches a parser on the other side that might read it differently.
 pub async fn copy<R, W>(
     framing: Framing,
     src: &mut R,
     buffered: &mut BytesMut,
     dst: &mut W,
     out: &mut Vec<u8>,
-) -> Result<u64, CopyError>
+    payload: &mut u64,
+) -> Result<(), CopyError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -43,45 +49,49 @@ where
         _ => 0,
     };
     let mut chunked = ChunkedDecoder::default();
-    let mut payload = 0u64;
     loop {
-        let take = match framing {
-            Framing::Empty => 0,
-            Framing::Length(_) => {
-                usize::try_from(remaining).map_or(buffered.len(), |r| r.min(buffered.len()))
-            }
-            Framing::Chunked => chunked.advance(buffered).map_err(CopyError::Malformed)?,
-            Framing::UntilClose => buffered.len(),
-        };
-        if take > 0 {
-            if out.is_empty() && take >= CHUNK / 4 {
-                dst.write_all(&buffered[..take])
-                    .await
-                    .map_err(CopyError::Destination)?;
-            } else {
-                out.extend_from_slice(&buffered[..take]);
-            }
-            buffered.advance(take);
-        }
-        match framing {
-            Framing::Length(_) => {
-                remaining -= take as u64;
-                payload += take as u64;
-            }
-            Framing::Chunked => payload = chunked.payload,
-            Framing::UntilClose => payload += take as u64,
-            Framing::Empty => {}
-        }
         let done = match framing {
             Framing::Empty => true,
-            Framing::Length(_) => remaining == 0,
-            Framing::Chunked => chunked.is_done(),
-            Framing::UntilClose => false,
+            Framing::Length(_) | Framing::UntilClose => {
+                let take = match framing {
+                    Framing::Length(_) => usize::try_from(remaining)
+                        .map_or(buffered.len(), |remaining| remaining.min(buffered.len())),
+                    _ => buffered.len(),
+                };
+                if take > 0 {
+                    if out.is_empty() && take >= CHUNK / 4 {
+                        dst.write_all(&buffered[..take])
+                            .await
+                            .map_err(CopyError::Destination)?;
+                    } else {
+                        out.extend_from_slice(&buffered[..take]);
+                    }
+                    buffered.advance(take);
+                    remaining = remaining.saturating_sub(take as u64);
+                    *payload += take as u64;
+                }
+                matches!(framing, Framing::Length(_)) && remaining == 0
+            }
+            Framing::Chunked => {
+                let used = chunked
+                    .advance(buffered, |data| {
+                        write_chunk_size(out, data.len());
+                        out.extend_from_slice(data);
+                        out.extend_from_slice(b"\r\n");
+                        *payload += data.len() as u64;
+                    })
+                    .map_err(CopyError::Malformed)?;
+                buffered.advance(used);
+                if chunked.is_done() {
+                    out.extend_from_slice(b"0\r\n\r\n");
+                }
+                chunked.is_done()
+            }
         };
         // Done, or about to wait for more: either way the peer can start on what it has.
         flush(dst, out).await?;
         if done {
-            return Ok(payload);
+            return Ok(());
         }
         if buffered.capacity() - buffered.len() < CHUNK / 4 {
             buffered.reserve(CHUNK);
@@ -89,11 +99,28 @@ where
         let read = src.read_buf(buffered).await.map_err(CopyError::Source)?;
         if read == 0 {
             if framing == Framing::UntilClose {
-                return Ok(payload);
+                return Ok(());
             }
             return Err(CopyError::Source(std::io::ErrorKind::UnexpectedEof.into()));
         }
     }
+}
+
+/// Writes a chunk-size line: the length in hex, then CRLF.
+fn write_chunk_size(out: &mut Vec<u8>, length: usize) {
+    let mut digits = [0u8; 16];
+    let mut at = digits.len();
+    let mut rest = length;
+    loop {
+        at -= 1;
+        digits[at] = b"0123456789abcdef"[rest & 15];
+        rest >>= 4;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+    out.extend_from_slice(b"\r\n");
 }
 
 async fn flush<W: AsyncWrite + Unpin>(dst: &mut W, out: &mut Vec<u8>) -> Result<(), CopyError> {
@@ -137,13 +164,19 @@ impl ChunkedDecoder {
         self.state == State::Done
     }
 
-    /// Takes as much of `input` as belongs to the body; returns how many bytes that is.
-    pub fn advance(&mut self, input: &[u8]) -> Result<usize, &'static str> {
+    /// Takes as much of `input` as belongs to the body, handing each run of data to `data`;
+    /// returns how many bytes of `input` that is.
+    pub fn advance(
+        &mut self,
+        input: &[u8],
+        mut data: impl FnMut(&[u8]),
+    ) -> Result<usize, &'static str> {
         let mut at = 0;
         while at < input.len() && self.state != State::Done {
             if self.state == State::Data {
                 let take = usize::try_from(self.size)
                     .map_or(input.len() - at, |size| size.min(input.len() - at));
+                data(&input[at..at + take]);
                 at += take;
                 self.size -= take as u64;
                 self.payload += take as u64;
@@ -205,7 +238,7 @@ mod tests {
 
     fn decode(input: &[u8]) -> Result<(usize, bool, u64), &'static str> {
         let mut decoder = ChunkedDecoder::default();
-        let used = decoder.advance(input)?;
+        let used = decoder.advance(input, |_| {})?;
         Ok((used, decoder.is_done(), decoder.payload))
     }
 
@@ -222,13 +255,35 @@ mod tests {
         let body = b"a\r\n0123456789\r\n0\r\n\r\n";
         for split in 0..body.len() {
             let mut decoder = ChunkedDecoder::default();
-            let first = decoder.advance(&body[..split]).unwrap();
+            let first = decoder.advance(&body[..split], |_| {}).unwrap();
             assert_eq!(first, split);
-            let second = decoder.advance(&body[split..]).unwrap();
+            let second = decoder.advance(&body[split..], |_| {}).unwrap();
             assert_eq!(first + second, body.len());
             assert!(decoder.is_done());
             assert_eq!(decoder.payload, 10);
         }
+    }
+
+    #[tokio::test]
+    async fn a_chunked_body_is_re_encoded_without_extensions_or_trailers() {
+        let body = b"5;ext=\"x\"\r\nhello\r\n0\r\nGET /admin HTTP/1.1\r\n\r\nnext";
+        let mut buffered = BytesMut::from(&body[..]);
+        let (mut sent, mut out, mut payload) = (Vec::new(), Vec::new(), 0);
+        copy(
+            Framing::Chunked,
+            &mut tokio::io::empty(),
+            &mut buffered,
+            &mut sent,
+            &mut out,
+            &mut payload,
+        )
+        .await
+        .unwrap();
+        assert_eq!(sent, b"5\r\nhello\r\n0\r\n\r\n");
+        assert_eq!((payload, &buffered[..]), (5, &b"next"[..]));
+        let mut long = Vec::new();
+        write_chunk_size(&mut long, 0x1f40);
+        assert_eq!(long, b"1f40\r\n");
     }
 
     #[test]

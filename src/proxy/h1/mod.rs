@@ -10,7 +10,7 @@
 //! request to a pooled instance connection, and copies the response back: one read and one
 //! write per side for a small exchange, and the same syscalls as nginx.
 //!
-//! hyper still serves HTTP/2, and every request listed in [`head::Handoff`] (upgrades such as
+//! hyper still serves HTTP/2, and every request listed in [`request::Handoff`] (upgrades such as
 //! WebSocket, `Expect: 100-continue`, CONNECT, HTTP/1.0, unusual transfer codings): the engine
 //! stops at that request's first byte and hands the connection, with the bytes it has read,
 //! to hyper, which serves it from there on.
@@ -20,9 +20,12 @@
 //! timer wheel as long as the deadline only grows.
 
 pub mod body;
-pub mod head;
+mod date;
+pub mod framing;
 pub mod pool;
 pub mod prefixed;
+pub mod request;
+pub mod response;
 
 use std::pin::{pin, Pin};
 
@@ -33,15 +36,16 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::{sleep, Instant, Sleep};
 
-use super::headers::prepare_response_headers;
 use super::upstream::UpstreamError;
 use super::{ConnInfo, GatewayError, Proxy, RequestRecord};
 use crate::config::ListenerLimits;
 use crate::instance::Instance;
 use crate::server::stopped;
 use body::CopyError;
-use head::{Framing, Parsed, RequestHead, ResponseHead};
+use framing::{Framing, HeadError};
 use pool::Connection;
+use request::{Parsed, RequestHead};
+use response::{RelayOptions, Relayed, ResponseHead};
 
 /// Read buffer size of a client connection; grown for large heads up to the header limit.
 const BUFFER: usize = 8 * 1024;
@@ -86,6 +90,7 @@ where
                     http::HeaderMap::new(),
                     body,
                     false,
+                    false,
                 )
                 .await;
                 return Exit::Closed;
@@ -101,10 +106,15 @@ where
             request_timer.as_mut(),
             stop,
         )
-        .await;
+        .await
+            && !*stop.borrow();
         if !keep_alive {
             let _ = io.shutdown().await;
             return Exit::Closed;
+        }
+        // An upload grew the buffer; an idle connection should not keep that much.
+        if buf.is_empty() && buf.capacity() > 4 * BUFFER {
+            buf = BytesMut::with_capacity(BUFFER);
         }
     }
 }
@@ -133,20 +143,20 @@ where
 {
     loop {
         if !buf.is_empty() {
-            match head::parse_request(buf, limits.max_header_bytes) {
+            match request::parse_request(buf, limits.max_header_bytes) {
                 Ok(Some(Parsed::Request(head))) => return HeadRead::Request(head),
                 Ok(Some(Parsed::Handoff(reason))) => {
                     tracing::trace!(?reason, "request handed to hyper");
                     return HeadRead::Handoff;
                 }
                 Ok(None) => {}
-                Err(head::HeadError::TooLarge) => {
+                Err(HeadError::TooLarge) => {
                     return HeadRead::Refused(
                         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                         "request header fields too large",
                     )
                 }
-                Err(head::HeadError::Malformed(why)) => {
+                Err(HeadError::Malformed(why)) => {
                     return HeadRead::Refused(StatusCode::BAD_REQUEST, why)
                 }
             }
@@ -192,7 +202,7 @@ async fn exchange<IO>(
     head: RequestHead,
     conn: ConnInfo,
     timer: Pin<&mut Sleep>,
-    stop: &mut watch::Receiver<bool>,
+    stop: &watch::Receiver<bool>,
 ) -> bool
 where
     IO: AsyncRead + AsyncWrite + Unpin,
@@ -214,23 +224,26 @@ where
         buf,
         out,
         conn,
+        stop,
         framing,
-        body_sent: framing == Framing::Empty,
-        keep_alive: keep_alive && !*stop.borrow(),
+        body_sent: framing.is_empty(),
+        keep_alive,
     };
     match exchange
         .forward(proxy, &mut parts, timer, &mut record)
         .await
     {
-        Ok(keep_alive) => keep_alive && !*stop.borrow(),
+        Ok(keep_alive) => keep_alive,
         Err(Failure::Broken) => false,
         Err(Failure::Gateway(error)) => {
             proxy.report(&error, &record);
-            // A body the client is still sending would be read as the next request.
-            let keep_alive = exchange.keep_alive && exchange.body_sent;
+            let keep_alive = exchange.keeps_alive();
             let (status, headers, body) = error.to_parts();
             record.status = status.as_u16();
-            record.bytes = body.len() as u64;
+            let head_request = parts.method == Method::HEAD;
+            if !head_request {
+                record.bytes = body.len() as u64;
+            }
             let written = write_gateway_response(
                 exchange.io,
                 exchange.out,
@@ -238,6 +251,7 @@ where
                 headers,
                 body,
                 keep_alive,
+                head_request,
             )
             .await;
             written && keep_alive
@@ -253,11 +267,13 @@ struct Exchange<'a, IO> {
     /// Bytes to write, reused across requests.
     out: &'a mut Vec<u8>,
     conn: ConnInfo,
+    /// The gateway's shutdown signal: a connection's response during shutdown is its last.
+    stop: &'a watch::Receiver<bool>,
     /// The request body's framing.
     framing: Framing,
     /// The whole request body has gone to an instance (or there was none).
     body_sent: bool,
-    /// The connection stays open after this exchange.
+    /// The client asked to keep the connection open.
     keep_alive: bool,
 }
 
@@ -265,6 +281,13 @@ impl<IO> Exchange<'_, IO>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
+    /// Whether the connection can stay open after the response about to be written: the
+    /// client wants it, the gateway is not shutting down, and no unread request body is left
+    /// that would be taken for the next request.
+    fn keeps_alive(&self) -> bool {
+        self.keep_alive && self.body_sent && !*self.stop.borrow()
+    }
+
     async fn forward(
         &mut self,
         proxy: &Proxy,
@@ -285,11 +308,12 @@ where
         Proxy::prepare_upstream(parts, self.conn, &admission);
         let route = admission.route;
         let instance = lease.instance();
+        let hsts = Proxy::hsts(route, self.conn);
         let timeout = route.spec.scale.request_timeout;
         timer.as_mut().reset(Instant::now() + timeout);
         let sent = tokio::select! {
             biased;
-            sent = self.send(proxy, instance, parts, &route.app.name) => sent,
+            sent = self.send(proxy, instance, parts, &route.app.name, hsts.as_ref()) => sent,
             _ = timer => Err(Failure::Gateway(GatewayError::UpstreamTimeout {
                 app: route.app.name.clone(),
                 addr: instance.addr,
@@ -297,37 +321,25 @@ where
             })),
         };
         let (mut upstream, response) = sent?;
-
-        let ResponseHead {
-            status,
-            version,
-            mut headers,
-            framing,
-            keep_alive: upstream_keep_alive,
-        } = response;
-        prepare_response_headers(&mut headers, version);
-        Proxy::add_hsts(&mut headers, route, self.conn);
-        let keep_alive = self.keep_alive && self.body_sent && framing != Framing::UntilClose;
-        self.out.clear();
-        head::write_response(self.out, status, &headers, framing, !keep_alive);
-        record.status = status.as_u16();
+        record.status = response.status.as_u16();
         let copied = body::copy(
-            framing,
+            response.framing,
             &mut upstream.stream,
             &mut upstream.buffered,
             self.io,
             self.out,
+            &mut record.bytes,
         )
         .await;
-        match copied {
-            Ok(bytes) => record.bytes = bytes,
-            Err(error) => {
-                tracing::debug!(app = %route.app.name, ?error, "response broke off");
-                record.lease = Some(lease);
-                return Err(Failure::Broken);
-            }
+        if let Err(error) = copied {
+            tracing::debug!(app = %route.app.name, ?error, "response broke off");
+            record.lease = Some(lease);
+            return Err(Failure::Broken);
         }
-        if upstream_keep_alive {
+        if response.upstream_keep_alive {
+            if upstream.buffered.capacity() > 4 * BUFFER {
+                upstream.buffered = BytesMut::with_capacity(BUFFER);
+            }
             upstream.go_idle();
             instance
                 .h1_idle
@@ -337,18 +349,20 @@ where
         if self.io.flush().await.is_err() {
             return Err(Failure::Broken);
         }
-        Ok(keep_alive)
+        Ok(response.keep_alive)
     }
 
-    /// Sends the request (head and body) to `instance` and reads the response head, on a
-    /// pooled connection or a new one. A request without a body that meets a pooled
-    /// connection the instance had just closed is sent again on another.
+    /// Sends the request (head and body) to `instance` and relays the response head into
+    /// `out`, on a pooled connection or a new one. A bodiless request with an idempotent
+    /// method that meets a pooled connection the instance had just closed (closed or reset
+    /// before any byte of a response) is sent again on another, as RFC 9110 9.2.2 allows.
     async fn send(
         &mut self,
         proxy: &Proxy,
         instance: &Instance,
         parts: &http::request::Parts,
         app: &str,
+        hsts: Option<&HeaderValue>,
     ) -> Result<(Box<Connection>, ResponseHead), Failure> {
         let app_error = |error: UpstreamError| -> Failure {
             let app = app.to_string();
@@ -366,7 +380,7 @@ where
             })
         };
         let head_request = parts.method == Method::HEAD;
-        let replayable = self.framing == Framing::Empty;
+        let replayable = self.framing.is_empty() && parts.method.is_idempotent();
         loop {
             let (mut upstream, reused) = match instance
                 .h1_idle
@@ -386,17 +400,19 @@ where
             };
             let retry = reused && replayable;
             self.out.clear();
-            head::write_request(self.out, parts, self.framing);
+            request::write_request(self.out, parts, self.framing);
+            let mut sent = 0;
             match body::copy(
                 self.framing,
                 self.io,
                 self.buf,
                 &mut upstream.stream,
                 self.out,
+                &mut sent,
             )
             .await
             {
-                Ok(_) => self.body_sent = true,
+                Ok(()) => self.body_sent = true,
                 Err(CopyError::Destination(_)) if retry => continue,
                 Err(CopyError::Destination(error)) => {
                     return Err(app_error(UpstreamError::Reset(error.to_string())))
@@ -406,25 +422,21 @@ where
                     return Err(Failure::Gateway(GatewayError::BadRequest(why)))
                 }
             }
+            let options = RelayOptions {
+                head_request,
+                keep_alive: self.keeps_alive(),
+                hsts,
+            };
             let response = tokio::select! {
                 biased;
-                response = read_response(&mut upstream, head_request) => response,
+                response = relay_response(&mut upstream, self.out, &options) => response,
                 () = client_gone(self.io, self.buf) => return Err(Failure::Broken),
             };
             match response {
                 Ok(response) => return Ok((upstream, response)),
-                Err(ReadError::Closed) if retry => continue,
-                Err(ReadError::Closed) => {
-                    return Err(app_error(UpstreamError::Reset(
-                        "connection closed before a response".into(),
-                    )))
-                }
-                Err(ReadError::Io(error)) if retry => {
-                    tracing::debug!(%error, "pooled connection failed; retrying");
-                    continue;
-                }
-                Err(ReadError::Io(error)) => {
-                    return Err(app_error(UpstreamError::Reset(error.to_string())))
+                Err(ReadError::Closed(_)) if retry => continue,
+                Err(ReadError::Closed(cause) | ReadError::Broken(cause)) => {
+                    return Err(app_error(UpstreamError::Reset(cause)))
                 }
                 Err(ReadError::Invalid(why)) => {
                     return Err(app_error(UpstreamError::Reset(format!(
@@ -452,48 +464,53 @@ async fn client_gone<IO: AsyncRead + Unpin>(io: &mut IO, buf: &mut BytesMut) {
 }
 
 enum ReadError {
-    /// Closed before the first byte of a response.
-    Closed,
-    Io(std::io::Error),
+    /// Closed or reset before the first byte of a response: safe to retry where allowed.
+    Closed(String),
+    /// Failed after part of the response head arrived.
+    Broken(String),
     Invalid(&'static str),
 }
 
-/// Reads an instance's response head, skipping interim (1xx) responses as hyper's client does.
-async fn read_response(
+/// Reads an instance's response head and writes the client's version of it to `out`,
+/// skipping interim (1xx) responses as hyper's client does.
+async fn relay_response(
     upstream: &mut Connection,
-    head_request: bool,
+    out: &mut Vec<u8>,
+    options: &RelayOptions<'_>,
 ) -> Result<ResponseHead, ReadError> {
     let mut received = false;
     loop {
-        match head::parse_response(&mut upstream.buffered, head_request) {
-            Ok(Some(response)) if response.status == StatusCode::SWITCHING_PROTOCOLS => {
-                return Err(ReadError::Invalid("101 to a request that asked no upgrade"))
-            }
-            Ok(Some(response)) if response.status.is_informational() => continue,
-            Ok(Some(response)) => return Ok(response),
+        match response::relay_response(&mut upstream.buffered, out, options) {
+            Ok(Some(Relayed::Interim)) => continue,
+            Ok(Some(Relayed::Final(response))) => return Ok(response),
             Ok(None) => {}
-            Err(head::HeadError::TooLarge) => return Err(ReadError::Invalid("head too large")),
-            Err(head::HeadError::Malformed(why)) => return Err(ReadError::Invalid(why)),
+            Err(HeadError::TooLarge) => return Err(ReadError::Invalid("head too large")),
+            Err(HeadError::Malformed(why)) => return Err(ReadError::Invalid(why)),
         }
         if upstream.buffered.capacity() - upstream.buffered.len() < 1024 {
             upstream.buffered.reserve(BUFFER);
         }
-        match upstream.stream.read_buf(&mut upstream.buffered).await {
-            Ok(0) if !received => return Err(ReadError::Closed),
-            Ok(0) => return Err(ReadError::Io(std::io::ErrorKind::UnexpectedEof.into())),
-            Ok(_) => received = true,
-            Err(error) if !received => {
-                return Err(match error.kind() {
-                    std::io::ErrorKind::ConnectionReset => ReadError::Closed,
-                    _ => ReadError::Io(error),
-                })
+        let read = upstream.stream.read_buf(&mut upstream.buffered).await;
+        match (read, received) {
+            (Ok(0), false) => {
+                return Err(ReadError::Closed(
+                    "connection closed before a response".into(),
+                ))
             }
-            Err(error) => return Err(ReadError::Io(error)),
+            (Ok(0), true) => {
+                return Err(ReadError::Broken(
+                    "connection closed inside the response head".into(),
+                ))
+            }
+            (Ok(_), _) => received = true,
+            (Err(error), false) => return Err(ReadError::Closed(error.to_string())),
+            (Err(error), true) => return Err(ReadError::Broken(error.to_string())),
         }
     }
 }
 
-/// Writes a response the gateway makes itself. Returns whether it was written.
+/// Writes a response the gateway makes itself (no body for HEAD, but its length). Returns
+/// whether it was written.
 async fn write_gateway_response<IO>(
     io: &mut IO,
     out: &mut Vec<u8>,
@@ -501,6 +518,7 @@ async fn write_gateway_response<IO>(
     mut headers: http::HeaderMap,
     body: Bytes,
     keep_alive: bool,
+    head_request: bool,
 ) -> bool
 where
     IO: AsyncWrite + Unpin,
@@ -508,15 +526,10 @@ where
     headers
         .entry(header::CONTENT_TYPE)
         .or_insert(HeaderValue::from_static("text/plain; charset=utf-8"));
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     out.clear();
-    head::write_response(
-        out,
-        status,
-        &headers,
-        Framing::Length(body.len() as u64),
-        !keep_alive,
-    );
-    out.extend_from_slice(&body);
+    response::write_gateway_head(out, status, &headers, body.len() as u64, keep_alive);
+    if !head_request {
+        out.extend_from_slice(&body);
+    }
     io.write_all(out).await.is_ok() && io.flush().await.is_ok()
 }
