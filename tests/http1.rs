@@ -484,3 +484,58 @@ async fn unusual_instance_answers_reach_the_client_intact_or_end_its_connection(
     handle.shutdown().await;
     handle2.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_instance_that_answers_before_reading_the_upload_is_heard() {
+    // Answers 413 at once and then neither reads the body nor closes, as an app that
+    // rejects uploads by their head does. The gateway must not wait for the upload first.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let instance = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 9\r\n\r\ntoo large",
+                    )
+                    .await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    let (_config, handle, addr) = gateway_for(instance).await;
+    let client = TcpStream::connect(addr).await.unwrap();
+    let (mut reader, mut writer) = client.into_split();
+    let size = 64 * 1024 * 1024;
+    let head = format!("PUT /big HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {size}\r\n\r\n");
+    let upload = tokio::spawn(async move {
+        writer.write_all(head.as_bytes()).await?;
+        let block = vec![b'x'; 1024 * 1024];
+        for _ in 0..64 {
+            writer.write_all(&block).await?;
+        }
+        Ok::<_, std::io::Error>(writer)
+    });
+    let mut received = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), reader.read_to_end(&mut received))
+        .await
+        .expect("answered and closed well before request_timeout")
+        .ok();
+    let text = String::from_utf8_lossy(&received);
+    assert!(
+        text.starts_with("HTTP/1.1 413 Payload Too Large\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("connection: close\r\n"), "{text}");
+    assert!(text.ends_with("too large"), "{text}");
+    upload.abort();
+    handle.shutdown().await;
+}

@@ -27,6 +27,7 @@ pub mod prefixed;
 pub mod request;
 pub mod response;
 
+use std::future::Future;
 use std::pin::{pin, Pin};
 
 use bytes::{Bytes, BytesMut};
@@ -73,11 +74,18 @@ where
     let mut out = Vec::with_capacity(1024);
     let mut head_timer = pin!(sleep(limits.header_read_timeout));
     let mut request_timer = pin!(sleep(limits.header_read_timeout));
+    // One wait for shutdown for the connection's life, rather than one per request: it stays
+    // registered with the channel between polls.
+    let mut shutdown = pin!(stopped_owned(stop.clone()));
     loop {
         head_timer
             .as_mut()
             .reset(Instant::now() + limits.header_read_timeout);
-        let head = match read_head(&mut io, &mut buf, limits, head_timer.as_mut(), stop).await {
+        let deadlines = Waits {
+            head: head_timer.as_mut(),
+            shutdown: shutdown.as_mut(),
+        };
+        let head = match read_head(&mut io, &mut buf, limits, deadlines).await {
             HeadRead::Request(head) => head,
             HeadRead::Handoff => return Exit::Handoff(io, buf),
             HeadRead::Closed => return Exit::Closed,
@@ -129,14 +137,26 @@ enum HeadRead {
     Refused(StatusCode, &'static str),
 }
 
+/// What a connection waiting for its next request head also waits for.
+struct Waits<'a> {
+    /// The header-read deadline.
+    head: Pin<&'a mut Sleep>,
+    /// The gateway's shutdown.
+    shutdown: Pin<&'a mut (dyn Future<Output = ()> + Send)>,
+}
+
+/// Resolves once the gateway shuts down.
+async fn stopped_owned(mut stop: watch::Receiver<bool>) {
+    stopped(&mut stop).await;
+}
+
 /// Reads the next request head, within the header-read deadline. An idle connection (no byte
 /// of a next request yet) closes quietly at the deadline or on shutdown.
 async fn read_head<IO>(
     io: &mut IO,
     buf: &mut BytesMut,
     limits: &ListenerLimits,
-    mut timer: Pin<&mut Sleep>,
-    stop: &mut watch::Receiver<bool>,
+    mut waits: Waits<'_>,
 ) -> HeadRead
 where
     IO: AsyncRead + Unpin,
@@ -168,14 +188,14 @@ where
         let read = tokio::select! {
             biased;
             read = io.read_buf(buf) => read,
-            _ = timer.as_mut() => {
+            _ = waits.head.as_mut() => {
                 return if idle {
                     HeadRead::Closed
                 } else {
                     HeadRead::Refused(StatusCode::REQUEST_TIMEOUT, "request head not received in time")
                 };
             }
-            _ = stopped(stop), if idle => return HeadRead::Closed,
+            _ = waits.shutdown.as_mut(), if idle => return HeadRead::Closed,
         };
         match read {
             Ok(0) | Err(_) => return HeadRead::Closed,
@@ -401,22 +421,15 @@ where
             let retry = reused && replayable;
             self.out.clear();
             request::write_request(self.out, parts, self.framing);
-            let mut sent = 0;
-            match body::copy(
-                self.framing,
-                self.io,
-                self.buf,
-                &mut upstream.stream,
-                self.out,
-                &mut sent,
-            )
-            .await
-            {
-                Ok(()) => self.body_sent = true,
+            // The body goes up while the instance may already answer (a 401 or 413 before
+            // reading it all): then the upload stops and the answer is passed on.
+            let mut write_failed = None;
+            match self.upload(&mut upstream).await {
+                Ok(Upload::Sent) => self.body_sent = true,
+                Ok(Upload::AnsweredEarly) => {}
                 Err(CopyError::Destination(_)) if retry => continue,
-                Err(CopyError::Destination(error)) => {
-                    return Err(app_error(UpstreamError::Reset(error.to_string())))
-                }
+                // Passed on below if the instance answered before closing.
+                Err(CopyError::Destination(error)) => write_failed = Some(error),
                 Err(CopyError::Source(_)) => return Err(Failure::Broken),
                 Err(CopyError::Malformed(why)) => {
                     return Err(Failure::Gateway(GatewayError::BadRequest(why)))
@@ -433,10 +446,15 @@ where
                 () = client_gone(self.io, self.buf) => return Err(Failure::Broken),
             };
             match response {
-                Ok(response) => return Ok((upstream, response)),
+                Ok(mut response) => {
+                    // Part of the body is still unsent: the connection cannot be reused.
+                    response.upstream_keep_alive &= self.body_sent;
+                    return Ok((upstream, response));
+                }
                 Err(ReadError::Closed(_)) if retry => continue,
                 Err(ReadError::Closed(cause) | ReadError::Broken(cause)) => {
-                    return Err(app_error(UpstreamError::Reset(cause)))
+                    let cause = write_failed.map_or(cause, |error| error.to_string());
+                    return Err(app_error(UpstreamError::Reset(cause)));
                 }
                 Err(ReadError::Invalid(why)) => {
                     return Err(app_error(UpstreamError::Reset(format!(
@@ -446,6 +464,58 @@ where
             }
         }
     }
+}
+
+/// How an upload ended.
+enum Upload {
+    /// The head and the whole body went to the instance.
+    Sent,
+    /// The instance's response head arrived first; the rest of the body was not sent.
+    AnsweredEarly,
+}
+
+impl<IO> Exchange<'_, IO>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    /// Writes the request head in `out` and the body to the instance, watching for a
+    /// response that comes before the body is all sent. A bodiless request is written in the
+    /// first poll, so it never reads the instance here.
+    async fn upload(&mut self, upstream: &mut Connection) -> Result<Upload, CopyError> {
+        let (mut reader, mut writer) = upstream.stream.split();
+        let buffered = &mut upstream.buffered;
+        let mut sent = 0;
+        let copy = body::copy(
+            self.framing,
+            self.io,
+            self.buf,
+            &mut writer,
+            self.out,
+            &mut sent,
+        );
+        let answered = async {
+            loop {
+                buffered.reserve(BUFFER);
+                match reader.read_buf(buffered).await {
+                    // A close is the upload's to notice (a failed write) or the response's.
+                    Ok(0) | Err(_) => return std::future::pending().await,
+                    Ok(_) if has_final_head(buffered) => return,
+                    Ok(_) => {}
+                }
+            }
+        };
+        tokio::select! {
+            biased;
+            copied = copy => copied.map(|()| Upload::Sent),
+            () = answered => Ok(Upload::AnsweredEarly),
+        }
+    }
+}
+
+/// Whether `buffered` starts with a complete final (not 1xx) response head.
+fn has_final_head(buffered: &[u8]) -> bool {
+    let interim = buffered.get(9) == Some(&b'1');
+    !interim && buffered.windows(4).any(|window| window == b"\r\n\r\n")
 }
 
 /// Resolves when the client closes its connection (or it fails) while its request waits, so
@@ -478,7 +548,7 @@ async fn relay_response(
     out: &mut Vec<u8>,
     options: &RelayOptions<'_>,
 ) -> Result<ResponseHead, ReadError> {
-    let mut received = false;
+    let mut received = !upstream.buffered.is_empty();
     loop {
         match response::relay_response(&mut upstream.buffered, out, options) {
             Ok(Some(Relayed::Interim)) => continue,
