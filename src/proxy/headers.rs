@@ -32,26 +32,37 @@ pub struct ClientFacts<'a> {
 
 /// Hop-by-hop headers of RFC 9110 7.6.1, and the proxy credentials meant for us. Both
 /// HTTP engines drop these (and the headers `Connection` names) at each hop.
+const HOP_BY_HOP_NAMES: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+];
+
 static HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHORIZATION,
-    header::PROXY_AUTHENTICATE,
+    HeaderName::from_static(HOP_BY_HOP_NAMES[0]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[1]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[2]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[3]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[4]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[5]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[6]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[7]),
 ];
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(name)
 }
 
-/// [`HOP_BY_HOP`] for a field name as it came off the wire (any case).
+/// The same test for a field name as it came off the wire (any case).
 pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
-    HOP_BY_HOP
+    HOP_BY_HOP_NAMES
         .iter()
-        .any(|hop| name.eq_ignore_ascii_case(hop.as_str().as_bytes()))
+        .any(|hop| name.eq_ignore_ascii_case(hop.as_bytes()))
 }
 
 /// Removes hop-by-hop headers, including every header named in `Connection`.
@@ -82,22 +93,6 @@ pub fn prepare_request_headers(headers: &mut HeaderMap, client: &ClientFacts<'_>
     let peer_ip = canonical_ip(client.peer.ip());
 
     let peer_text = peer_ip.to_string();
-    let forwarded_for = match joined(headers, &X_FORWARDED_FOR).filter(|_| client.trusted) {
-        Some(previous) => format!("{previous}, {peer_text}"),
-        None => peer_text.clone(),
-    };
-    set(headers, &X_FORWARDED_FOR, forwarded_for);
-
-    if !(client.trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
-        headers.insert(
-            X_FORWARDED_PROTO.clone(),
-            HeaderValue::from_static(client.scheme),
-        );
-    }
-    if !(client.trusted && headers.contains_key(&X_FORWARDED_HOST)) {
-        headers.insert(X_FORWARDED_HOST.clone(), client.host.clone());
-    }
-
     let host = String::from_utf8_lossy(client.host.as_bytes());
     let host = if host.contains(['"', '\\']) {
         std::borrow::Cow::Owned(host.replace(['"', '\\'], ""))
@@ -111,7 +106,27 @@ pub fn prepare_request_headers(headers: &mut HeaderMap, client: &ClientFacts<'_>
             client.scheme
         ),
     };
-    let forwarded = match joined(headers, &header::FORWARDED).filter(|_| client.trusted) {
+    // Only a trusted proxy's own forwarding headers are read (and extended); anyone else's
+    // are replaced without a look.
+    let previous =
+        |headers: &HeaderMap, name| client.trusted.then(|| joined(headers, name)).flatten();
+    let forwarded_for = match previous(headers, &X_FORWARDED_FOR) {
+        Some(previous) => format!("{previous}, {peer_text}"),
+        None => peer_text,
+    };
+    set(headers, &X_FORWARDED_FOR, forwarded_for);
+
+    if !(client.trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+        headers.insert(
+            X_FORWARDED_PROTO.clone(),
+            HeaderValue::from_static(client.scheme),
+        );
+    }
+    if !(client.trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+        headers.insert(X_FORWARDED_HOST.clone(), client.host.clone());
+    }
+
+    let forwarded = match previous(headers, &header::FORWARDED) {
         Some(previous) => format!("{previous}, {element}"),
         None => element,
     };
