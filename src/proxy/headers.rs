@@ -87,51 +87,88 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The forwarding fields an instance gets for one request, the same for both engines.
+pub struct Forwarding {
+    /// `X-Forwarded-For`: the client's address, after a trusted proxy's list.
+    pub x_forwarded_for: String,
+    /// `Forwarded` (RFC 7239): this hop's element, after a trusted proxy's list.
+    pub forwarded: String,
+    /// Keep the client's `X-Forwarded-Proto` (a trusted proxy sent one) instead of ours.
+    pub keep_proto: bool,
+    /// Keep the client's `X-Forwarded-Host` likewise.
+    pub keep_host: bool,
+}
+
+/// What a request's own forwarding fields say, read only when the client is a trusted proxy
+/// (anyone else's are replaced without a look).
+#[derive(Default)]
+pub struct PreviousForwarding {
+    /// All `X-Forwarded-For` values joined with ", ".
+    pub x_forwarded_for: Option<String>,
+    /// All `Forwarded` values joined likewise.
+    pub forwarded: Option<String>,
+    pub has_proto: bool,
+    pub has_host: bool,
+}
+
+impl Forwarding {
+    pub fn new(client: &ClientFacts<'_>, previous: PreviousForwarding) -> Self {
+        let peer_ip = canonical_ip(client.peer.ip());
+        let peer_text = peer_ip.to_string();
+        let host = String::from_utf8_lossy(client.host.as_bytes());
+        let host = if host.contains(['"', '\\']) {
+            std::borrow::Cow::Owned(host.replace(['"', '\\'], ""))
+        } else {
+            host
+        };
+        let element = match peer_ip {
+            IpAddr::V4(_) => format!("for={peer_text};host=\"{host}\";proto={}", client.scheme),
+            IpAddr::V6(_) => format!(
+                "for=\"[{peer_text}]\";host=\"{host}\";proto={}",
+                client.scheme
+            ),
+        };
+        let trusted = client.trusted;
+        Forwarding {
+            x_forwarded_for: match previous.x_forwarded_for.filter(|_| trusted) {
+                Some(previous) => format!("{previous}, {peer_text}"),
+                None => peer_text,
+            },
+            forwarded: match previous.forwarded.filter(|_| trusted) {
+                Some(previous) => format!("{previous}, {element}"),
+                None => element,
+            },
+            keep_proto: trusted && previous.has_proto,
+            keep_host: trusted && previous.has_host,
+        }
+    }
+}
+
 /// Rewrites a request's headers for the hop to an instance.
 pub fn prepare_request_headers(headers: &mut HeaderMap, client: &ClientFacts<'_>) {
     strip_hop_by_hop(headers);
-    let peer_ip = canonical_ip(client.peer.ip());
-
-    let peer_text = peer_ip.to_string();
-    let host = String::from_utf8_lossy(client.host.as_bytes());
-    let host = if host.contains(['"', '\\']) {
-        std::borrow::Cow::Owned(host.replace(['"', '\\'], ""))
+    let previous = if client.trusted {
+        PreviousForwarding {
+            x_forwarded_for: joined(headers, &X_FORWARDED_FOR),
+            forwarded: joined(headers, &header::FORWARDED),
+            has_proto: headers.contains_key(&X_FORWARDED_PROTO),
+            has_host: headers.contains_key(&X_FORWARDED_HOST),
+        }
     } else {
-        host
+        PreviousForwarding::default()
     };
-    let element = match peer_ip {
-        IpAddr::V4(_) => format!("for={peer_text};host=\"{host}\";proto={}", client.scheme),
-        IpAddr::V6(_) => format!(
-            "for=\"[{peer_text}]\";host=\"{host}\";proto={}",
-            client.scheme
-        ),
-    };
-    // Only a trusted proxy's own forwarding headers are read (and extended); anyone else's
-    // are replaced without a look.
-    let previous =
-        |headers: &HeaderMap, name| client.trusted.then(|| joined(headers, name)).flatten();
-    let forwarded_for = match previous(headers, &X_FORWARDED_FOR) {
-        Some(previous) => format!("{previous}, {peer_text}"),
-        None => peer_text,
-    };
-    set(headers, &X_FORWARDED_FOR, forwarded_for);
-
-    if !(client.trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+    let forwarding = Forwarding::new(client, previous);
+    set(headers, &X_FORWARDED_FOR, forwarding.x_forwarded_for);
+    if !forwarding.keep_proto {
         headers.insert(
             X_FORWARDED_PROTO.clone(),
             HeaderValue::from_static(client.scheme),
         );
     }
-    if !(client.trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+    if !forwarding.keep_host {
         headers.insert(X_FORWARDED_HOST.clone(), client.host.clone());
     }
-
-    let forwarded = match previous(headers, &header::FORWARDED) {
-        Some(previous) => format!("{previous}, {element}"),
-        None => element,
-    };
-    set(headers, &header::FORWARDED, forwarded);
-
+    set(headers, &header::FORWARDED, forwarding.forwarded);
     append_via(headers, client.version);
     headers.insert(header::HOST, client.host.clone());
 }

@@ -124,7 +124,7 @@ impl Proxy {
         &self,
         table: &'t RouteTable,
         conn: ConnInfo,
-        request: &http::request::Parts,
+        request: &RequestFacts<'_>,
         record: &mut RequestRecord,
     ) -> Result<Admission<'t>, GatewayError> {
         let target = RequestHost::of(request)?;
@@ -147,7 +147,7 @@ impl Proxy {
             return Err(GatewayError::HttpsRedirect(https_location(
                 &target.name,
                 port,
-                &request.uri,
+                request.uri,
             )));
         }
 
@@ -160,9 +160,8 @@ impl Proxy {
                 .iter()
                 .any(|net| net.contains(&peer_ip)),
             Visibility::Project => request
-                .headers
-                .get(&TOKEN_HEADER)
-                .and_then(|token| token.to_str().ok())
+                .token
+                .and_then(|token| std::str::from_utf8(token).ok())
                 .and_then(|token| self.identities.project_of(token))
                 .is_some_and(|project| project == route.spec.project),
         };
@@ -286,7 +285,7 @@ impl Proxy {
         let client_upgrade = (h2_websocket || websocket::is_websocket_upgrade(&request))
             .then(|| hyper::upgrade::on(&mut request));
         let (mut parts, body) = request.into_parts();
-        let admission = self.admit(table, conn, &parts, record)?;
+        let admission = self.admit(table, conn, &RequestFacts::of(&parts), record)?;
         let lease = self.lease(&admission, record).await?;
         Self::prepare_upstream(&mut parts, conn, &admission);
         let route = admission.route;
@@ -354,6 +353,27 @@ impl Proxy {
                 addr,
                 timeout,
             }),
+        }
+    }
+}
+
+/// What routing and admission look at in a request, whichever engine parsed it.
+pub(crate) struct RequestFacts<'a> {
+    pub uri: &'a Uri,
+    pub version: Version,
+    /// The `Host` field.
+    pub host: Option<&'a HeaderValue>,
+    /// The instance token field (`project` visibility).
+    pub token: Option<&'a [u8]>,
+}
+
+impl<'a> RequestFacts<'a> {
+    fn of(parts: &'a http::request::Parts) -> Self {
+        RequestFacts {
+            uri: &parts.uri,
+            version: parts.version,
+            host: parts.headers.get(http::header::HOST),
+            token: parts.headers.get(&TOKEN_HEADER).map(HeaderValue::as_bytes),
         }
     }
 }
@@ -470,7 +490,7 @@ struct RequestHost<'a> {
 }
 
 impl<'a> RequestHost<'a> {
-    fn of(request: &'a http::request::Parts) -> Result<Self, GatewayError> {
+    fn of(request: &RequestFacts<'a>) -> Result<Self, GatewayError> {
         // HTTP/2 carries the host in `:authority` (the URI); HTTP/1 in Host, unless the request
         // is in absolute form, where the URI's authority wins (RFC 9112 3.2.2).
         let absolute_form = request.version < Version::HTTP_2 && request.uri.authority().is_some();
@@ -482,8 +502,7 @@ impl<'a> RequestHost<'a> {
             ),
             None => {
                 let value = request
-                    .headers
-                    .get(http::header::HOST)
+                    .host
                     .ok_or(GatewayError::BadRequest("missing Host header"))?;
                 (
                     value

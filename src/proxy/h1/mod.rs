@@ -37,15 +37,16 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::{sleep, Instant, Sleep};
 
+use super::headers::ClientFacts;
 use super::upstream::UpstreamError;
-use super::{ConnInfo, GatewayError, Proxy, RequestRecord};
+use super::{ConnInfo, GatewayError, Proxy, RequestFacts, RequestRecord};
 use crate::config::ListenerLimits;
 use crate::instance::Instance;
 use crate::server::stopped;
 use body::CopyError;
-use framing::{Framing, HeadError};
+use framing::HeadError;
 use pool::Connection;
-use request::{Parsed, RequestHead};
+use request::{Field, Parsed, RequestHead};
 use response::{RelayOptions, Relayed, ResponseHead};
 
 /// Read buffer size of a client connection; grown for large heads up to the header limit.
@@ -72,6 +73,7 @@ where
 {
     let mut buf = BytesMut::with_capacity(BUFFER);
     let mut out = Vec::with_capacity(1024);
+    let mut fields = Vec::with_capacity(32);
     let mut head_timer = pin!(sleep(limits.header_read_timeout));
     let mut request_timer = pin!(sleep(limits.header_read_timeout));
     // One wait for shutdown for the connection's life, rather than one per request: it stays
@@ -85,7 +87,7 @@ where
             head: head_timer.as_mut(),
             shutdown: shutdown.as_mut(),
         };
-        let head = match read_head(&mut io, &mut buf, limits, deadlines).await {
+        let head = match read_head(&mut io, &mut buf, &mut fields, limits, deadlines).await {
             HeadRead::Request(head) => head,
             HeadRead::Handoff => return Exit::Handoff(io, buf),
             HeadRead::Closed => return Exit::Closed,
@@ -109,7 +111,7 @@ where
             &mut io,
             &mut buf,
             &mut out,
-            head,
+            (&head, &fields),
             conn,
             request_timer.as_mut(),
             stop,
@@ -155,6 +157,7 @@ async fn stopped_owned(mut stop: watch::Receiver<bool>) {
 async fn read_head<IO>(
     io: &mut IO,
     buf: &mut BytesMut,
+    fields: &mut Vec<Field>,
     limits: &ListenerLimits,
     mut waits: Waits<'_>,
 ) -> HeadRead
@@ -163,7 +166,7 @@ where
 {
     loop {
         if !buf.is_empty() {
-            match request::parse_request(buf, limits.max_header_bytes) {
+            match request::parse_request(buf, limits.max_header_bytes, fields) {
                 Ok(Some(Parsed::Request(head))) => return HeadRead::Request(head),
                 Ok(Some(Parsed::Handoff(reason))) => {
                     tracing::trace!(?reason, "request handed to hyper");
@@ -219,7 +222,7 @@ async fn exchange<IO>(
     io: &mut IO,
     buf: &mut BytesMut,
     out: &mut Vec<u8>,
-    head: RequestHead,
+    (head, fields): (&RequestHead, &[Field]),
     conn: ConnInfo,
     timer: Pin<&mut Sleep>,
     stop: &watch::Receiver<bool>,
@@ -227,14 +230,9 @@ async fn exchange<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let RequestHead {
-        mut parts,
-        framing,
-        keep_alive,
-    } = head;
     let mut record = RequestRecord::start(
-        &parts.method,
-        &parts.uri,
+        &head.method,
+        &head.uri,
         Version::HTTP_11,
         conn.peer,
         &proxy.metrics,
@@ -245,14 +243,11 @@ where
         out,
         conn,
         stop,
-        framing,
-        body_sent: framing.is_empty(),
-        keep_alive,
+        request: head,
+        fields,
+        body_sent: head.framing.is_empty(),
     };
-    match exchange
-        .forward(proxy, &mut parts, timer, &mut record)
-        .await
-    {
+    match exchange.forward(proxy, timer, &mut record).await {
         Ok(keep_alive) => keep_alive,
         Err(Failure::Broken) => false,
         Err(Failure::Gateway(error)) => {
@@ -260,7 +255,7 @@ where
             let keep_alive = exchange.keeps_alive();
             let (status, headers, body) = error.to_parts();
             record.status = status.as_u16();
-            let head_request = parts.method == Method::HEAD;
+            let head_request = head.method == Method::HEAD;
             if !head_request {
                 record.bytes = body.len() as u64;
             }
@@ -289,12 +284,11 @@ struct Exchange<'a, IO> {
     conn: ConnInfo,
     /// The gateway's shutdown signal: a connection's response during shutdown is its last.
     stop: &'a watch::Receiver<bool>,
-    /// The request body's framing.
-    framing: Framing,
+    /// The request's head and its fields.
+    request: &'a RequestHead,
+    fields: &'a [Field],
     /// The whole request body has gone to an instance (or there was none).
     body_sent: bool,
-    /// The client asked to keep the connection open.
-    keep_alive: bool,
 }
 
 impl<IO> Exchange<'_, IO>
@@ -305,19 +299,25 @@ where
     /// client wants it, the gateway is not shutting down, and no unread request body is left
     /// that would be taken for the next request.
     fn keeps_alive(&self) -> bool {
-        self.keep_alive && self.body_sent && !*self.stop.borrow()
+        self.request.keep_alive && self.body_sent && !*self.stop.borrow()
     }
 
     async fn forward(
         &mut self,
         proxy: &Proxy,
-        parts: &mut http::request::Parts,
         mut timer: Pin<&mut Sleep>,
         record: &mut RequestRecord,
     ) -> Result<bool, Failure> {
         let table = proxy.routes.load_full();
+        let request = self.request;
+        let facts = RequestFacts {
+            uri: &request.uri,
+            version: Version::HTTP_11,
+            host: request.host.as_ref(),
+            token: request.token.map(|field| field.value(&request.head)),
+        };
         let admission = proxy
-            .admit(&table, self.conn, parts, record)
+            .admit(&table, self.conn, &facts, record)
             .map_err(Failure::Gateway)?;
         // A client that gives up while its request waits for an instance leaves the queue.
         let lease = tokio::select! {
@@ -325,7 +325,13 @@ where
             lease = proxy.lease(&admission, record) => lease.map_err(Failure::Gateway)?,
             () = client_gone(self.io, self.buf) => return Err(Failure::Broken),
         };
-        Proxy::prepare_upstream(parts, self.conn, &admission);
+        let client = ClientFacts {
+            peer: self.conn.peer,
+            scheme: self.conn.listener.scheme(),
+            host: &admission.host,
+            version: Version::HTTP_11,
+            trusted: admission.trusted,
+        };
         let route = admission.route;
         let instance = lease.instance();
         let hsts = Proxy::hsts(route, self.conn);
@@ -333,7 +339,7 @@ where
         timer.as_mut().reset(Instant::now() + timeout);
         let sent = tokio::select! {
             biased;
-            sent = self.send(proxy, instance, parts, &route.app.name, hsts.as_ref()) => sent,
+            sent = self.send(proxy, instance, &client, &route.app.name, hsts.as_ref()) => sent,
             _ = timer => Err(Failure::Gateway(GatewayError::UpstreamTimeout {
                 app: route.app.name.clone(),
                 addr: instance.addr,
@@ -380,7 +386,7 @@ where
         &mut self,
         proxy: &Proxy,
         instance: &Instance,
-        parts: &http::request::Parts,
+        client: &ClientFacts<'_>,
         app: &str,
         hsts: Option<&HeaderValue>,
     ) -> Result<(Box<Connection>, ResponseHead), Failure> {
@@ -399,8 +405,8 @@ where
                 },
             })
         };
-        let head_request = parts.method == Method::HEAD;
-        let replayable = self.framing.is_empty() && parts.method.is_idempotent();
+        let head_request = self.request.method == Method::HEAD;
+        let replayable = self.request.framing.is_empty() && self.request.method.is_idempotent();
         loop {
             let (mut upstream, reused) = match instance
                 .h1_idle
@@ -420,7 +426,7 @@ where
             };
             let retry = reused && replayable;
             self.out.clear();
-            request::write_request(self.out, parts, self.framing);
+            request::write_request(self.out, self.request, self.fields, client);
             // The body goes up while the instance may already answer (a 401 or 413 before
             // reading it all): then the upload stops and the answer is passed on.
             let mut write_failed = None;
@@ -486,7 +492,7 @@ where
         let buffered = &mut upstream.buffered;
         let mut sent = 0;
         let copy = body::copy(
-            self.framing,
+            self.request.framing,
             self.io,
             self.buf,
             &mut writer,

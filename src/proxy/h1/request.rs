@@ -1,18 +1,27 @@
-//! Request heads of the HTTP/1.1 engine: parsed from the client with httparse into the
-//! `http` types the shared routing code takes, and written out for the instance.
+//! Request heads of the HTTP/1.1 engine: parsed from the client with httparse, and written
+//! out for the instance straight from the client's fields, rewritten on the way, without a
+//! header map.
 //!
 //! Parsing is strict where a proxy must be (request smuggling): ambiguous framing (see
 //! [`super::framing`]), a second `Host`, or a field `http` rejects is refused with 400 and the
 //! connection closes. Anything this engine leaves to hyper (see [`Handoff`]) is recognised
 //! here, before any byte is consumed.
+//!
+//! The rewriting is the hyper path's `prepare_request_headers` applied to fields on the wire:
+//! hop-by-hop fields and those `Connection` names go, as do the instance token and the
+//! framing fields (the engine writes its own); `Host` and the forwarding fields are the ones
+//! [`Forwarding`] computes; `Via` gets this hop as a field of its own after the client's. A
+//! test checks that both give the same fields.
 
 use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Uri, Version};
+use http::header::HeaderValue;
+use http::{Method, Uri};
 
 use super::framing::{has_token, is_framing_field, Framing, FramingHeaders, HeadError};
+use crate::identity::TOKEN_HEADER;
+use crate::proxy::headers::{is_hop_by_hop_name, ClientFacts, Forwarding, PreviousForwarding};
 
 /// Most header fields accepted in one head, as hyper's default.
 pub const MAX_HEADERS: usize = 100;
@@ -27,9 +36,36 @@ pub enum Handoff {
     Request(&'static str),
 }
 
-/// A request head ready for routing, with how its body is framed.
+/// Where one field's name and value are in a request head.
+#[derive(Debug, Clone, Copy)]
+pub struct Field {
+    name: (u32, u32),
+    value: (u32, u32),
+}
+
+impl Field {
+    pub fn name<'h>(&self, head: &'h [u8]) -> &'h [u8] {
+        &head[self.name.0 as usize..(self.name.0 + self.name.1) as usize]
+    }
+
+    pub fn value<'h>(&self, head: &'h [u8]) -> &'h [u8] {
+        &head[self.value.0 as usize..(self.value.0 + self.value.1) as usize]
+    }
+}
+
+/// A request head ready for routing, with how its body is framed. Its fields are in the
+/// list [`parse_request`] filled.
 pub struct RequestHead {
-    pub parts: http::request::Parts,
+    pub method: Method,
+    pub uri: Uri,
+    /// The head's bytes, which the fields point into.
+    pub head: Bytes,
+    /// The `Host` field (at most one is accepted).
+    pub host: Option<HeaderValue>,
+    /// The instance token field, for `project` visibility.
+    pub token: Option<Field>,
+    /// Some `Connection` field may name fields to drop at this hop.
+    pub connection: bool,
     pub framing: Framing,
     /// The client asked to keep the connection open after this exchange.
     pub keep_alive: bool,
@@ -43,13 +79,15 @@ pub enum Parsed {
     Handoff(Handoff),
 }
 
-/// Where a field's name and value are in the head: start and length of each.
-type Span = [u32; 4];
-
-/// Parses the request head at the start of `buf`. `Ok(None)`: more bytes are needed. On
+/// Parses the request head at the start of `buf`, its fields into `fields` (a list kept by
+/// the connection, so no request allocates one). `Ok(None)`: more bytes are needed. On
 /// success the head's bytes are taken from `buf` (a body and pipelined requests stay); on a
 /// handoff nothing is taken.
-pub fn parse_request(buf: &mut BytesMut, max_bytes: usize) -> Result<Option<Parsed>, HeadError> {
+pub fn parse_request(
+    buf: &mut BytesMut,
+    max_bytes: usize,
+    fields: &mut Vec<Field>,
+) -> Result<Option<Parsed>, HeadError> {
     const PREFACE: &[u8] = b"PRI * HTTP/2.0";
     let start = &buf[..buf.len().min(PREFACE.len())];
     if start == &PREFACE[..start.len()] {
@@ -58,9 +96,9 @@ pub fn parse_request(buf: &mut BytesMut, max_bytes: usize) -> Result<Option<Pars
     if buf.len() > u32::MAX as usize {
         return Err(HeadError::TooLarge);
     }
-    let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut parsed_fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut []);
-    let length = match request.parse_with_uninit_headers(buf, &mut fields) {
+    let length = match request.parse_with_uninit_headers(buf, &mut parsed_fields) {
         Ok(httparse::Status::Complete(length)) => length,
         Ok(httparse::Status::Partial) => {
             return if buf.len() > max_bytes {
@@ -89,32 +127,37 @@ pub fn parse_request(buf: &mut BytesMut, max_bytes: usize) -> Result<Option<Pars
     let path = span(request.path.unwrap_or_default().as_bytes());
     let method = Method::from_bytes(method.as_bytes())
         .map_err(|_| HeadError::Malformed("invalid method"))?;
-    let mut spans: [Span; MAX_HEADERS] = [[0; 4]; MAX_HEADERS];
-    let count = request.headers.len();
+    fields.clear();
     let mut framing = FramingHeaders::default();
     let mut keep_alive = true;
-    let mut hosts = 0;
-    for (field, slot) in request.headers.iter().zip(spans.iter_mut()) {
-        let name = field.name.as_bytes();
+    let mut connection = false;
+    let mut host = None;
+    let mut token = None;
+    for parsed in request.headers.iter() {
+        let name = parsed.name.as_bytes();
+        let field = Field {
+            name: span(name),
+            value: span(parsed.value),
+        };
         if name.eq_ignore_ascii_case(b"upgrade") {
             return Ok(Some(Parsed::Handoff(Handoff::Request("upgrade"))));
         }
         if name.eq_ignore_ascii_case(b"expect") {
             return Ok(Some(Parsed::Handoff(Handoff::Request("Expect"))));
         }
-        if name.eq_ignore_ascii_case(b"connection") && has_token(field.value, b"close") {
-            keep_alive = false;
+        if name.eq_ignore_ascii_case(b"connection") {
+            connection = true;
+            keep_alive &= !has_token(parsed.value, b"close");
+        } else if name.eq_ignore_ascii_case(b"host") {
+            // RFC 9112 3.2: a request with more than one Host is answered 400.
+            if host.replace(field).is_some() {
+                return Err(HeadError::Malformed("more than one Host header"));
+            }
+        } else if name.eq_ignore_ascii_case(TOKEN_HEADER.as_str().as_bytes()) {
+            token = Some(field);
         }
-        if name.eq_ignore_ascii_case(b"host") {
-            hosts += 1;
-        }
-        framing.note(name, field.value)?;
-        let (name, value) = (span(name), span(field.value));
-        *slot = [name.0, name.1, value.0, value.1];
-    }
-    // RFC 9112 3.2: a request with more than one Host is answered 400.
-    if hosts > 1 {
-        return Err(HeadError::Malformed("more than one Host header"));
+        framing.note(name, parsed.value)?;
+        fields.push(field);
     }
     let framing = match framing.request()? {
         Some(framing) => framing,
@@ -122,58 +165,150 @@ pub fn parse_request(buf: &mut BytesMut, max_bytes: usize) -> Result<Option<Pars
     };
 
     let head = buf.split_to(length).freeze();
-    let slice = |(start, len): (u32, u32)| head.slice(start as usize..(start + len) as usize);
-    let uri = Uri::from_maybe_shared(slice(path))
+    let uri = Uri::from_maybe_shared(head.slice(path.0 as usize..(path.0 + path.1) as usize))
         .map_err(|_| HeadError::Malformed("invalid request target"))?;
-    let mut headers = HeaderMap::with_capacity(count);
-    for &[name, name_len, value, value_len] in &spans[..count] {
-        let name = HeaderName::from_bytes(&head[name as usize..(name + name_len) as usize])
-            .map_err(|_| HeadError::Malformed("invalid header name"))?;
-        headers.append(name, header_value(slice((value, value_len)))?);
-    }
-    let (mut parts, ()) = http::Request::new(()).into_parts();
-    parts.method = method;
-    parts.uri = uri;
-    parts.version = Version::HTTP_11;
-    parts.headers = headers;
+    let host = match host {
+        Some(field) => {
+            let range = field.value.0 as usize..(field.value.0 + field.value.1) as usize;
+            Some(
+                HeaderValue::from_maybe_shared(head.slice(range))
+                    .map_err(|_| HeadError::Malformed("invalid Host"))?,
+            )
+        }
+        None => None,
+    };
     Ok(Some(Parsed::Request(RequestHead {
-        parts,
+        method,
+        uri,
+        head,
+        host,
+        token,
+        connection,
         framing,
         keep_alive,
     })))
 }
 
-fn header_value(bytes: Bytes) -> Result<HeaderValue, HeadError> {
-    HeaderValue::from_maybe_shared(bytes).map_err(|_| HeadError::Malformed("invalid header value"))
-}
+/// Writes the request head for the instance: origin-form target, the client's fields
+/// rewritten for this hop (see the module header), and the framing of the body that will
+/// follow, which only the engine decides.
+pub fn write_request(
+    out: &mut Vec<u8>,
+    request: &RequestHead,
+    fields: &[Field],
+    client: &ClientFacts<'_>,
+) {
+    let head = &request.head[..];
+    let named_by_connection = |name: &[u8]| {
+        request.connection
+            && fields.iter().any(|field| {
+                field.name(head).eq_ignore_ascii_case(b"connection")
+                    && has_token(field.value(head), name)
+            })
+    };
+    let dropped = |name: &[u8]| {
+        is_hop_by_hop_name(name)
+            || is_framing_field(name)
+            || name.eq_ignore_ascii_case(b"host")
+            || name.eq_ignore_ascii_case(TOKEN_HEADER.as_str().as_bytes())
+            || named_by_connection(name)
+    };
+    let previous = if client.trusted {
+        let kept = || fields.iter().filter(|field| !dropped(field.name(head)));
+        let values = |wanted: &'static [u8]| {
+            kept()
+                .filter(move |field| field.name(head).eq_ignore_ascii_case(wanted))
+                .map(|field| field.value(head))
+        };
+        PreviousForwarding {
+            x_forwarded_for: joined(values(b"x-forwarded-for")),
+            forwarded: joined(values(b"forwarded")),
+            has_proto: values(b"x-forwarded-proto").next().is_some(),
+            has_host: values(b"x-forwarded-host").next().is_some(),
+        }
+    } else {
+        PreviousForwarding::default()
+    };
+    let forwarding = Forwarding::new(client, previous);
 
-/// Writes a request head for the instance: origin-form target, the (already rewritten)
-/// fields, and the framing of the body that will follow, which only the engine decides.
-pub fn write_request(out: &mut Vec<u8>, parts: &http::request::Parts, framing: Framing) {
-    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.extend_from_slice(request.method.as_str().as_bytes());
     out.push(b' ');
-    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let target = request.uri.path_and_query().map_or("/", |p| p.as_str());
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &parts.headers {
-        if is_framing_field(name.as_str().as_bytes()) {
+    for field in fields {
+        let name = field.name(head);
+        let replaced = name.eq_ignore_ascii_case(b"x-forwarded-for")
+            || name.eq_ignore_ascii_case(b"forwarded")
+            || (!forwarding.keep_proto && name.eq_ignore_ascii_case(b"x-forwarded-proto"))
+            || (!forwarding.keep_host && name.eq_ignore_ascii_case(b"x-forwarded-host"));
+        if replaced || dropped(name) {
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        write_field(out, name, field.value(head));
     }
-    framing.write_field(out);
+    write_field(out, b"host", client.host.as_bytes());
+    write_text_field(out, b"x-forwarded-for", &forwarding.x_forwarded_for);
+    if !forwarding.keep_proto {
+        write_field(out, b"x-forwarded-proto", client.scheme.as_bytes());
+    }
+    if !forwarding.keep_host {
+        write_field(out, b"x-forwarded-host", client.host.as_bytes());
+    }
+    write_text_field(out, b"forwarded", &forwarding.forwarded);
+    out.extend_from_slice(b"via: 1.1 tidegate\r\n");
+    request.framing.write_field(out);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// All `values` joined with ", ", or `None` if there are none or one is not text (as the
+/// hyper path's header map reading does).
+fn joined<'h>(mut values: impl Iterator<Item = &'h [u8]>) -> Option<String> {
+    let text = |value: &'h [u8]| {
+        HeaderValue::from_bytes(value)
+            .ok()?
+            .to_str()
+            .ok()
+            .map(str::to_string)
+    };
+    let mut out = text(values.next()?)?;
+    for value in values {
+        out.push_str(", ");
+        out.push_str(&text(value)?);
+    }
+    Some(out)
+}
+
+/// A field whose value the gateway composed; left out, as the hyper path leaves it out, if
+/// the value is not a valid field value.
+fn write_text_field(out: &mut Vec<u8>, name: &[u8], value: &str) {
+    if HeaderValue::from_bytes(value.as_bytes()).is_ok() {
+        write_field(out, name, value.as_bytes());
+    }
+}
+
+fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
 
     fn request(text: &str) -> Result<Option<Parsed>, HeadError> {
-        parse_request(&mut BytesMut::from(text), 16 * 1024)
+        parse_request(&mut BytesMut::from(text), 16 * 1024, &mut Vec::new())
+    }
+
+    fn parsed(text: &str) -> (RequestHead, Vec<Field>) {
+        let mut fields = Vec::new();
+        match parse_request(&mut BytesMut::from(text), 16 * 1024, &mut fields) {
+            Ok(Some(Parsed::Request(head))) => (head, fields),
+            _ => panic!("not parsed: {text:?}"),
+        }
     }
 
     fn framing(text: &str) -> Result<Framing, HeadError> {
@@ -195,12 +330,15 @@ mod tests {
     fn a_head_is_taken_and_the_body_and_next_request_stay() {
         let mut buf =
             BytesMut::from("POST /a?b=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhiGET");
-        let Ok(Some(Parsed::Request(head))) = parse_request(&mut buf, 1024) else {
+        let mut fields = Vec::new();
+        let Ok(Some(Parsed::Request(head))) = parse_request(&mut buf, 1024, &mut fields) else {
             panic!("not parsed");
         };
-        assert_eq!(head.parts.method, Method::POST);
-        assert_eq!(head.parts.uri, "/a?b=1");
-        assert_eq!(head.parts.headers["host"], "x");
+        assert_eq!(head.method, Method::POST);
+        assert_eq!(head.uri, "/a?b=1");
+        assert_eq!(head.host.unwrap(), "x");
+        assert_eq!(fields.len(), 2);
+        assert_eq!(fields[1].name(&head.head), b"Content-Length");
         assert_eq!(head.framing, Framing::Length(2));
         assert!(head.keep_alive);
         assert_eq!(&buf[..], b"hiGET");
@@ -268,39 +406,126 @@ mod tests {
         }
         // Nothing is consumed on a handoff: hyper reads the request from the start.
         let mut buf = BytesMut::from("GET / HTTP/1.0\r\n\r\n");
-        parse_request(&mut buf, 1024).unwrap();
+        parse_request(&mut buf, 1024, &mut Vec::new()).unwrap();
         assert_eq!(&buf[..], b"GET / HTTP/1.0\r\n\r\n");
     }
 
     #[test]
     fn connection_close_ends_keep_alive() {
-        let Ok(Some(Parsed::Request(head))) =
-            request("GET / HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n")
-        else {
-            panic!("not parsed");
-        };
+        let (head, _) = parsed("GET / HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n");
         assert!(!head.keep_alive);
+    }
+
+    /// A head's fields as a sorted list of (lowercase name, comma-joined values).
+    type FieldList = Vec<(String, String)>;
+
+    fn field_list(fields: impl Iterator<Item = (String, String)>) -> FieldList {
+        let mut joined: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for (name, value) in fields {
+            joined
+                .entry(name.to_ascii_lowercase())
+                .or_default()
+                .push(value);
+        }
+        joined
+            .into_iter()
+            .map(|(name, values)| (name, values.join(", ")))
+            .collect()
+    }
+
+    /// The instance's head from this engine, and the fields the hyper path would send.
+    fn both_ways(text: &str, trusted: bool) -> (String, FieldList, FieldList) {
+        let (head, fields) = parsed(text);
+        let peer: SocketAddr = "192.0.2.7:40000".parse().unwrap();
+        let host = head.host.clone().unwrap();
+        let client = ClientFacts {
+            peer,
+            scheme: "https",
+            host: &host,
+            version: http::Version::HTTP_11,
+            trusted,
+        };
+        let mut out = Vec::new();
+        write_request(&mut out, &head, &fields, &client);
+        let written = String::from_utf8(out).unwrap();
+        let mut parsed_fields = [httparse::EMPTY_HEADER; 64];
+        let mut reparsed = httparse::Request::new(&mut parsed_fields);
+        reparsed.parse(written.as_bytes()).unwrap();
+        let engine = field_list(reparsed.headers.iter().map(|field| {
+            (
+                field.name.to_string(),
+                String::from_utf8_lossy(field.value).into_owned(),
+            )
+        }));
+
+        let mut map = http::HeaderMap::new();
+        for field in &fields {
+            map.append(
+                http::HeaderName::from_bytes(field.name(&head.head)).unwrap(),
+                HeaderValue::from_bytes(field.value(&head.head)).unwrap(),
+            );
+        }
+        map.remove(&TOKEN_HEADER);
+        crate::proxy::headers::prepare_request_headers(&mut map, &client);
+        let hyper_path = field_list(
+            map.iter()
+                .filter(|(name, _)| !is_framing_field(name.as_str().as_bytes()))
+                .map(|(name, value)| {
+                    (
+                        name.to_string(),
+                        String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                    )
+                }),
+        );
+        (written, engine, hyper_path)
+    }
+
+    #[test]
+    fn the_engine_rewrites_fields_as_the_hyper_path_does() {
+        let heads = [
+            "GET /a HTTP/1.1\r\nHost: app.example.com\r\nAccept: */*\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: app.example.com\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-For: 10.0.0.2\r\nForwarded: for=10.0.0.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: edge\r\nVia: 1.1 edge\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: app.example.com\r\nConnection: keep-alive, x-secret, x-forwarded-for\r\nX-Secret: 1\r\nX-Forwarded-For: 10.9.9.9\r\nKeep-Alive: 5\r\nTE: trailers\r\nProxy-Authorization: basic x\r\nx-tidegate-token: secret\r\n\r\n",
+            "POST /a HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: 3\r\nX-Forwarded-Host: \"quoted\"\r\n\r\n",
+        ];
+        for text in heads {
+            for trusted in [false, true] {
+                let (written, engine, hyper_path) = both_ways(text, trusted);
+                assert_eq!(
+                    engine
+                        .iter()
+                        .filter(|(name, _)| name != "content-length")
+                        .cloned()
+                        .collect::<Vec<_>>(),
+                    hyper_path,
+                    "{text:?} trusted={trusted}\n{written}"
+                );
+                assert!(!written.contains("x-tidegate-token"), "{written}");
+            }
+        }
     }
 
     #[test]
     fn the_instance_gets_the_framing_the_engine_sends_and_no_other() {
-        // What a client's `Connection: content-length` left of its fields, or an instance's
-        // length that disagrees: only the engine's framing is written.
-        let (mut parts, ()) = http::Request::post("/up").body(()).unwrap().into_parts();
-        parts
-            .headers
-            .insert("content-length", HeaderValue::from_static("3"));
-        parts
-            .headers
-            .insert("transfer-encoding", HeaderValue::from_static("gzip"));
-        let mut out = Vec::new();
-        write_request(&mut out, &parts, Framing::Length(45));
-        assert_eq!(out, b"POST /up HTTP/1.1\r\ncontent-length: 45\r\n\r\n");
-        out.clear();
-        write_request(&mut out, &parts, Framing::Chunked);
+        // A client's `Connection: content-length` must not leave its body unframed, and a
+        // length field is written once, by the engine.
+        let (written, _, _) = both_ways(
+            "POST /up HTTP/1.1\r\nHost: a\r\nConnection: content-length\r\nContent-Length: 45\r\n\r\n",
+            false,
+        );
         assert_eq!(
-            out,
-            b"POST /up HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n"
+            written.matches("content-length: 45\r\n").count(),
+            1,
+            "{written}"
+        );
+        assert!(!written.contains("Content-Length"), "{written}");
+        let (written, _, _) = both_ways(
+            "POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+        );
+        assert!(
+            written.ends_with("via: 1.1 tidegate\r\ntransfer-encoding: chunked\r\n\r\n"),
+            "{written}"
         );
     }
 }
