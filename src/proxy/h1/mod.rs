@@ -609,3 +609,11 @@ where
     }
     io.write_all(out).await.is_ok() && io.flush().await.is_ok()
 }
+
+/// Writes one header field line.
+fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}

@@ -20,6 +20,7 @@ use http::header::HeaderValue;
 use http::{Method, Uri};
 
 use super::framing::{has_token, is_framing_field, Framing, FramingHeaders, HeadError};
+use super::write_field;
 use crate::identity::TOKEN_HEADER;
 use crate::proxy::headers::{is_hop_by_hop_name, ClientFacts, Forwarding, PreviousForwarding};
 
@@ -285,13 +286,6 @@ fn write_text_field(out: &mut Vec<u8>, name: &[u8], value: &str) {
     if HeaderValue::from_bytes(value.as_bytes()).is_ok() {
         write_field(out, name, value.as_bytes());
     }
-}
-
-fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use http::StatusCode;
 use super::date;
 use super::framing::{has_token, is_framing_field, Framing, FramingHeaders, HeadError};
 use super::request::MAX_HEADERS;
+use super::write_field;
 use crate::proxy::headers::is_hop_by_hop_name;
 
 /// Response heads larger than this are refused (hyper's client limit is about 400 KiB).
@@ -190,13 +191,6 @@ fn write_status_line(out: &mut Vec<u8>, status: StatusCode) {
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
-}
-
-fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
 }
 
