@@ -126,7 +126,21 @@ pub fn normalize_host(raw: &str) -> Option<Cow<'_, str>> {
         }
     };
     let host = host.strip_suffix('.').unwrap_or(host);
-    if host.is_empty() || host.contains(['/', '@', ' ', '\t']) {
+    // A name (letters, digits, `-`, `.`, `_`) or an IPv6 literal; anything else, such as
+    // `evil.com,app.example.com`, could route by one reading and be read another way by
+    // the instance, which gets the Host as sent.
+    let valid = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(ipv6) => {
+            !ipv6.is_empty()
+                && ipv6
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        }
+        None => host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')),
+    };
+    if host.is_empty() || !valid {
         return None;
     }
     if host.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -139,6 +153,27 @@ pub fn normalize_host(raw: &str) -> Option<Cow<'_, str>> {
 #[cfg(test)]
 mod tests {
     use super::normalize_host;
+
+    #[test]
+    fn hosts_with_characters_outside_names_are_malformed() {
+        for raw in [
+            "evil.com,app.example.com",
+            "app.example.com;x",
+            "a b",
+            "user@app.example.com",
+            "app.example.com/x",
+            "[::1%eth0]",
+            "[]",
+            "app\"x",
+        ] {
+            assert_eq!(normalize_host(raw), None, "{raw:?}");
+        }
+        assert_eq!(normalize_host("my_app.local").unwrap(), "my_app.local");
+        assert_eq!(
+            normalize_host("[::ffff:10.0.0.1]:80").unwrap(),
+            "[::ffff:10.0.0.1]"
+        );
+    }
 
     #[test]
     fn normalizes_port_case_and_trailing_dot() {

@@ -17,7 +17,7 @@ use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const HOST: &str = "app.p.test.local";
@@ -108,7 +108,7 @@ impl Raw {
 }
 
 /// Reads more of a response; 0 when the gateway closed the connection.
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> usize {
+async fn read_more<R: AsyncRead + Unpin>(stream: &mut R, buf: &mut Vec<u8>) -> usize {
     let mut chunk = vec![0u8; 16 * 1024];
     let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk))
         .await
@@ -120,7 +120,11 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> usize {
 
 /// Reads one response from `stream` (`buf` keeps what belongs to the next one): by length,
 /// chunked (decoded), or to the end of the connection.
-async fn read_raw(stream: &mut TcpStream, buf: &mut Vec<u8>, head_request: bool) -> Raw {
+async fn read_raw<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    buf: &mut Vec<u8>,
+    head_request: bool,
+) -> Raw {
     let (status, headers, length) = loop {
         let mut fields = [httparse::EMPTY_HEADER; 64];
         let mut response = httparse::Response::new(&mut fields);
@@ -524,6 +528,150 @@ async fn an_instance_that_answers_before_reading_the_upload_is_heard() {
     );
     assert!(text.contains("connection: close\r\n"), "{text}");
     assert!(text.ends_with("too large"), "{text}");
+    upload.abort();
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_instance_that_streams_its_answer_while_it_reads_the_upload_is_served_both_ways() {
+    // An echo: answers at once with a chunked head, then sends each part of the body back as
+    // it reads it. Waiting for the whole upload before reading the answer, or stopping the
+    // upload once the answer starts, would stall it.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let instance = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = vec![0u8; 64 * 1024];
+                let head_end = loop {
+                    if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break at + 4;
+                    }
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|line| line.strip_prefix("content-length: "))
+                    .unwrap()
+                    .trim()
+                    .parse()
+                    .unwrap();
+                stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                    .await
+                    .unwrap();
+                let mut echoed = 0;
+                let mut pending = buf.split_off(head_end);
+                loop {
+                    if !pending.is_empty() {
+                        let frame = format!("{:x}\r\n", pending.len());
+                        stream.write_all(frame.as_bytes()).await.unwrap();
+                        stream.write_all(&pending).await.unwrap();
+                        stream.write_all(b"\r\n").await.unwrap();
+                        echoed += pending.len();
+                        pending.clear();
+                    }
+                    if echoed >= length {
+                        break;
+                    }
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => pending.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                stream.write_all(b"0\r\n\r\n").await.unwrap();
+            });
+        }
+    });
+    let (_config, handle, addr) = gateway_for(instance).await;
+    let client = TcpStream::connect(addr).await.unwrap();
+    let (mut reader, mut writer) = client.into_split();
+    let size = 8 * 1024 * 1024;
+    let head = format!("POST /echo HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {size}\r\n\r\n");
+    let upload = tokio::spawn(async move {
+        writer.write_all(head.as_bytes()).await.unwrap();
+        let block: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
+        for _ in 0..size / block.len() {
+            writer.write_all(&block).await.unwrap();
+        }
+        writer
+    });
+    // Read while the upload runs: the answer streams before the upload ends.
+    let answer = tokio::time::timeout(
+        Duration::from_secs(10),
+        read_raw(&mut reader, &mut Vec::new(), false),
+    )
+    .await
+    .expect("the echo completes");
+    upload.await.unwrap();
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.body.len(), size);
+    assert!(answer
+        .body
+        .iter()
+        .enumerate()
+        .all(|(i, &b)| b == ((i % (64 * 1024)) % 251) as u8));
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_early_answer_to_a_chunked_upload_reaches_the_client_clean() {
+    // The instance reads nothing of the body, waits until the gateway is stuck writing it,
+    // then answers. Nothing of the upload may come before the answer on the client's side.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let instance = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 6\r\n\r\nno way")
+                    .await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    let (_config, handle, addr) = gateway_for(instance).await;
+    let client = TcpStream::connect(addr).await.unwrap();
+    let (mut reader, mut writer) = client.into_split();
+    let upload = tokio::spawn(async move {
+        let head =
+            format!("PUT /up HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n");
+        writer.write_all(head.as_bytes()).await?;
+        let chunk = format!(
+            "1000\r\n{}\r\n",
+            &"HTTP/1.1 200 OK\r\n\r\n".repeat(4096 / 19 + 1)[..4096]
+        );
+        for _ in 0..16 * 1024 {
+            writer.write_all(chunk.as_bytes()).await?;
+        }
+        Ok::<_, std::io::Error>(writer)
+    });
+    let mut received = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), reader.read_to_end(&mut received))
+        .await
+        .expect("answered and closed")
+        .ok();
+    let text = String::from_utf8_lossy(&received);
+    assert!(
+        text.starts_with("HTTP/1.1 401 Unauthorized\r\n"),
+        "{}",
+        &text[..text.len().min(200)]
+    );
+    assert!(text.ends_with("no way"), "{}", &text[..text.len().min(200)]);
     upload.abort();
     handle.shutdown().await;
 }

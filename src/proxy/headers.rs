@@ -144,9 +144,30 @@ impl Forwarding {
     }
 }
 
+/// Whether a request field's name has an underscore. Such fields are not forwarded (as
+/// nginx does by default): servers that map field names CGI-style (`X-Forwarded-For` and
+/// `X_Forwarded_For` both become `HTTP_X_FORWARDED_FOR`) would let a client's own field pass
+/// for the gateway's.
+pub fn has_underscore(name: &[u8]) -> bool {
+    name.contains(&b'_')
+}
+
 /// Rewrites a request's headers for the hop to an instance.
 pub fn prepare_request_headers(headers: &mut HeaderMap, client: &ClientFacts<'_>) {
     strip_hop_by_hop(headers);
+    if headers
+        .keys()
+        .any(|name| has_underscore(name.as_str().as_bytes()))
+    {
+        let underscored: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| has_underscore(name.as_str().as_bytes()))
+            .cloned()
+            .collect();
+        for name in underscored {
+            headers.remove(name);
+        }
+    }
     let previous = if client.trusted {
         PreviousForwarding {
             x_forwarded_for: joined(headers, &X_FORWARDED_FOR),

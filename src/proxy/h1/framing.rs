@@ -115,6 +115,12 @@ impl FramingHeaders {
         }
     }
 
+    /// Both a length and a transfer coding: RFC 9112 6.3 treats such a response as an error
+    /// in its sender; its connection is not reused.
+    pub fn is_ambiguous(&self) -> bool {
+        self.chunked_only.is_some() && self.length.is_some()
+    }
+
     /// A response's framing (RFC 9112 6.3): chunked last wins over a length; any other
     /// coding, or none of either, reads until close.
     pub fn response(&self) -> Framing {

@@ -21,6 +21,7 @@
 
 pub mod body;
 mod date;
+mod exchange;
 pub mod framing;
 pub mod pool;
 pub mod prefixed;
@@ -30,24 +31,21 @@ pub mod response;
 use std::future::Future;
 use std::pin::{pin, Pin};
 
+use std::time::Duration;
+
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderValue};
-use http::{Method, StatusCode, Version};
+use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::{sleep, Instant, Sleep};
 
-use super::headers::ClientFacts;
-use super::upstream::UpstreamError;
-use super::{ConnInfo, GatewayError, Proxy, RequestFacts, RequestRecord};
+use super::{ConnInfo, Proxy};
 use crate::config::ListenerLimits;
-use crate::instance::Instance;
 use crate::server::stopped;
-use body::CopyError;
+use exchange::{exchange, Next};
 use framing::HeadError;
-use pool::Connection;
 use request::{Field, Parsed, RequestHead};
-use response::{RelayOptions, Relayed, ResponseHead};
 
 /// Read buffer size of a client connection; grown for large heads up to the header limit.
 const BUFFER: usize = 8 * 1024;
@@ -106,7 +104,7 @@ where
                 return Exit::Closed;
             }
         };
-        let keep_alive = exchange(
+        let next = exchange(
             proxy,
             &mut io,
             &mut buf,
@@ -116,11 +114,17 @@ where
             request_timer.as_mut(),
             stop,
         )
-        .await
-            && !*stop.borrow();
-        if !keep_alive {
-            let _ = io.shutdown().await;
-            return Exit::Closed;
+        .await;
+        match next {
+            Next::KeepAlive if !*stop.borrow() => {}
+            Next::CloseAfterUnreadBody => {
+                linger(&mut io).await;
+                return Exit::Closed;
+            }
+            _ => {
+                let _ = io.shutdown().await;
+                return Exit::Closed;
+            }
         }
         // An upload grew the buffer; an idle connection should not keep that much.
         if buf.is_empty() && buf.capacity() > 4 * BUFFER {
@@ -207,323 +211,6 @@ where
     }
 }
 
-/// Why an exchange ended without the instance's complete response.
-enum Failure {
-    /// Before any of the response was written: the client gets the gateway's error response.
-    Gateway(GatewayError),
-    /// The client went away, or the response broke off after its head: the connection ends.
-    Broken,
-}
-
-/// One request and its response. Returns whether the connection can take another request.
-#[allow(clippy::too_many_arguments)]
-async fn exchange<IO>(
-    proxy: &Proxy,
-    io: &mut IO,
-    buf: &mut BytesMut,
-    out: &mut Vec<u8>,
-    (head, fields): (&RequestHead, &[Field]),
-    conn: ConnInfo,
-    timer: Pin<&mut Sleep>,
-    stop: &watch::Receiver<bool>,
-) -> bool
-where
-    IO: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut record = RequestRecord::start(
-        &head.method,
-        &head.uri,
-        Version::HTTP_11,
-        conn.peer,
-        &proxy.metrics,
-    );
-    let mut exchange = Exchange {
-        io,
-        buf,
-        out,
-        conn,
-        stop,
-        request: head,
-        fields,
-        body_sent: head.framing.is_empty(),
-    };
-    match exchange.forward(proxy, timer, &mut record).await {
-        Ok(keep_alive) => keep_alive,
-        Err(Failure::Broken) => false,
-        Err(Failure::Gateway(error)) => {
-            proxy.report(&error, &record);
-            let keep_alive = exchange.keeps_alive();
-            let (status, headers, body) = error.to_parts();
-            record.status = status.as_u16();
-            let head_request = head.method == Method::HEAD;
-            if !head_request {
-                record.bytes = body.len() as u64;
-            }
-            let written = write_gateway_response(
-                exchange.io,
-                exchange.out,
-                status,
-                headers,
-                body,
-                keep_alive,
-                head_request,
-            )
-            .await;
-            written && keep_alive
-        }
-    }
-}
-
-/// The state of one exchange on a client connection.
-struct Exchange<'a, IO> {
-    io: &'a mut IO,
-    /// Bytes read from the client and not used yet: the request body, pipelined requests.
-    buf: &'a mut BytesMut,
-    /// Bytes to write, reused across requests.
-    out: &'a mut Vec<u8>,
-    conn: ConnInfo,
-    /// The gateway's shutdown signal: a connection's response during shutdown is its last.
-    stop: &'a watch::Receiver<bool>,
-    /// The request's head and its fields.
-    request: &'a RequestHead,
-    fields: &'a [Field],
-    /// The whole request body has gone to an instance (or there was none).
-    body_sent: bool,
-}
-
-impl<IO> Exchange<'_, IO>
-where
-    IO: AsyncRead + AsyncWrite + Unpin,
-{
-    /// Whether the connection can stay open after the response about to be written: the
-    /// client wants it, the gateway is not shutting down, and no unread request body is left
-    /// that would be taken for the next request.
-    fn keeps_alive(&self) -> bool {
-        self.request.keep_alive && self.body_sent && !*self.stop.borrow()
-    }
-
-    async fn forward(
-        &mut self,
-        proxy: &Proxy,
-        mut timer: Pin<&mut Sleep>,
-        record: &mut RequestRecord,
-    ) -> Result<bool, Failure> {
-        let table = proxy.routes.load_full();
-        let request = self.request;
-        let facts = RequestFacts {
-            uri: &request.uri,
-            version: Version::HTTP_11,
-            host: request.host.as_ref(),
-            token: request.token.map(|field| field.value(&request.head)),
-        };
-        let admission = proxy
-            .admit(&table, self.conn, &facts, record)
-            .map_err(Failure::Gateway)?;
-        // A client that gives up while its request waits for an instance leaves the queue.
-        let lease = tokio::select! {
-            biased;
-            lease = proxy.lease(&admission, record) => lease.map_err(Failure::Gateway)?,
-            () = client_gone(self.io, self.buf) => return Err(Failure::Broken),
-        };
-        let client = ClientFacts {
-            peer: self.conn.peer,
-            scheme: self.conn.listener.scheme(),
-            host: &admission.host,
-            version: Version::HTTP_11,
-            trusted: admission.trusted,
-        };
-        let route = admission.route;
-        let instance = lease.instance();
-        let hsts = Proxy::hsts(route, self.conn);
-        let timeout = route.spec.scale.request_timeout;
-        timer.as_mut().reset(Instant::now() + timeout);
-        let sent = tokio::select! {
-            biased;
-            sent = self.send(proxy, instance, &client, &route.app.name, hsts.as_ref()) => sent,
-            _ = timer => Err(Failure::Gateway(GatewayError::UpstreamTimeout {
-                app: route.app.name.clone(),
-                addr: instance.addr,
-                timeout,
-            })),
-        };
-        let (mut upstream, response) = sent?;
-        record.status = response.status.as_u16();
-        let copied = body::copy(
-            response.framing,
-            &mut upstream.stream,
-            &mut upstream.buffered,
-            self.io,
-            self.out,
-            &mut record.bytes,
-        )
-        .await;
-        if let Err(error) = copied {
-            tracing::debug!(app = %route.app.name, ?error, "response broke off");
-            record.lease = Some(lease);
-            return Err(Failure::Broken);
-        }
-        if response.upstream_keep_alive {
-            if upstream.buffered.capacity() > 4 * BUFFER {
-                upstream.buffered = BytesMut::with_capacity(BUFFER);
-            }
-            upstream.go_idle();
-            instance
-                .h1_idle
-                .put(upstream, proxy.upstream.idle_timeout());
-        }
-        record.lease = Some(lease);
-        if self.io.flush().await.is_err() {
-            return Err(Failure::Broken);
-        }
-        Ok(response.keep_alive)
-    }
-
-    /// Sends the request (head and body) to `instance` and relays the response head into
-    /// `out`, on a pooled connection or a new one. A bodiless request with an idempotent
-    /// method that meets a pooled connection the instance had just closed (closed or reset
-    /// before any byte of a response) is sent again on another, as RFC 9110 9.2.2 allows.
-    async fn send(
-        &mut self,
-        proxy: &Proxy,
-        instance: &Instance,
-        client: &ClientFacts<'_>,
-        app: &str,
-        hsts: Option<&HeaderValue>,
-    ) -> Result<(Box<Connection>, ResponseHead), Failure> {
-        let app_error = |error: UpstreamError| -> Failure {
-            let app = app.to_string();
-            Failure::Gateway(match error {
-                UpstreamError::Connect(cause) => GatewayError::UpstreamConnect {
-                    app,
-                    addr: instance.addr,
-                    cause,
-                },
-                UpstreamError::Reset(cause) => GatewayError::UpstreamReset {
-                    app,
-                    addr: instance.addr,
-                    cause,
-                },
-            })
-        };
-        let head_request = self.request.method == Method::HEAD;
-        let replayable = self.request.framing.is_empty() && self.request.method.is_idempotent();
-        loop {
-            let (mut upstream, reused) = match instance
-                .h1_idle
-                .take(proxy.upstream.idle_timeout(), Connection::is_reusable)
-            {
-                Some(connection) => (connection, true),
-                None => (
-                    Connection::new(
-                        proxy
-                            .upstream
-                            .connect_stream(instance)
-                            .await
-                            .map_err(app_error)?,
-                    ),
-                    false,
-                ),
-            };
-            let retry = reused && replayable;
-            self.out.clear();
-            request::write_request(self.out, self.request, self.fields, client);
-            // The body goes up while the instance may already answer (a 401 or 413 before
-            // reading it all): then the upload stops and the answer is passed on.
-            let mut write_failed = None;
-            match self.upload(&mut upstream).await {
-                Ok(Upload::Sent) => self.body_sent = true,
-                Ok(Upload::AnsweredEarly) => {}
-                Err(CopyError::Destination(_)) if retry => continue,
-                // Passed on below if the instance answered before closing.
-                Err(CopyError::Destination(error)) => write_failed = Some(error),
-                Err(CopyError::Source(_)) => return Err(Failure::Broken),
-                Err(CopyError::Malformed(why)) => {
-                    return Err(Failure::Gateway(GatewayError::BadRequest(why)))
-                }
-            }
-            let options = RelayOptions {
-                head_request,
-                keep_alive: self.keeps_alive(),
-                hsts,
-            };
-            let response = tokio::select! {
-                biased;
-                response = relay_response(&mut upstream, self.out, &options) => response,
-                () = client_gone(self.io, self.buf) => return Err(Failure::Broken),
-            };
-            match response {
-                Ok(mut response) => {
-                    // Part of the body is still unsent: the connection cannot be reused.
-                    response.upstream_keep_alive &= self.body_sent;
-                    return Ok((upstream, response));
-                }
-                Err(ReadError::Closed(_)) if retry => continue,
-                Err(ReadError::Closed(cause) | ReadError::Broken(cause)) => {
-                    let cause = write_failed.map_or(cause, |error| error.to_string());
-                    return Err(app_error(UpstreamError::Reset(cause)));
-                }
-                Err(ReadError::Invalid(why)) => {
-                    return Err(app_error(UpstreamError::Reset(format!(
-                        "invalid response: {why}"
-                    ))))
-                }
-            }
-        }
-    }
-}
-
-/// How an upload ended.
-enum Upload {
-    /// The head and the whole body went to the instance.
-    Sent,
-    /// The instance's response head arrived first; the rest of the body was not sent.
-    AnsweredEarly,
-}
-
-impl<IO> Exchange<'_, IO>
-where
-    IO: AsyncRead + AsyncWrite + Unpin,
-{
-    /// Writes the request head in `out` and the body to the instance, watching for a
-    /// response that comes before the body is all sent. A bodiless request is written in the
-    /// first poll, so it never reads the instance here.
-    async fn upload(&mut self, upstream: &mut Connection) -> Result<Upload, CopyError> {
-        let (mut reader, mut writer) = upstream.stream.split();
-        let buffered = &mut upstream.buffered;
-        let mut sent = 0;
-        let copy = body::copy(
-            self.request.framing,
-            self.io,
-            self.buf,
-            &mut writer,
-            self.out,
-            &mut sent,
-        );
-        let answered = async {
-            loop {
-                buffered.reserve(BUFFER);
-                match reader.read_buf(buffered).await {
-                    // A close is the upload's to notice (a failed write) or the response's.
-                    Ok(0) | Err(_) => return std::future::pending().await,
-                    Ok(_) if has_final_head(buffered) => return,
-                    Ok(_) => {}
-                }
-            }
-        };
-        tokio::select! {
-            biased;
-            copied = copy => copied.map(|()| Upload::Sent),
-            () = answered => Ok(Upload::AnsweredEarly),
-        }
-    }
-}
-
-/// Whether `buffered` starts with a complete final (not 1xx) response head.
-fn has_final_head(buffered: &[u8]) -> bool {
-    let interim = buffered.get(9) == Some(&b'1');
-    !interim && buffered.windows(4).any(|window| window == b"\r\n\r\n")
-}
-
 /// Resolves when the client closes its connection (or it fails) while its request waits, so
 /// that the request stops holding a queue place or an instance for nobody, as hyper's server
 /// does. What the client sends meanwhile (a pipelined request) is kept in `buf`; past
@@ -537,52 +224,6 @@ async fn client_gone<IO: AsyncRead + Unpin>(io: &mut IO, buf: &mut BytesMut) {
         }
     }
     std::future::pending().await
-}
-
-enum ReadError {
-    /// Closed or reset before the first byte of a response: safe to retry where allowed.
-    Closed(String),
-    /// Failed after part of the response head arrived.
-    Broken(String),
-    Invalid(&'static str),
-}
-
-/// Reads an instance's response head and writes the client's version of it to `out`,
-/// skipping interim (1xx) responses as hyper's client does.
-async fn relay_response(
-    upstream: &mut Connection,
-    out: &mut Vec<u8>,
-    options: &RelayOptions<'_>,
-) -> Result<ResponseHead, ReadError> {
-    let mut received = !upstream.buffered.is_empty();
-    loop {
-        match response::relay_response(&mut upstream.buffered, out, options) {
-            Ok(Some(Relayed::Interim)) => continue,
-            Ok(Some(Relayed::Final(response))) => return Ok(response),
-            Ok(None) => {}
-            Err(HeadError::TooLarge) => return Err(ReadError::Invalid("head too large")),
-            Err(HeadError::Malformed(why)) => return Err(ReadError::Invalid(why)),
-        }
-        if upstream.buffered.capacity() - upstream.buffered.len() < 1024 {
-            upstream.buffered.reserve(BUFFER);
-        }
-        let read = upstream.stream.read_buf(&mut upstream.buffered).await;
-        match (read, received) {
-            (Ok(0), false) => {
-                return Err(ReadError::Closed(
-                    "connection closed before a response".into(),
-                ))
-            }
-            (Ok(0), true) => {
-                return Err(ReadError::Broken(
-                    "connection closed inside the response head".into(),
-                ))
-            }
-            (Ok(_), _) => received = true,
-            (Err(error), false) => return Err(ReadError::Closed(error.to_string())),
-            (Err(error), true) => return Err(ReadError::Broken(error.to_string())),
-        }
-    }
 }
 
 /// Writes a response the gateway makes itself (no body for HEAD, but its length). Returns
@@ -608,6 +249,30 @@ where
         out.extend_from_slice(&body);
     }
     io.write_all(out).await.is_ok() && io.flush().await.is_ok()
+}
+
+/// Closes a connection whose request body was not read to its end (an instance answered an
+/// upload early): the write side is shut, then what the client still sends is read and
+/// dropped for a while, as nginx's lingering close does. Closing at once would make the
+/// kernel answer the unread bytes with a reset, which can destroy the response before the
+/// client has read it.
+async fn linger<IO: AsyncRead + AsyncWrite + Unpin>(io: &mut IO) {
+    const LINGER: Duration = Duration::from_secs(2);
+    const LINGER_BYTES: usize = 4 * 1024 * 1024;
+    if io.shutdown().await.is_err() {
+        return;
+    }
+    let drain = async {
+        let mut sink = vec![0u8; 16 * 1024];
+        let mut drained = 0;
+        while drained < LINGER_BYTES {
+            match io.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(read) => drained += read,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// Writes one header field line.

@@ -1,16 +1,16 @@
 //! Keep-alive connections from the HTTP/1.1 engine to an instance.
 //!
 //! A connection is owned by one request at a time and kept in the instance's idle list
-//! between requests. Its read readiness is cleared when it goes idle, so an instance that
-//! closes it (or writes to it) while it sits there makes it readable again: a look at tokio's
-//! readiness, without a system call, tells a stale connection when it is taken, and it is
-//! dropped. One closed in the instant before reuse is caught by the engine, which retries a
-//! request without a body on a fresh connection.
+//! between requests. When an exchange ends, one read that would block shows the instance
+//! sent nothing more and did not close; it also leaves tokio's read readiness clear, so an
+//! instance that closes the connection (or writes to it) while it sits idle makes it
+//! readable again: a look at that readiness, without a system call, tells a stale connection
+//! when it is taken, and it is dropped. One closed in the instant before reuse is caught by
+//! the engine, which retries a bodiless idempotent request once on a fresh connection.
 
 use std::task::{Context, Waker};
 
 use bytes::BytesMut;
-use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 /// One open connection to an instance, with the bytes it sent that were not used yet.
@@ -30,13 +30,20 @@ impl Connection {
         })
     }
 
-    /// Marks the end of an exchange: from here on, read readiness means the instance closed
-    /// the connection or sent something unasked. (tokio clears readiness only on a
-    /// would-block result, which a read that got the last bytes of a response did not see.)
-    pub fn go_idle(&self) {
-        let _ = self.stream.try_io(Interest::READABLE, || {
-            Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
-        });
+    /// Ends an exchange that went cleanly: whether the connection can be kept for the next
+    /// request. The instance must have sent nothing past its response, and must not have
+    /// closed the connection. One read that would block tells (and, as tokio clears read
+    /// readiness only on a would-block result, it also makes anything the instance sends
+    /// or a close while the connection is idle show as readiness, see `is_reusable`).
+    pub fn finish_exchange(&mut self) -> bool {
+        if !self.buffered.is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        matches!(
+            self.stream.try_read(&mut probe),
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock
+        )
     }
 
     /// Whether the connection can take a request: the instance has neither closed it nor

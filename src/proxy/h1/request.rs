@@ -8,8 +8,8 @@
 //! here, before any byte is consumed.
 //!
 //! The rewriting is the hyper path's `prepare_request_headers` applied to fields on the wire:
-//! hop-by-hop fields and those `Connection` names go, as do the instance token and the
-//! framing fields (the engine writes its own); `Host` and the forwarding fields are the ones
+//! hop-by-hop fields and those `Connection` names go, as do fields with `_` in their name,
+//! the instance token and the framing fields (the engine writes its own); `Host` and the forwarding fields are the ones
 //! [`Forwarding`] computes; `Via` gets this hop as a field of its own after the client's. A
 //! test checks that both give the same fields.
 
@@ -22,7 +22,9 @@ use http::{Method, Uri};
 use super::framing::{has_token, is_framing_field, Framing, FramingHeaders, HeadError};
 use super::write_field;
 use crate::identity::TOKEN_HEADER;
-use crate::proxy::headers::{is_hop_by_hop_name, ClientFacts, Forwarding, PreviousForwarding};
+use crate::proxy::headers::{
+    has_underscore, is_hop_by_hop_name, ClientFacts, Forwarding, PreviousForwarding,
+};
 
 /// Most header fields accepted in one head, as hyper's default.
 pub const MAX_HEADERS: usize = 100;
@@ -155,7 +157,8 @@ pub fn parse_request(
                 return Err(HeadError::Malformed("more than one Host header"));
             }
         } else if name.eq_ignore_ascii_case(TOKEN_HEADER.as_str().as_bytes()) {
-            token = Some(field);
+            // The first, as the hyper path's header map lookup takes.
+            token.get_or_insert(field);
         }
         framing.note(name, parsed.value)?;
         fields.push(field);
@@ -209,6 +212,7 @@ pub fn write_request(
     };
     let dropped = |name: &[u8]| {
         is_hop_by_hop_name(name)
+            || has_underscore(name)
             || is_framing_field(name)
             || name.eq_ignore_ascii_case(b"host")
             || name.eq_ignore_ascii_case(TOKEN_HEADER.as_str().as_bytes())
@@ -477,7 +481,7 @@ mod tests {
     #[test]
     fn the_engine_rewrites_fields_as_the_hyper_path_does() {
         let heads = [
-            "GET /a HTTP/1.1\r\nHost: app.example.com\r\nAccept: */*\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: app.example.com\r\nAccept: */*\r\nX_Forwarded_For: 6.6.6.6\r\n\r\n",
             "GET /a HTTP/1.1\r\nHost: app.example.com\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-For: 10.0.0.2\r\nForwarded: for=10.0.0.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: edge\r\nVia: 1.1 edge\r\n\r\n",
             "GET /a HTTP/1.1\r\nHost: app.example.com\r\nConnection: keep-alive, x-secret, x-forwarded-for\r\nX-Secret: 1\r\nX-Forwarded-For: 10.9.9.9\r\nKeep-Alive: 5\r\nTE: trailers\r\nProxy-Authorization: basic x\r\nx-tidegate-token: secret\r\n\r\n",
             "POST /a HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: 3\r\nX-Forwarded-Host: \"quoted\"\r\n\r\n",

@@ -112,7 +112,7 @@ pub fn relay_response(
     } else {
         framing_fields.response()
     };
-    upstream_keep_alive &= framing != Framing::UntilClose;
+    upstream_keep_alive &= framing != Framing::UntilClose && !framing_fields.is_ambiguous();
     let keep_alive = options.keep_alive && framing != Framing::UntilClose;
 
     write_status_line(out, status);
