@@ -143,6 +143,33 @@ struct Target<'a> {
 }
 
 impl Target<'_> {
+    /// A connection to the instance: the most recently used idle one if `pooled` allows and
+    /// there is one (then `true`), else a new one.
+    async fn connection(
+        &self,
+        proxy: &Proxy,
+        pooled: bool,
+    ) -> Result<(Box<Connection>, bool), Failure> {
+        let idle = pooled
+            .then(|| {
+                let max_idle = proxy.upstream.idle_timeout();
+                self.instance
+                    .h1_idle
+                    .take(max_idle, Connection::is_reusable)
+            })
+            .flatten();
+        match idle {
+            Some(connection) => Ok((connection, true)),
+            None => {
+                let stream = proxy.upstream.connect_stream(self.instance).await;
+                Ok((
+                    Connection::new(stream.map_err(|error| self.error(error))?),
+                    false,
+                ))
+            }
+        }
+    }
+
     fn error(&self, error: UpstreamError) -> Failure {
         let (app, addr) = (self.app.to_string(), self.instance.addr);
         Failure::Gateway(match error {
@@ -257,24 +284,7 @@ where
         let method = &self.request.method;
         let mut may_retry = method.is_idempotent();
         loop {
-            let pooled = match may_retry {
-                true => target
-                    .instance
-                    .h1_idle
-                    .take(proxy.upstream.idle_timeout(), Connection::is_reusable),
-                false => None,
-            };
-            let reused = pooled.is_some();
-            let mut upstream = match pooled {
-                Some(connection) => connection,
-                None => Connection::new(
-                    proxy
-                        .upstream
-                        .connect_stream(target.instance)
-                        .await
-                        .map_err(|error| target.error(error))?,
-                ),
-            };
+            let (mut upstream, reused) = target.connection(proxy, may_retry).await?;
             let retry = reused && may_retry;
             self.out.clear();
             request::write_request(self.out, self.request, self.fields, &target.client);
@@ -318,20 +328,7 @@ where
         timed_out: impl FnOnce() -> Failure,
         record: &mut RequestRecord,
     ) -> Result<Next, Failure> {
-        let mut upstream = match target
-            .instance
-            .h1_idle
-            .take(proxy.upstream.idle_timeout(), Connection::is_reusable)
-        {
-            Some(connection) => connection,
-            None => Connection::new(
-                proxy
-                    .upstream
-                    .connect_stream(target.instance)
-                    .await
-                    .map_err(|error| target.error(error))?,
-            ),
-        };
+        let (mut upstream, _) = target.connection(proxy, true).await?;
         let mut head = Vec::with_capacity(512);
         request::write_request(&mut head, self.request, self.fields, &target.client);
 
