@@ -419,9 +419,9 @@ async fn requests_left_to_hyper_are_served_on_the_same_connection() {
     handle.shutdown().await;
 }
 
-/// A raw instance that answers every request head with `response`, then keeps the
-/// connection open for `hold` without reading (zero: closes it at once).
-async fn scripted_instance(response: &'static [u8], hold: Duration) -> SocketAddr {
+/// A raw instance that answers every request head with `response` after `delay`, then keeps
+/// the connection open for `hold` without reading (zero: closes it at once).
+async fn scripted_instance(response: &'static [u8], delay: Duration, hold: Duration) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -435,6 +435,7 @@ async fn scripted_instance(response: &'static [u8], hold: Duration) -> SocketAdd
                         Ok(n) => head.extend_from_slice(&chunk[..n]),
                     }
                 }
+                tokio::time::sleep(delay).await;
                 let _ = stream.write_all(response).await;
                 tokio::time::sleep(hold).await;
             });
@@ -448,7 +449,7 @@ async fn unusual_instance_answers_reach_the_client_intact_or_end_its_connection(
     // Delimited by close, after an interim 103: the client gets the body and a closing
     // connection (the gateway cannot keep it alive without a length).
     let until_close =
-        scripted_instance(b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nall of it", Duration::ZERO)
+        scripted_instance(b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nall of it", Duration::ZERO, Duration::ZERO)
             .await;
     let (_config, handle, addr) = gateway_for(until_close).await;
     let mut client = TcpStream::connect(addr).await.unwrap();
@@ -466,6 +467,7 @@ async fn unusual_instance_answers_reach_the_client_intact_or_end_its_connection(
     // truncated response is not mistaken for a complete one.
     let truncated = scripted_instance(
         b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly ten..",
+        Duration::ZERO,
         Duration::ZERO,
     )
     .await;
@@ -485,7 +487,12 @@ async fn unusual_instance_answers_reach_the_client_intact_or_end_its_connection(
     assert!(text.ends_with("only ten.."), "{text}");
 
     // Not HTTP at all: 502 that says so.
-    let garbage = scripted_instance(b"SSH-2.0-OpenSSH_9.2\r\n\r\n", Duration::ZERO).await;
+    let garbage = scripted_instance(
+        b"SSH-2.0-OpenSSH_9.2\r\n\r\n",
+        Duration::ZERO,
+        Duration::ZERO,
+    )
+    .await;
     let (_config, handle2, addr) = gateway_for(garbage).await;
     let answer = get(addr, HOST, "/").await;
     assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
@@ -500,6 +507,7 @@ async fn an_instance_that_answers_before_reading_the_upload_is_heard() {
     // rejects uploads by their head does. The gateway must not wait for the upload first.
     let instance = scripted_instance(
         b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 9\r\n\r\ntoo large",
+        Duration::ZERO,
         Duration::from_secs(30),
     )
     .await;
@@ -623,27 +631,12 @@ async fn an_instance_that_streams_its_answer_while_it_reads_the_upload_is_served
 async fn an_early_answer_to_a_chunked_upload_reaches_the_client_clean() {
     // The instance reads nothing of the body, waits until the gateway is stuck writing it,
     // then answers. Nothing of the upload may come before the answer on the client's side.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let instance = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut chunk = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                let _ = stream
-                    .write_all(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 6\r\n\r\nno way")
-                    .await;
-                tokio::time::sleep(Duration::from_secs(30)).await;
-            });
-        }
-    });
+    let instance = scripted_instance(
+        b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 6\r\n\r\nno way",
+        Duration::from_millis(300),
+        Duration::from_secs(30),
+    )
+    .await;
     let (_config, handle, addr) = gateway_for(instance).await;
     let client = TcpStream::connect(addr).await.unwrap();
     let (mut reader, mut writer) = client.into_split();
