@@ -1,11 +1,15 @@
 //! The data plane: one request from arrival to the end of its response.
 //!
-//! `handle` reads the route table once, finds the app by host, checks redirects and
-//! visibility, gets a lease on an instance from the app's activator (waiting through a cold
-//! start if need be), rewrites headers and forwards over a pooled upstream connection
-//! (`upstream`), or hands a WebSocket upgrade to `websocket`, then streams the response back. Every failure becomes a [`GatewayError`] with its own status and a body that says
-//! which app and why. The [`RequestRecord`] rides on the response body, so the request counts
-//! as in flight, and is logged, exactly until its last byte.
+//! Plain HTTP/1.1 requests go through tidegate's own engine (`h1`); HTTP/2, WebSocket
+//! upgrades and the requests the engine hands over go through hyper and `handle` here. Both
+//! share what decides where a request goes: `admit` finds the app by host and checks
+//! redirects, visibility and the traffic split; `lease` gets an instance from the app's
+//! activator (waiting through a cold start if need be); `headers` rewrites the forwarding
+//! fields. `handle` then forwards over a pooled upstream connection (`upstream`), or hands a
+//! WebSocket upgrade to `websocket`, and streams the response back. Every failure becomes a
+//! [`GatewayError`] with its own status and a body that says which app and why. The
+//! [`RequestRecord`] counts the request as in flight, and logs it, exactly until its last
+//! byte.
 
 pub mod body;
 pub mod error;
