@@ -54,15 +54,6 @@ impl<T> IdleList<T> {
         }
     }
 
-    /// Idle connections now, for tests and listings.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn lock(&self) -> MutexGuard<'_, VecDeque<(Instant, Box<T>)>> {
         self.idle
             .lock()

@@ -131,15 +131,13 @@ async fn flush<W: AsyncWrite + Unpin>(dst: &mut W, out: &mut Vec<u8>) -> Result<
     Ok(())
 }
 
-/// Finds the end of a chunked body (RFC 9112 7.1) and counts its payload, byte by byte in the
+/// Finds the end of a chunked body (RFC 9112 7.1) and hands its data on, byte by byte in the
 /// framing and in bulk in the data.
 #[derive(Debug, Default)]
 pub struct ChunkedDecoder {
     state: State,
     size: u64,
     digits: u8,
-    /// Data bytes seen so far.
-    pub payload: u64,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -179,7 +177,6 @@ impl ChunkedDecoder {
                 data(&input[at..at + take]);
                 at += take;
                 self.size -= take as u64;
-                self.payload += take as u64;
                 if self.size == 0 {
                     self.state = State::DataCr;
                 }
@@ -238,8 +235,9 @@ mod tests {
 
     fn decode(input: &[u8]) -> Result<(usize, bool, u64), &'static str> {
         let mut decoder = ChunkedDecoder::default();
-        let used = decoder.advance(input, |_| {})?;
-        Ok((used, decoder.is_done(), decoder.payload))
+        let mut payload = 0;
+        let used = decoder.advance(input, |data| payload += data.len() as u64)?;
+        Ok((used, decoder.is_done(), payload))
     }
 
     #[test]
@@ -255,12 +253,17 @@ mod tests {
         let body = b"a\r\n0123456789\r\n0\r\n\r\n";
         for split in 0..body.len() {
             let mut decoder = ChunkedDecoder::default();
-            let first = decoder.advance(&body[..split], |_| {}).unwrap();
+            let mut payload = 0;
+            let first = decoder
+                .advance(&body[..split], |data| payload += data.len())
+                .unwrap();
             assert_eq!(first, split);
-            let second = decoder.advance(&body[split..], |_| {}).unwrap();
+            let second = decoder
+                .advance(&body[split..], |data| payload += data.len())
+                .unwrap();
             assert_eq!(first + second, body.len());
             assert!(decoder.is_done());
-            assert_eq!(decoder.payload, 10);
+            assert_eq!(payload, 10);
         }
     }
 

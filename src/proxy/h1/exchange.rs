@@ -24,7 +24,7 @@ use super::framing::HeadError;
 use super::pool::Connection;
 use super::request::{self, Field, RequestHead};
 use super::response::{self, RelayOptions, Relayed, ResponseHead};
-use super::{client_gone, write_gateway_response, BUFFER};
+use super::{write_gateway_response, BUFFER};
 use crate::instance::Instance;
 use crate::proxy::headers::ClientFacts;
 use crate::proxy::upstream::UpstreamError;
@@ -432,6 +432,21 @@ where
         }
         Ok(next(response.keep_alive && self.body_sent))
     }
+}
+
+/// Resolves when the client closes its connection (or it fails) while its request waits, so
+/// that the request stops holding a queue place or an instance for nobody, as hyper's server
+/// does. What the client sends meanwhile (a pipelined request) is kept in `buf`; past
+/// [`BUFFER`] bytes of it the client is no longer watched.
+async fn client_gone<IO: AsyncRead + Unpin>(io: &mut IO, buf: &mut BytesMut) {
+    while buf.len() < BUFFER {
+        buf.reserve(BUFFER);
+        match io.read_buf(buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+    std::future::pending().await
 }
 
 /// How the download half of a duplex exchange failed.

@@ -211,21 +211,6 @@ where
     }
 }
 
-/// Resolves when the client closes its connection (or it fails) while its request waits, so
-/// that the request stops holding a queue place or an instance for nobody, as hyper's server
-/// does. What the client sends meanwhile (a pipelined request) is kept in `buf`; past
-/// [`BUFFER`] bytes of it the client is no longer watched.
-async fn client_gone<IO: AsyncRead + Unpin>(io: &mut IO, buf: &mut BytesMut) {
-    while buf.len() < BUFFER {
-        buf.reserve(BUFFER);
-        match io.read_buf(buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-    }
-    std::future::pending().await
-}
-
 /// Writes a response the gateway makes itself (no body for HEAD, but its length). Returns
 /// whether it was written.
 async fn write_gateway_response<IO>(
