@@ -3,11 +3,13 @@
 //! One accept loop per listener. A semaphore caps open connections: at the cap the loop stops
 //! accepting and new clients wait in the kernel's backlog rather than being reset. Every
 //! connection gets TCP_NODELAY, a first-byte and header read timeout (slowloris), a header
-//! size cap (431), on a TLS listener the handshake (`tls::accept`), and is served by
-//! hyper-util's auto builder: HTTP/1.1, and HTTP/2 by ALPN or prior knowledge, with upgrades
-//! and extended CONNECT for WebSockets. On shutdown the loop stops accepting, asks every connection to finish (HTTP/1: close
-//! after the current response; HTTP/2: GOAWAY), waits up to the grace period, then drops the
-//! rest.
+//! size cap (431), and on a TLS listener the handshake (`tls::accept`). It is then served by
+//! the handler's HTTP/1.1 engine (`Handler::serve_http1`: the proxy's `h1`), unless ALPN chose
+//! h2; whatever the engine hands over, or never saw, goes to hyper-util's auto builder:
+//! HTTP/1.1, and HTTP/2 by ALPN or prior knowledge, with upgrades and extended CONNECT for
+//! WebSockets. On shutdown the loop stops accepting, asks every connection to finish (HTTP/1:
+//! close after the current response; HTTP/2: GOAWAY), waits up to the grace period for every
+//! connection task, then drops the rest.
 
 use std::convert::Infallible;
 use std::future::Future;

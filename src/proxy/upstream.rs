@@ -1,5 +1,6 @@
-//! HTTP/1.1 connections to instances, pooled per instance and driven by the request using
-//! them.
+//! HTTP/1.1 connections to instances for the hyper path (HTTP/2 clients, and the requests the
+//! HTTP/1.1 engine hands to hyper; the engine has its own, `h1::pool`), pooled per instance
+//! and driven by the request using them.
 //!
 //! hyper's pooled client runs every upstream connection as a task of its own, so each proxied
 //! request crosses tasks several times (request in, response head out, every body chunk out).

@@ -5,10 +5,12 @@
 //! per request where nginx spends 3 µs, and kept tidegate at 0.72x nginx's requests/s on the
 //! same core (BENCHMARKS.md). hyper's generality (a dispatcher per side, channels between a
 //! connection and its bodies, a header map per message, a timer per request head) is most of
-//! that. This engine is one loop per client connection that reads a head, routes it with the
-//! same code as the hyper path (`Proxy::admit`, `lease`, `prepare_upstream`), writes the
-//! request to a pooled instance connection, and copies the response back: one read and one
-//! write per side for a small exchange, and the same syscalls as nginx.
+//! that. This engine is one loop per client connection (here) that reads a head
+//! (`request`), runs the exchange (`exchange`: routed with the same code as the hyper path,
+//! `Proxy::admit` and `Proxy::lease`; the request written to a pooled instance connection,
+//! `pool`; the response relayed back, `response`, `body`): one read and one write per side
+//! for a small exchange, and the same syscalls as nginx. This module also owns the
+//! gateway-made responses and the lingering close.
 //!
 //! hyper still serves HTTP/2, and every request listed in [`request::Handoff`] (upgrades such as
 //! WebSocket, `Expect: 100-continue`, CONNECT, HTTP/1.0, unusual transfer codings): the engine
