@@ -185,6 +185,12 @@ async fn read_raw<R: AsyncRead + Unpin>(
     }
 }
 
+/// Writes a bodiless request `line` (method, target, version) for the test app's host.
+async fn send_head(stream: &mut TcpStream, line: &str) {
+    let request = format!("{line}\r\nHost: {HOST}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+}
+
 /// Whether the gateway closed `stream` (reads end) within 5 s.
 async fn closes(stream: &mut TcpStream) -> bool {
     let mut rest = Vec::new();
@@ -222,8 +228,7 @@ async fn pipelined_and_keep_alive_requests_share_one_instance_connection() {
     }
     // Then one at a time, still on the same connections both sides.
     for n in 4..=6 {
-        let request = format!("GET /s{n} HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
-        client.write_all(request.as_bytes()).await.unwrap();
+        send_head(&mut client, &format!("GET /s{n} HTTP/1.1")).await;
         let answer = read_raw(&mut client, &mut buf, false).await;
         assert_eq!(answer.body, format!("path=/s{n}").as_bytes());
     }
@@ -260,22 +265,15 @@ async fn chunked_bodies_stream_both_ways_re_encoded() {
     assert!(seen[0].trailers.is_none(), "{:?}", seen[0].trailers);
 
     // A streamed response stays chunked, and the connection stays usable after it.
-    let request = format!("GET /chunked HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
-    client.write_all(request.as_bytes()).await.unwrap();
+    send_head(&mut client, "GET /chunked HTTP/1.1").await;
     let answer = read_raw(&mut client, &mut buf, false).await;
     assert_eq!(answer.header("transfer-encoding"), Some("chunked"));
     assert_eq!(answer.body, b"one,two,three");
-    client
-        .write_all(format!("HEAD /h HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    send_head(&mut client, "HEAD /h HTTP/1.1").await;
     let answer = read_raw(&mut client, &mut buf, true).await;
     assert_eq!(answer.status, 200);
     assert_eq!(answer.header("content-length"), Some("7"));
-    client
-        .write_all(format!("GET /after HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    send_head(&mut client, "GET /after HTTP/1.1").await;
     assert_eq!(
         read_raw(&mut client, &mut buf, false).await.body,
         b"path=/after"
@@ -371,10 +369,7 @@ async fn requests_left_to_hyper_are_served_on_the_same_connection() {
     let (_config, handle, addr) = gateway_for(instance.addr).await;
     let mut client = TcpStream::connect(addr).await.unwrap();
     let mut buf = Vec::new();
-    client
-        .write_all(format!("GET /first HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    send_head(&mut client, "GET /first HTTP/1.1").await;
     assert_eq!(
         read_raw(&mut client, &mut buf, false).await.body,
         b"path=/first"
@@ -400,10 +395,7 @@ async fn requests_left_to_hyper_are_served_on_the_same_connection() {
         .unwrap();
     assert_eq!(&put.body[..], b"data");
     // Still served after the handoff, by hyper now.
-    client
-        .write_all(format!("GET /third HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    send_head(&mut client, "GET /third HTTP/1.1").await;
     assert_eq!(
         read_raw(&mut client, &mut buf, false).await.body,
         b"path=/third"
@@ -411,9 +403,7 @@ async fn requests_left_to_hyper_are_served_on_the_same_connection() {
 
     // HTTP/1.0 is hyper's too.
     let mut old = TcpStream::connect(addr).await.unwrap();
-    old.write_all(format!("GET /old HTTP/1.0\r\nHost: {HOST}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    send_head(&mut old, "GET /old HTTP/1.0").await;
     let answer = read_raw(&mut old, &mut Vec::new(), false).await;
     assert_eq!((answer.status, &answer.body[..]), (200, &b"path=/old"[..]));
     handle.shutdown().await;
@@ -453,10 +443,7 @@ async fn unusual_instance_answers_reach_the_client_intact_or_end_its_connection(
             .await;
     let (_config, handle, addr) = gateway_for(until_close).await;
     let mut client = TcpStream::connect(addr).await.unwrap();
-    client
-        .write_all(format!("GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    send_head(&mut client, "GET / HTTP/1.1").await;
     let answer = read_raw(&mut client, &mut Vec::new(), false).await;
     assert_eq!(answer.status, 200);
     assert_eq!(answer.header("connection"), Some("close"));
@@ -473,10 +460,7 @@ async fn unusual_instance_answers_reach_the_client_intact_or_end_its_connection(
     .await;
     let (_config, handle, addr) = gateway_for(truncated).await;
     let mut client = TcpStream::connect(addr).await.unwrap();
-    client
-        .write_all(format!("GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    send_head(&mut client, "GET / HTTP/1.1").await;
     let mut received = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut received))
         .await
