@@ -103,7 +103,7 @@ impl Metrics {
                 IntCounterVec::new(
                     Opts::new(
                         "tidegate_upstream_errors_total",
-                        "Failures talking to an instance, by kind (connect, reset, timeout).",
+                        "Failures talking to an instance, by kind (connect, reset, timeout, idle_timeout).",
                     ),
                     &["app", "kind"],
                 )
@@ -460,7 +460,7 @@ impl AppMetrics {
         for state in INSTANCE_STATES {
             let _ = self.metrics.instances.remove_label_values(&[app, state]);
         }
-        for kind in ["connect", "reset", "timeout"] {
+        for kind in ["connect", "reset", "timeout", "idle_timeout"] {
             let _ = self
                 .metrics
                 .upstream_errors

@@ -3,7 +3,9 @@
 //! One accept loop per listener. A semaphore caps open connections: at the cap the loop stops
 //! accepting and new clients wait in the kernel's backlog rather than being reset. Every
 //! connection gets TCP_NODELAY, a first-byte and header read timeout (slowloris), a header
-//! size cap (431), and on a TLS listener the handshake (`tls::accept`). It is then served by
+//! size cap (431), a limit on how long a write may wait for the client to take bytes
+//! (`send_timeout`, `proxy::stall`), and on a TLS listener the handshake (`tls::accept`). It
+//! is then served by
 //! the handler's HTTP/1.1 engine (`Handler::serve_http1`: the proxy's `h1`), unless ALPN chose
 //! h2; whatever the engine hands over, or never saw, goes to hyper-util's auto builder:
 //! HTTP/1.1, and HTTP/2 by ALPN or prior knowledge, with upgrades and extended CONNECT for
@@ -33,6 +35,7 @@ use crate::config::ListenerLimits;
 use crate::metrics::Metrics;
 use crate::proxy::h1::prefixed::Prefixed;
 use crate::proxy::h1::Exit;
+use crate::proxy::stall::SendTimeout;
 use crate::proxy::{ConnInfo, ListenerKind};
 use crate::tls::accept::accept;
 use crate::tls::Tls;
@@ -147,6 +150,7 @@ pub async fn run<H: Handler>(
             let limits = &config_limits;
             let result = match tls {
                 None => {
+                    let stream = SendTimeout::new(stream, limits.send_timeout);
                     let exit = engine.serve_http1(stream, conn, limits, &mut stop).await;
                     hand_to_hyper(exit, &builder, service, watcher).await
                 }
@@ -168,7 +172,9 @@ pub async fn run<H: Handler>(
                             return;
                         }
                     };
-                    let exit = if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                    let stream = SendTimeout::new(stream, limits.send_timeout);
+                    let exit = if h2 {
                         Exit::Handoff(stream, BytesMut::new())
                     } else {
                         engine.serve_http1(stream, conn, limits, &mut stop).await

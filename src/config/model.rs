@@ -62,6 +62,15 @@ pub struct ListenerLimits {
     pub header_read_timeout: Duration,
     /// Largest request head accepted; larger heads get 431.
     pub max_header_bytes: usize,
+    /// Longest a client may leave a request body it is sending without a byte (nginx's
+    /// `client_body_timeout`): a client that stalls mid-upload would otherwise hold an
+    /// instance's concurrency slot, and keep the app from scaling to zero, for as long as it
+    /// likes. Then 408 if no response has begun, else the connection is closed.
+    pub client_body_timeout: Duration,
+    /// Longest a write to a client may wait for the client to take bytes (nginx's
+    /// `send_timeout`): a client that stops reading a response would otherwise hold its
+    /// instance connection and concurrency slot forever. Then the connection is closed.
+    pub send_timeout: Duration,
 }
 
 /// How the gateway talks to instances.
@@ -293,6 +302,10 @@ pub struct ScaleSpec {
     pub scale_down_delay: Duration,
     /// Longest wait for an instance's response headers; beyond it the client gets 504.
     pub request_timeout: Duration,
+    /// Longest an instance may leave a response body it is sending without a byte (Knative's
+    /// `idleTimeoutSeconds`); then the response is cut off. `None`, the default as in Knative:
+    /// no limit, for streams that are quiet on purpose (server-sent events, long polls).
+    pub idle_timeout: Option<Duration>,
     /// Longest time an instance may take to become ready.
     pub startup_timeout: Duration,
     /// Requests that may wait for an instance; beyond it the client gets 503.
@@ -321,6 +334,7 @@ impl Default for ScaleSpec {
             scale_to_zero_grace: Duration::from_secs(30),
             scale_down_delay: Duration::ZERO,
             request_timeout: Duration::from_secs(300),
+            idle_timeout: None,
             startup_timeout: Duration::from_secs(60),
             queue_depth: 10_000,
             cold_start_timeout: Duration::from_secs(60),

@@ -2,6 +2,8 @@
 //! then checking the result as a whole (min <= max, target under the hard limit, windows,
 //! rates, timeouts).
 
+use std::time::Duration;
+
 use super::model::ScaleSpec;
 use super::raw::RawScale;
 use super::validate::Checker;
@@ -71,6 +73,17 @@ pub(super) fn overlay_scale(
         ),
     ] {
         *slot = c.duration(&field(key), text.as_ref(), *slot);
+    }
+    if let Some(text) = &raw.idle_timeout {
+        // An unparsable value is reported by `duration`; MAX keeps it from being reported twice.
+        let idle = c.duration(&field("idle_timeout"), Some(text), Duration::MAX);
+        if idle.is_zero() {
+            c.report(
+                &field("idle_timeout"),
+                "must be longer than 0s (leave it out for no limit)",
+            );
+        }
+        s.idle_timeout = Some(idle);
     }
     if table == "scale" && *raw == RawScale::default() {
         // Nothing set here: the result is `[defaults]`, which was checked (and reported) there.

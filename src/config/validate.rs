@@ -265,6 +265,16 @@ fn validate_gateway(
     if header_read_timeout.is_zero() {
         c.report("gateway.header_read_timeout", "must be longer than 0s");
     }
+    let client_body_timeout = c.duration(
+        "gateway.client_body_timeout",
+        g.client_body_timeout.as_ref(),
+        Duration::from_secs(60),
+    );
+    let send_timeout = c.duration(
+        "gateway.send_timeout",
+        g.send_timeout.as_ref(),
+        Duration::from_secs(60),
+    );
     let connect_timeout = c.duration(
         "gateway.upstream_connect_timeout",
         g.upstream_connect_timeout.as_ref(),
@@ -276,6 +286,8 @@ fn validate_gateway(
         Duration::from_secs(90),
     );
     for (field, value) in [
+        ("gateway.client_body_timeout", client_body_timeout),
+        ("gateway.send_timeout", send_timeout),
         ("gateway.upstream_connect_timeout", connect_timeout),
         ("gateway.upstream_idle_timeout", idle_timeout),
     ] {
@@ -312,6 +324,8 @@ fn validate_gateway(
             max_connections: max_connections.max(1),
             header_read_timeout,
             max_header_bytes: max_header_bytes.max(8192),
+            client_body_timeout,
+            send_timeout,
         },
         upstream: UpstreamSettings {
             connect_timeout,

@@ -245,3 +245,45 @@ fn resources_are_parsed_into_the_run_spec() {
     assert!(text.contains("apps/web.toml: run.cpu:"), "{text}");
     assert!(text.contains("apps/web.toml: run.memory:"), "{text}");
 }
+
+#[test]
+fn stall_limits_default_to_nginx_and_knative_and_must_be_positive() {
+    let config = check("", &[("web", STATIC)]).unwrap();
+    let limits = &config.gateway.limits;
+    assert_eq!(limits.client_body_timeout, Duration::from_secs(60));
+    assert_eq!(limits.send_timeout, Duration::from_secs(60));
+    assert_eq!(config.apps[0].scale.idle_timeout, None, "no limit, as in Knative");
+
+    let config = check(
+        "[defaults]\nidle_timeout = \"2m\"",
+        &[
+            ("web", STATIC),
+            ("api", &format!("{STATIC}[scale]\nidle_timeout = \"5s\"")),
+        ],
+    )
+    .unwrap();
+    let idle = |name: &str| {
+        let app = config.apps.iter().find(|app| app.name == name).unwrap();
+        app.scale.idle_timeout
+    };
+    assert_eq!(idle("web"), Some(Duration::from_secs(120)));
+    assert_eq!(idle("api"), Some(Duration::from_secs(5)));
+
+    let text = errors(
+        "[gateway]\nclient_body_timeout = \"0s\"\nsend_timeout = \"soon\"",
+        &[
+            ("a", &format!("{STATIC}[scale]\nidle_timeout = \"0s\"")),
+            ("b", &format!("{STATIC}[scale]\nidle_timeout = \"5\"")),
+        ],
+    );
+    for expected in [
+        "tidegate.toml: gateway.client_body_timeout: must be longer than 0s",
+        "tidegate.toml: gateway.send_timeout: ",
+        "apps/a.toml: scale.idle_timeout: must be longer than 0s (leave it out for no limit)",
+        "apps/b.toml: scale.idle_timeout: ",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    // An unparsable value is reported once, for what it is.
+    assert_eq!(text.matches("apps/b.toml").count(), 1, "{text}");
+}

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Uri, Version};
@@ -20,6 +21,7 @@ use tokio::time::Instant;
 use crate::activator::Lease;
 use crate::apps::InFlight;
 use crate::metrics::Metrics;
+use crate::proxy::stall::{BodyError, BodyTimeout};
 use crate::proxy::upstream::Driver;
 
 /// Status recorded for a request whose client disconnected before any response.
@@ -110,7 +112,7 @@ impl std::fmt::Display for DisplayOption {
 }
 
 enum Kind {
-    Upstream(Incoming, Option<Driver>),
+    Upstream(BodyTimeout<Incoming>, Option<Driver>),
     Full(Option<Bytes>),
 }
 
@@ -130,10 +132,14 @@ impl ProxyBody {
     }
 
     /// An instance's body, streamed through; `driver`, if the connection is driven by the
-    /// request, keeps it going.
-    pub fn upstream(body: Incoming, driver: Option<Driver>) -> Self {
+    /// request, keeps it going. A body that sends nothing for `idle_timeout` is cut off.
+    pub fn upstream(
+        body: Incoming,
+        driver: Option<Driver>,
+        idle_timeout: Option<Duration>,
+    ) -> Self {
         ProxyBody {
-            kind: Kind::Upstream(body, driver),
+            kind: Kind::Upstream(BodyTimeout::new(body, idle_timeout), driver),
             record: None,
         }
     }
@@ -147,12 +153,12 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         let polled = match &mut this.kind {
             Kind::Upstream(body, driver) => {
@@ -178,6 +184,17 @@ impl Body for ProxyBody {
                 if let (Some(data), Some(record)) = (frame.data_ref(), this.record.as_mut()) {
                     record.bytes += data.len() as u64;
                 }
+            }
+            Poll::Ready(Some(Err(BodyError::Stalled(stalled)))) => {
+                if let Some(in_flight) = this.record.as_ref().and_then(|r| r.app.as_ref()) {
+                    tracing::warn!(
+                        app = %in_flight.app().name,
+                        "response cut off: the instance sent nothing for {:?} (idle_timeout)",
+                        stalled.0
+                    );
+                    in_flight.app().metrics.upstream_error("idle_timeout");
+                }
+                this.record.take();
             }
             Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
                 // Finish the record now rather than when hyper gets round to dropping us.

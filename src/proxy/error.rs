@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 
 use super::body::ProxyBody;
+use super::upstream::UpstreamError;
 use crate::activator::AcquireError;
 use crate::config::Visibility;
 
@@ -20,6 +21,8 @@ use crate::config::Visibility;
 pub enum GatewayError {
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    #[error("the request body stopped: no byte for {0:?} (client_body_timeout)")]
+    ClientBodyTimeout(Duration),
     #[error("this app is served over HTTPS: {0}")]
     HttpsRedirect(String),
     #[error("no app is routed for host {0:?}")]
@@ -77,10 +80,22 @@ impl GatewayError {
         }
     }
 
+    /// The error for a request that an instance did not answer: refused, reset, or (the
+    /// client's fault) a request body that stalled on its way.
+    pub fn from_upstream(app: &str, addr: SocketAddr, error: UpstreamError) -> Self {
+        let app = app.to_string();
+        match error {
+            UpstreamError::Connect(cause) => GatewayError::UpstreamConnect { app, addr, cause },
+            UpstreamError::Reset(cause) => GatewayError::UpstreamReset { app, addr, cause },
+            UpstreamError::ClientBody(stalled) => GatewayError::ClientBodyTimeout(stalled.0),
+        }
+    }
+
     /// The status code this error answers with.
     pub fn status(&self) -> StatusCode {
         match self {
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::ClientBodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             GatewayError::HttpsRedirect(_) => StatusCode::PERMANENT_REDIRECT,
             GatewayError::UnknownHost(_) => StatusCode::NOT_FOUND,
             GatewayError::ForeignHost(_) => StatusCode::MISDIRECTED_REQUEST,

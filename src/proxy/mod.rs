@@ -16,6 +16,7 @@ pub mod error;
 pub mod h1;
 pub mod headers;
 mod idle;
+pub mod stall;
 pub mod upstream;
 pub mod websocket;
 
@@ -37,7 +38,8 @@ use crate::routes::{normalize_host, Route, RouteTable};
 pub use body::{ProxyBody, RequestRecord};
 pub use error::GatewayError;
 use headers::{canonical_ip, prepare_request_headers, prepare_response_headers, ClientFacts};
-use upstream::{Upstream, UpstreamError};
+use stall::BodyTimeout;
+use upstream::Upstream;
 
 /// Which listener a connection came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -315,7 +317,9 @@ impl Proxy {
                 .await;
         }
 
-        let upstream_request = Request::from_parts(parts, body);
+        let body_timeout = table.settings.limits.client_body_timeout;
+        let upstream_request =
+            Request::from_parts(parts, BodyTimeout::new(body, Some(body_timeout)));
         let timeout = route.spec.scale.request_timeout;
         let instance = Arc::clone(lease.instance());
         let addr = instance.addr;
@@ -339,19 +343,10 @@ impl Proxy {
                 record.lease = Some(lease);
                 Ok(Response::from_parts(
                     parts,
-                    ProxyBody::upstream(body, Some(driver)),
+                    ProxyBody::upstream(body, Some(driver), route.spec.scale.idle_timeout),
                 ))
             }
-            Ok(Err(UpstreamError::Connect(cause))) => Err(GatewayError::UpstreamConnect {
-                app: app_name(),
-                addr,
-                cause,
-            }),
-            Ok(Err(UpstreamError::Reset(cause))) => Err(GatewayError::UpstreamReset {
-                app: app_name(),
-                addr,
-                cause,
-            }),
+            Ok(Err(error)) => Err(GatewayError::from_upstream(&app.name, addr, error)),
             Err(_) => Err(GatewayError::UpstreamTimeout {
                 app: app_name(),
                 addr,
@@ -411,20 +406,7 @@ impl Proxy {
             tokio::time::timeout(timeout, self.upstream.send_upgrade(&instance, request)).await;
         let mut response = match result {
             Ok(Ok(response)) => response,
-            Ok(Err(UpstreamError::Connect(cause))) => {
-                return Err(GatewayError::UpstreamConnect {
-                    app: app.name.clone(),
-                    addr,
-                    cause,
-                })
-            }
-            Ok(Err(UpstreamError::Reset(cause))) => {
-                return Err(GatewayError::UpstreamReset {
-                    app: app.name.clone(),
-                    addr,
-                    cause,
-                })
-            }
+            Ok(Err(error)) => return Err(GatewayError::from_upstream(&app.name, addr, error)),
             Err(_) => {
                 return Err(GatewayError::UpstreamTimeout {
                     app: app.name.clone(),
@@ -437,7 +419,10 @@ impl Proxy {
             let (mut parts, body) = response.into_parts();
             prepare_response_headers(&mut parts.headers, parts.version);
             record.lease = Some(lease);
-            return Ok(Response::from_parts(parts, ProxyBody::upstream(body, None)));
+            return Ok(Response::from_parts(
+                parts,
+                ProxyBody::upstream(body, None, route.spec.scale.idle_timeout),
+            ));
         }
         let upstream_upgrade = hyper::upgrade::on(&mut response);
         let (mut parts, _) = response.into_parts();

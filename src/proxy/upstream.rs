@@ -22,14 +22,18 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::stall::{BodyError, BodyTimeout, Stalled};
 use crate::config::UpstreamSettings;
 use crate::instance::Instance;
 
-type Connection = http1::Connection<TokioIo<TcpStream>, Incoming>;
+type Connection = http1::Connection<TokioIo<TcpStream>, RequestBody>;
+
+/// A client's request body on its way to an instance, limited by `client_body_timeout`.
+pub type RequestBody = BodyTimeout<Incoming>;
 
 /// One open connection to an instance.
 pub struct Pooled {
-    sender: http1::SendRequest<Incoming>,
+    sender: http1::SendRequest<RequestBody>,
     /// `None` once the connection has ended; dropping it makes hyper hand back a request it
     /// had queued but not written.
     connection: Option<Connection>,
@@ -46,6 +50,10 @@ pub enum UpstreamError {
     Connect(String),
     #[error("{0}")]
     Reset(String),
+    /// The client's request body stopped for `client_body_timeout`: the client's fault, not
+    /// the instance's.
+    #[error("{0}")]
+    ClientBody(Stalled),
 }
 
 /// Sends requests to instances over pooled connections.
@@ -72,7 +80,7 @@ impl Upstream {
     pub async fn send(
         &self,
         instance: &Arc<Instance>,
-        mut request: Request<Incoming>,
+        mut request: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Driver), UpstreamError> {
         loop {
             let (mut pooled, reused) = match instance
@@ -117,9 +125,11 @@ impl Upstream {
                     // Never written: a pooled connection the instance had closed. Retry.
                     Some(unsent) if reused => request = unsent,
                     _ => {
-                        return Err(UpstreamError::Reset(super::error::root_cause(
-                            &error.into_error(),
-                        )))
+                        let error = error.into_error();
+                        if let Some(stalled) = client_body_stalled(&error) {
+                            return Err(UpstreamError::ClientBody(stalled));
+                        }
+                        return Err(UpstreamError::Reset(super::error::root_cause(&error)));
                     }
                 },
             }
@@ -176,6 +186,18 @@ impl Upstream {
             connection: Some(connection),
         }))
     }
+}
+
+/// Whether a failed exchange failed because the client's request body stalled.
+fn client_body_stalled(error: &(dyn std::error::Error + 'static)) -> Option<Stalled> {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if let Some(BodyError::Stalled(stalled)) = error.downcast_ref::<BodyError>() {
+            return Some(*stalled);
+        }
+        current = error.source();
+    }
+    None
 }
 
 /// Drives a connection until it can take a request.

@@ -5,10 +5,13 @@
 //! sender's framing (sizes, extensions, trailers) reaches the other side: a malformed or
 //! ambiguous body cannot smuggle a second request past the gateway.
 
+use std::time::Duration;
+
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::framing::Framing;
+use crate::proxy::stall::Stalled;
 
 /// Bytes read from the source in one go; also when pending output is written before a read.
 const CHUNK: usize = 64 * 1024;
@@ -22,12 +25,15 @@ pub enum CopyError {
     Destination(std::io::Error),
     /// The chunked framing is broken.
     Malformed(&'static str),
+    /// The source sent nothing for the read limit.
+    Stalled(Stalled),
 }
 
 /// Copies one body from `src` (whose bytes read so far are in `buffered`) to `dst`, after
 /// `out`, bytes not written yet (a head): a small message goes out in one write. Bytes past
 /// the body's end stay in `buffered`. `payload` counts the body's bytes (without chunk
-/// framing) as they go, so a body that breaks off is counted as far as it went.
+/// framing) as they go, so a body that breaks off is counted as far as it went. A read that
+/// waits longer than `read_limit` fails the copy with [`CopyError::Stalled`].
 ///
 /// A chunked body is re-encoded rather than passed on: each run of data becomes a chunk of
 /// our own, and chunk extensions and trailers are dropped, so whatever the sender put in its
@@ -39,6 +45,7 @@ pub async fn copy<R, W>(
     dst: &mut W,
     out: &mut Vec<u8>,
     payload: &mut u64,
+    read_limit: Option<Duration>,
 ) -> Result<(), CopyError>
 where
     R: AsyncRead + Unpin,
@@ -96,7 +103,13 @@ where
         if buffered.capacity() - buffered.len() < CHUNK / 4 {
             buffered.reserve(CHUNK);
         }
-        let read = src.read_buf(buffered).await.map_err(CopyError::Source)?;
+        let read = match read_limit {
+            None => src.read_buf(buffered).await,
+            Some(limit) => tokio::time::timeout(limit, src.read_buf(buffered))
+                .await
+                .map_err(|_| CopyError::Stalled(Stalled(limit)))?,
+        };
+        let read = read.map_err(CopyError::Source)?;
         if read == 0 {
             if framing == Framing::UntilClose {
                 return Ok(());
@@ -267,6 +280,38 @@ mod tests {
         }
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_source_that_goes_quiet_for_the_read_limit_fails_the_copy_as_stalled() {
+        let (mut source, mut feeder) = tokio::io::duplex(64);
+        let mut buffered = BytesMut::new();
+        let (mut sent, mut out, mut payload) = (Vec::new(), Vec::new(), 0);
+        let limit = Duration::from_secs(30);
+        let feed = async {
+            feeder.write_all(b"5\r\nhel").await.unwrap();
+            tokio::time::sleep(Duration::from_secs(29)).await;
+            feeder.write_all(b"lo\r\n").await.unwrap();
+            // Then nothing, with the connection open.
+            std::future::pending::<()>().await
+        };
+        let started = tokio::time::Instant::now();
+        let copied = tokio::select! {
+            copied = copy(
+                Framing::Chunked,
+                &mut source,
+                &mut buffered,
+                &mut sent,
+                &mut out,
+                &mut payload,
+                Some(limit),
+            ) => copied,
+            () = feed => unreachable!(),
+        };
+        assert!(matches!(copied, Err(CopyError::Stalled(Stalled(l))) if l == limit));
+        assert_eq!(started.elapsed(), Duration::from_secs(29) + limit);
+        // What came before the silence went on, as it came.
+        assert_eq!((payload, &sent[..]), (5, &b"3\r\nhel\r\n2\r\nlo\r\n"[..]));
+    }
+
     #[tokio::test]
     async fn a_chunked_body_is_re_encoded_without_extensions_or_trailers() {
         let body = b"5;ext=\"x\"\r\nhello\r\n0\r\nGET /admin HTTP/1.1\r\n\r\nnext";
@@ -279,6 +324,7 @@ mod tests {
             &mut sent,
             &mut out,
             &mut payload,
+            None,
         )
         .await
         .unwrap();

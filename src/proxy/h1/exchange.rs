@@ -11,6 +11,7 @@
 
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use http::header::HeaderValue;
@@ -140,6 +141,8 @@ struct Target<'a> {
     client: ClientFacts<'a>,
     app: &'a str,
     hsts: Option<HeaderValue>,
+    /// The app's limit on a quiet response body.
+    idle_timeout: Option<Duration>,
 }
 
 impl Target<'_> {
@@ -170,12 +173,30 @@ impl Target<'_> {
         }
     }
 
+    /// Logs why a response broke off after its head went to the client, and counts an
+    /// instance that went quiet for the app's `idle_timeout`.
+    fn broke_off(&self, error: CopyError, record: &RequestRecord) {
+        if let CopyError::Stalled(stalled) = error {
+            tracing::warn!(
+                app = %self.app,
+                instance = %self.instance.addr,
+                "response cut off: the instance sent nothing for {:?} (idle_timeout)",
+                stalled.0
+            );
+            if let Some(in_flight) = &record.app {
+                in_flight.app().metrics.upstream_error("idle_timeout");
+            }
+        } else {
+            tracing::debug!(app = %self.app, ?error, "response broke off");
+        }
+    }
+
     fn error(&self, error: UpstreamError) -> Failure {
-        let (app, addr) = (self.app.to_string(), self.instance.addr);
-        Failure::Gateway(match error {
-            UpstreamError::Connect(cause) => GatewayError::UpstreamConnect { app, addr, cause },
-            UpstreamError::Reset(cause) => GatewayError::UpstreamReset { app, addr, cause },
-        })
+        Failure::Gateway(GatewayError::from_upstream(
+            self.app,
+            self.instance.addr,
+            error,
+        ))
     }
 }
 
@@ -225,6 +246,7 @@ where
             },
             app: &route.app.name,
             hsts: Proxy::hsts(route, self.conn),
+            idle_timeout: route.spec.scale.idle_timeout,
         };
         let timeout = route.spec.scale.request_timeout;
         timer.as_mut().reset(Instant::now() + timeout);
@@ -236,7 +258,10 @@ where
             })
         };
         if !request.framing.is_empty() {
-            let next = self.duplex(proxy, &target, timer, timed_out, record).await;
+            let body_timeout = table.settings.limits.client_body_timeout;
+            let next = self
+                .duplex(proxy, &target, (timer, timed_out), body_timeout, record)
+                .await;
             record.lease = Some(lease);
             return next;
         }
@@ -255,10 +280,11 @@ where
             self.io,
             self.out,
             &mut record.bytes,
+            target.idle_timeout,
         )
         .await;
         if let Err(error) = copied {
-            tracing::debug!(app = %route.app.name, ?error, "response broke off");
+            target.broke_off(error, record);
             record.lease = Some(lease);
             return Err(Failure::Broken);
         }
@@ -324,8 +350,8 @@ where
         &mut self,
         proxy: &Proxy,
         target: &Target<'_>,
-        timer: Pin<&mut Sleep>,
-        timed_out: impl FnOnce() -> Failure,
+        (timer, timed_out): (Pin<&mut Sleep>, impl FnOnce() -> Failure),
+        client_body_timeout: Duration,
         record: &mut RequestRecord,
     ) -> Result<Next, Failure> {
         let (mut upstream, _) = target.connection(proxy, true).await?;
@@ -334,6 +360,7 @@ where
 
         let request = self.request;
         let stop = self.stop;
+        let idle_timeout = target.idle_timeout;
         // Set by the upload when the whole body is sent; by the download once the response
         // head has gone (or may have gone) to the client.
         // (Atomics only because the connection's future must be Send; both halves run on
@@ -357,6 +384,7 @@ where
                     &mut upstream_out,
                     &mut head,
                     &mut sent,
+                    Some(client_body_timeout),
                 )
                 .await?;
                 body_sent.store(true, Relaxed);
@@ -382,19 +410,20 @@ where
                 let response = relayed.map_err(Download::Read)?;
                 head_sent.store(true, Relaxed);
                 record.status = response.status.as_u16();
-                body::copy(
+                let copied = body::copy(
                     response.framing,
                     &mut upstream_in,
                     buffered,
                     &mut client_out,
                     out,
                     &mut record.bytes,
+                    idle_timeout,
                 )
-                .await
-                .map_err(|error| {
-                    tracing::debug!(app = %target.app, ?error, "response broke off");
-                    Download::AfterHead
-                })?;
+                .await;
+                if let Err(error) = copied {
+                    target.broke_off(error, record);
+                    return Err(Download::AfterHead);
+                }
                 client_out.flush().await.map_err(|_| Download::AfterHead)?;
                 Ok(response)
             };
@@ -409,6 +438,9 @@ where
                         Err(CopyError::Destination(error)) => write_failed = Some(error),
                         Err(CopyError::Malformed(why)) if !head_sent.load(Relaxed) => {
                             return Err(Failure::Gateway(GatewayError::BadRequest(why)))
+                        }
+                        Err(CopyError::Stalled(stalled)) if !head_sent.load(Relaxed) => {
+                            return Err(Failure::Gateway(GatewayError::ClientBodyTimeout(stalled.0)))
                         }
                         // The client left (during the body or after it), or its body broke.
                         Err(_) | Ok(()) => return Err(Failure::Broken),
