@@ -175,3 +175,51 @@ async fn a_client_that_stops_reading_is_dropped_after_send_timeout() {
     assert!(received.len() < 1 << 30, "{} bytes", received.len());
     handle.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_after_header_read_timeout_but_not_mid_request() {
+    // Each request takes 600 ms, twice the idle limit.
+    let instance = backend(|_request: Request<Incoming>| async move {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        text_response(StatusCode::OK, "slow")
+    })
+    .await;
+    let config = ConfigDir::new("header_read_timeout = \"300ms\"", "");
+    config.static_app("app", &[instance.addr], "", "");
+    let handle = config.start().await;
+    let addr = handle.http_addr().unwrap();
+
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut session, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let mut connection = tokio::spawn(connection);
+    for _ in 0..2 {
+        let request = Request::get("/")
+            .header("host", HOST)
+            .body(full(Bytes::new()))
+            .unwrap();
+        let response = session
+            .send_request(request)
+            .await
+            .expect("served, not closed");
+        assert_eq!(read_answer(response).await.body, "slow");
+    }
+    // Now idle: the gateway ends the connection (GOAWAY, then close).
+    let ended = tokio::time::timeout(Duration::from_secs(5), &mut connection).await;
+    assert!(ended.is_ok(), "the idle connection is still open after 5 s");
+    let open = "tidegate_connections_open{listener=\"http\"}";
+    eventually(open, Duration::from_secs(5), || async {
+        (metric(&handle, open).await == 0.0).then_some(())
+    })
+    .await;
+
+    // A client that stops partway through the HTTP/2 preface is closed the same way.
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    stalled.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    read_until_closed(&mut stalled).await;
+    handle.shutdown().await;
+}

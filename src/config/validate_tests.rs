@@ -252,7 +252,10 @@ fn stall_limits_default_to_nginx_and_knative_and_must_be_positive() {
     let limits = &config.gateway.limits;
     assert_eq!(limits.client_body_timeout, Duration::from_secs(60));
     assert_eq!(limits.send_timeout, Duration::from_secs(60));
-    assert_eq!(config.apps[0].scale.idle_timeout, None, "no limit, as in Knative");
+    assert_eq!(
+        config.apps[0].scale.idle_timeout, None,
+        "no limit, as in Knative"
+    );
 
     let config = check(
         "[defaults]\nidle_timeout = \"2m\"",

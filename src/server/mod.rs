@@ -5,16 +5,20 @@
 //! connection gets TCP_NODELAY, a first-byte and header read timeout (slowloris), a header
 //! size cap (431), a limit on how long a write may wait for the client to take bytes
 //! (`send_timeout`, `proxy::stall`), and on a TLS listener the handshake (`tls::accept`). It
-//! is then served by
-//! the handler's HTTP/1.1 engine (`Handler::serve_http1`: the proxy's `h1`), unless ALPN chose
-//! h2; whatever the engine hands over, or never saw, goes to hyper-util's auto builder:
-//! HTTP/1.1, and HTTP/2 by ALPN or prior knowledge, with upgrades and extended CONNECT for
-//! WebSockets. On shutdown the loop stops accepting, asks every connection to finish (HTTP/1:
-//! close after the current response; HTTP/2: GOAWAY), waits up to the grace period for every
-//! connection task, then drops the rest.
+//! is then served by the handler's HTTP/1.1 engine (`Handler::serve_http1`: the proxy's
+//! `h1`), unless ALPN chose h2; whatever the engine hands over, or never saw, goes to
+//! hyper-util's auto builder: HTTP/1.1, and HTTP/2 by ALPN or prior knowledge, with upgrades
+//! and extended CONNECT for WebSockets. A hyper connection with no request in progress for
+//! `header_read_timeout` is shut down gracefully (`activity`). On shutdown the loop stops
+//! accepting, asks every connection to finish (HTTP/1: close after the current response;
+//! HTTP/2: GOAWAY), waits up to the grace period for every connection task, then drops the
+//! rest.
+
+mod activity;
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +28,6 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use prometheus::IntGauge;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -39,11 +42,13 @@ use crate::proxy::stall::SendTimeout;
 use crate::proxy::{ConnInfo, ListenerKind};
 use crate::tls::accept::accept;
 use crate::tls::Tls;
+use activity::{Activity, Tracked};
 
 /// Something that answers requests on a listener: the proxy or the admin API.
 pub trait Handler: Send + Sync + 'static {
     type Body: http_body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
         + Send
+        + Unpin
         + 'static;
 
     fn call(
@@ -90,7 +95,6 @@ pub async fn run<H: Handler>(
 ) {
     let builder = connection_builder(&config.limits);
     let permits = Arc::new(Semaphore::new(config.limits.max_connections));
-    let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
     let open = metrics.connections_open.with_label_values(&[config.name]);
     let total = metrics.connections_total.with_label_values(&[config.name]);
@@ -123,16 +127,18 @@ pub async fn run<H: Handler>(
         };
         let engine = Arc::clone(&handler);
         let handler = Arc::clone(&handler);
+        let activity = Arc::new(Activity::new());
+        let busy = Arc::clone(&activity);
         let service = service_fn(move |request| {
+            let busy = busy.begin();
             let response = Arc::clone(&handler).call(conn, request);
-            async move { Ok::<_, Infallible>(response.await) }
+            async move { Ok::<_, Infallible>(response.await.map(|body| Tracked::new(body, busy))) }
         });
         total.inc();
         let guard = ConnectionGuard::new(permit, open.clone());
         let builder = builder.clone();
         let config_limits = config.limits.clone();
         let tls = config.tls.clone();
-        let watcher = graceful.watcher();
         let mut stop = shutdown.clone();
         connections.spawn(async move {
             // A client that connects and sends nothing would otherwise hold its slot forever:
@@ -152,7 +158,13 @@ pub async fn run<H: Handler>(
                 None => {
                     let stream = SendTimeout::new(stream, limits.send_timeout);
                     let exit = engine.serve_http1(stream, conn, limits, &mut stop).await;
-                    hand_to_hyper(exit, &builder, service, watcher).await
+                    let hyper = Hyper {
+                        builder: &builder,
+                        activity: &activity,
+                        limits,
+                        stop: &mut stop,
+                    };
+                    hyper.serve(exit, service).await
                 }
                 Some(tls) => {
                     let store = tls.store();
@@ -179,7 +191,13 @@ pub async fn run<H: Handler>(
                     } else {
                         engine.serve_http1(stream, conn, limits, &mut stop).await
                     };
-                    hand_to_hyper(exit, &builder, service, watcher).await
+                    let hyper = Hyper {
+                        builder: &builder,
+                        activity: &activity,
+                        limits,
+                        stop: &mut stop,
+                    };
+                    hyper.serve(exit, service).await
                 }
             };
             if let Err(error) = result {
@@ -199,12 +217,10 @@ pub async fn run<H: Handler>(
             "draining connections"
         );
     }
-    // hyper's connections finish through `graceful`, the HTTP/1.1 engine's by `shutdown`;
-    // either way their tasks end.
-    let drained = async {
-        graceful.shutdown().await;
-        while connections.join_next().await.is_some() {}
-    };
+    // Every connection task watches `shutdown`: the engine's answers its current request and
+    // closes, hyper's get a graceful shutdown (HTTP/1: close after the current response;
+    // HTTP/2: GOAWAY).
+    let drained = async { while connections.join_next().await.is_some() {} };
     if tokio::time::timeout(config.grace, drained).await.is_err() {
         tracing::warn!(
             listener = config.name,
@@ -217,29 +233,50 @@ pub async fn run<H: Handler>(
     while connections.join_next().await.is_some() {}
 }
 
-/// Serves what the HTTP/1.1 engine handed over (or a connection it never saw) with hyper:
-/// HTTP/1.1 with upgrades, or HTTP/2.
-async fn hand_to_hyper<IO, S, B>(
-    exit: Exit<IO>,
-    builder: &auto::Builder<TokioExecutor>,
-    service: S,
-    watcher: hyper_util::server::graceful::Watcher,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
-where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let Exit::Handoff(io, read) = exit else {
-        return Ok(());
-    };
-    let connection =
-        builder.serve_connection_with_upgrades(TokioIo::new(Prefixed::new(read, io)), service);
-    watcher.watch(connection.into_owned()).await
+/// hyper's part of a connection.
+struct Hyper<'a> {
+    builder: &'a auto::Builder<TokioExecutor>,
+    /// The connection's requests in progress (its service counts them).
+    activity: &'a Activity,
+    limits: &'a ListenerLimits,
+    stop: &'a mut watch::Receiver<bool>,
+}
+
+impl Hyper<'_> {
+    /// Serves what the HTTP/1.1 engine handed over (or a connection it never saw): HTTP/1.1
+    /// with upgrades, or HTTP/2. The connection is shut down gracefully when the gateway stops
+    /// or when it has had no request in progress for `header_read_timeout`.
+    async fn serve<IO, S, B>(
+        self,
+        exit: Exit<IO>,
+        service: S,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: hyper::service::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let Exit::Handoff(io, read) = exit else {
+            return Ok(());
+        };
+        let connection = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(Prefixed::new(read, io)), service);
+        let mut connection = pin!(connection);
+        tokio::select! {
+            result = connection.as_mut() => return result,
+            () = self.activity.idle_for(self.limits.header_read_timeout) => {
+                tracing::trace!("idle connection closed (header_read_timeout)");
+            }
+            () = stopped(self.stop) => {}
+        }
+        connection.as_mut().graceful_shutdown();
+        connection.await
+    }
 }
 
 /// Resolves once `shutdown` is true (or its sender is gone). Drops the borrow guard inside, so
