@@ -75,15 +75,9 @@ pub(super) fn overlay_scale(
         *slot = c.duration(&field(key), text.as_ref(), *slot);
     }
     if let Some(text) = &raw.idle_timeout {
-        // An unparsable value is reported by `duration`; MAX keeps it from being reported twice.
-        let idle = c.duration(&field("idle_timeout"), Some(text), Duration::MAX);
-        if idle.is_zero() {
-            c.report(
-                &field("idle_timeout"),
-                "must be longer than 0s (leave it out for no limit)",
-            );
-        }
-        s.idle_timeout = Some(idle);
+        // "0s" is no limit, as Knative's 0: an app can lift a limit that [defaults] sets.
+        let idle = c.duration(&field("idle_timeout"), Some(text), Duration::ZERO);
+        s.idle_timeout = (!idle.is_zero()).then_some(idle);
     }
     if table == "scale" && *raw == RawScale::default() {
         // Nothing set here: the result is `[defaults]`, which was checked (and reported) there.

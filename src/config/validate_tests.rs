@@ -247,7 +247,7 @@ fn resources_are_parsed_into_the_run_spec() {
 }
 
 #[test]
-fn stall_limits_default_to_nginx_and_knative_and_must_be_positive() {
+fn stall_limits_have_nginx_and_knative_defaults_and_0s_lifts_idle_timeout() {
     let config = check("", &[("web", STATIC)]).unwrap();
     let limits = &config.gateway.limits;
     assert_eq!(limits.client_body_timeout, Duration::from_secs(60));
@@ -262,6 +262,7 @@ fn stall_limits_default_to_nginx_and_knative_and_must_be_positive() {
         &[
             ("web", STATIC),
             ("api", &format!("{STATIC}[scale]\nidle_timeout = \"5s\"")),
+            ("sse", &format!("{STATIC}[scale]\nidle_timeout = \"0s\"")),
         ],
     )
     .unwrap();
@@ -271,18 +272,19 @@ fn stall_limits_default_to_nginx_and_knative_and_must_be_positive() {
     };
     assert_eq!(idle("web"), Some(Duration::from_secs(120)));
     assert_eq!(idle("api"), Some(Duration::from_secs(5)));
+    assert_eq!(
+        idle("sse"),
+        None,
+        "0s lifts the default's limit, as Knative's 0"
+    );
 
     let text = errors(
         "[gateway]\nclient_body_timeout = \"0s\"\nsend_timeout = \"soon\"",
-        &[
-            ("a", &format!("{STATIC}[scale]\nidle_timeout = \"0s\"")),
-            ("b", &format!("{STATIC}[scale]\nidle_timeout = \"5\"")),
-        ],
+        &[("b", &format!("{STATIC}[scale]\nidle_timeout = \"5\""))],
     );
     for expected in [
         "tidegate.toml: gateway.client_body_timeout: must be longer than 0s",
         "tidegate.toml: gateway.send_timeout: ",
-        "apps/a.toml: scale.idle_timeout: must be longer than 0s (leave it out for no limit)",
         "apps/b.toml: scale.idle_timeout: ",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");

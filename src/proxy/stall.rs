@@ -19,6 +19,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 /// A limit on how long an operation may stay pending.
+///
+/// The timer belongs to whatever operation is pending, and is disarmed only when one
+/// completes: an operation abandoned while pending leaves its deadline to the next one. Every
+/// user abandons a pending operation only when it is giving up on the stream anyway.
 pub struct Stall {
     limit: Duration,
     /// Allocated at the first pending operation; many streams never wait.
@@ -45,7 +49,11 @@ impl Stall {
                 Poll::Ready(Ok(value))
             }
             Poll::Pending => {
-                let deadline = Instant::now() + self.limit;
+                // A limit too large to add (humantime accepts "1000000y") is no limit.
+                let now = Instant::now();
+                let deadline = now
+                    .checked_add(self.limit)
+                    .unwrap_or(now + Duration::from_secs(100 * 365 * 86_400));
                 let timer = match &mut self.timer {
                     Some(timer) if self.armed => timer,
                     Some(timer) => {

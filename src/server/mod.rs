@@ -168,6 +168,10 @@ pub async fn run<H: Handler>(
                 }
                 Some(tls) => {
                     let store = tls.store();
+                    // Under TLS, so that every byte of ciphertext the client takes counts as
+                    // progress: above it, a flush that moves part of rustls' buffer and then
+                    // waits would look like no progress at all.
+                    let stream = SendTimeout::new(stream, limits.send_timeout);
                     let handshake =
                         tokio::time::timeout(first_byte_timeout, accept(stream, &store));
                     let stream = match handshake.await {
@@ -184,9 +188,7 @@ pub async fn run<H: Handler>(
                             return;
                         }
                     };
-                    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                    let stream = SendTimeout::new(stream, limits.send_timeout);
-                    let exit = if h2 {
+                    let exit = if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
                         Exit::Handoff(stream, BytesMut::new())
                     } else {
                         engine.serve_http1(stream, conn, limits, &mut stop).await

@@ -10,8 +10,7 @@
 use std::sync::Arc;
 
 use rustls::server::Acceptor;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::StartHandshake;
 
@@ -60,11 +59,12 @@ impl HandshakeError {
     }
 }
 
-/// Runs the server side of a TLS handshake on `stream`.
-pub async fn accept(
-    mut stream: TcpStream,
+/// Runs the server side of a TLS handshake on `stream` (a TCP connection, wrapped by the
+/// caller as it needs).
+pub async fn accept<IO: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: IO,
     store: &Arc<CertStore>,
-) -> Result<TlsStream<TcpStream>, HandshakeError> {
+) -> Result<TlsStream<IO>, HandshakeError> {
     let mut acceptor = Acceptor::default();
     let mut buffer = vec![0u8; 4096];
     let mut first = true;

@@ -442,7 +442,10 @@ where
                         Err(CopyError::Stalled(stalled)) if !head_sent.load(Relaxed) => {
                             return Err(Failure::Gateway(GatewayError::ClientBodyTimeout(stalled.0)))
                         }
-                        // The client left (during the body or after it), or its body broke.
+                        // The client left (during the body or after it), or its body broke, or
+                        // it stalled after the response began. A stall is not treated like the
+                        // instance's early answer: an instance that streams while it reads (an
+                        // echo, a transcoder) would wait for the rest for ever, holding its slot.
                         Err(_) | Ok(()) => return Err(Failure::Broken),
                     },
                     downloaded = &mut download => break downloaded,
