@@ -436,17 +436,26 @@ async fn scripted_instance(response: &'static [u8], delay: Duration, hold: Durat
 
 #[tokio::test]
 async fn unusual_instance_answers_reach_the_client_intact_or_end_its_connection() {
-    // Delimited by close, after an interim 103: the client gets the body and a closing
-    // connection (the gateway cannot keep it alive without a length).
+    // Delimited by close, after an interim 103: the client gets the body chunked, so its
+    // connection stays open for the next request; the last response of a connection stays
+    // delimited by close.
     let until_close =
         scripted_instance(b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nall of it", Duration::ZERO, Duration::ZERO)
             .await;
     let (_config, handle, addr) = gateway_for(until_close).await;
     let mut client = TcpStream::connect(addr).await.unwrap();
+    let mut buf = Vec::new();
     send_head(&mut client, "GET / HTTP/1.1").await;
-    let answer = read_raw(&mut client, &mut Vec::new(), false).await;
+    let answer = read_raw(&mut client, &mut buf, false).await;
     assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(answer.header("connection"), None);
+    assert_eq!(answer.body, b"all of it");
+    let last = format!("GET /again HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n");
+    client.write_all(last.as_bytes()).await.unwrap();
+    let answer = read_raw(&mut client, &mut buf, false).await;
     assert_eq!(answer.header("connection"), Some("close"));
+    assert_eq!(answer.header("transfer-encoding"), None);
     assert_eq!(answer.body, b"all of it");
     handle.shutdown().await;
 

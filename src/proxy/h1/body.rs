@@ -38,8 +38,12 @@ pub enum CopyError {
 /// A chunked body is re-encoded rather than passed on: each run of data becomes a chunk of
 /// our own, and chunk extensions and trailers are dropped, so whatever the sender put in its
 /// framing never reaches a parser on the other side that might read it differently.
+///
+/// `framing` is the body's framing on the source side and on the destination side: the same,
+/// or a body delimited by the source's close sent on chunked (see
+/// [`super::response::ResponseHead::client_framing`]).
 pub async fn copy<R, W>(
-    framing: Framing,
+    (framing, output): (Framing, Framing),
     src: &mut R,
     buffered: &mut BytesMut,
     dst: &mut W,
@@ -55,7 +59,12 @@ where
         Framing::Length(length) => length,
         _ => 0,
     };
+    debug_assert!(
+        output == framing || (framing == Framing::UntilClose && output == Framing::Chunked)
+    );
+    let rechunk = output != framing;
     let mut chunked = ChunkedDecoder::default();
+    let mut ended = false;
     loop {
         let done = match framing {
             Framing::Empty => true,
@@ -65,7 +74,13 @@ where
                         .map_or(buffered.len(), |remaining| remaining.min(buffered.len())),
                     _ => buffered.len(),
                 };
-                if take > 0 {
+                if take > 0 && rechunk {
+                    write_chunk_size(out, take);
+                    out.extend_from_slice(&buffered[..take]);
+                    out.extend_from_slice(b"\r\n");
+                    buffered.advance(take);
+                    *payload += take as u64;
+                } else if take > 0 {
                     if out.is_empty() && take >= CHUNK / 4 {
                         dst.write_all(&buffered[..take])
                             .await
@@ -77,7 +92,15 @@ where
                     remaining = remaining.saturating_sub(take as u64);
                     *payload += take as u64;
                 }
-                matches!(framing, Framing::Length(_)) && remaining == 0
+                if ended {
+                    // The source closed: the end of a body delimited by close.
+                    if rechunk {
+                        out.extend_from_slice(b"0\r\n\r\n");
+                    }
+                    true
+                } else {
+                    matches!(framing, Framing::Length(_)) && remaining == 0
+                }
             }
             Framing::Chunked => {
                 let used = chunked
@@ -111,10 +134,10 @@ where
         };
         let read = read.map_err(CopyError::Source)?;
         if read == 0 {
-            if framing == Framing::UntilClose {
-                return Ok(());
+            if framing != Framing::UntilClose {
+                return Err(CopyError::Source(std::io::ErrorKind::UnexpectedEof.into()));
             }
-            return Err(CopyError::Source(std::io::ErrorKind::UnexpectedEof.into()));
+            ended = true;
         }
     }
 }
@@ -296,7 +319,7 @@ mod tests {
         let started = tokio::time::Instant::now();
         let copied = tokio::select! {
             copied = copy(
-                Framing::Chunked,
+                (Framing::Chunked, Framing::Chunked),
                 &mut source,
                 &mut buffered,
                 &mut sent,
@@ -318,7 +341,7 @@ mod tests {
         let mut buffered = BytesMut::from(&body[..]);
         let (mut sent, mut out, mut payload) = (Vec::new(), Vec::new(), 0);
         copy(
-            Framing::Chunked,
+            (Framing::Chunked, Framing::Chunked),
             &mut tokio::io::empty(),
             &mut buffered,
             &mut sent,
@@ -333,6 +356,32 @@ mod tests {
         let mut long = Vec::new();
         write_chunk_size(&mut long, 0x1f40);
         assert_eq!(long, b"1f40\r\n");
+    }
+
+    #[tokio::test]
+    async fn a_body_delimited_by_close_is_sent_on_chunked_and_ends_with_the_last_chunk() {
+        let (mut source, mut feeder) = tokio::io::duplex(64);
+        let mut buffered = BytesMut::from(&b"first "[..]);
+        let (mut sent, mut out, mut payload) = (Vec::new(), b"HEAD\r\n\r\n".to_vec(), 0);
+        let feed = async {
+            feeder.write_all(b"second").await.unwrap();
+            drop(feeder);
+        };
+        let (copied, ()) = tokio::join!(
+            copy(
+                (Framing::UntilClose, Framing::Chunked),
+                &mut source,
+                &mut buffered,
+                &mut sent,
+                &mut out,
+                &mut payload,
+                None,
+            ),
+            feed
+        );
+        copied.unwrap();
+        assert_eq!(sent, b"HEAD\r\n\r\n6\r\nfirst \r\n6\r\nsecond\r\n0\r\n\r\n");
+        assert_eq!(payload, 12);
     }
 
     #[test]

@@ -36,8 +36,12 @@ pub struct RelayOptions<'a> {
 /// A relayed final response head.
 pub struct ResponseHead {
     pub status: StatusCode,
-    /// How the body that follows is framed, on both sides.
+    /// How the instance frames the body that follows.
     pub framing: Framing,
+    /// How the client's copy is framed: the same, except that a body the instance ends by
+    /// closing its connection goes to a keep-alive client chunked, so that the client
+    /// connection survives it and a body cut short can be told from a complete one.
+    pub client_framing: Framing,
     /// The instance will take another request on its connection.
     pub upstream_keep_alive: bool,
     /// The client connection stays open (said so in the head written).
@@ -113,7 +117,11 @@ pub fn relay_response(
         framing_fields.response()
     };
     upstream_keep_alive &= framing != Framing::UntilClose && !framing_fields.is_ambiguous();
-    let keep_alive = options.keep_alive && framing != Framing::UntilClose;
+    let keep_alive = options.keep_alive;
+    let client_framing = match framing {
+        Framing::UntilClose if keep_alive => Framing::Chunked,
+        framing => framing,
+    };
 
     write_status_line(out, status);
     let named_by_connection = |name: &[u8]| {
@@ -146,7 +154,7 @@ pub fn relay_response(
             Framing::Length(length).write_field(out);
         }
     }
-    framing.write_field(out);
+    client_framing.write_field(out);
     if !has_date {
         date::write_field(out);
     }
@@ -161,6 +169,7 @@ pub fn relay_response(
     Ok(Some(Relayed::Final(ResponseHead {
         status,
         framing,
+        client_framing,
         upstream_keep_alive,
         keep_alive,
     })))
@@ -231,15 +240,22 @@ mod tests {
         let (head, text) = relay("HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\n", true, true);
         assert_eq!(head.framing, Framing::Empty);
         assert!(text.contains("content-length: 3\r\n"), "{text}");
+        // Delimited by close: chunked to a keep-alive client, close-delimited to the last
+        // response of a connection.
         let (until_close, text) = relay("HTTP/1.1 200 OK\r\n\r\n", false, true);
         assert_eq!(
             (
                 until_close.framing,
+                until_close.client_framing,
                 until_close.upstream_keep_alive,
                 until_close.keep_alive
             ),
-            (Framing::UntilClose, false, false)
+            (Framing::UntilClose, Framing::Chunked, false, true)
         );
+        assert!(text.contains("transfer-encoding: chunked\r\n"), "{text}");
+        assert!(!text.contains("connection: close"), "{text}");
+        let (last, text) = relay("HTTP/1.1 200 OK\r\n\r\n", false, false);
+        assert_eq!(last.client_framing, Framing::UntilClose);
         assert!(text.ends_with("connection: close\r\n\r\n"), "{text}");
         let (closing, _) = relay(
             "HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n",

@@ -59,7 +59,7 @@ where
             let upload = async {
                 let mut sent = 0;
                 body::copy(
-                    request.framing,
+                    (request.framing, request.framing),
                     &mut client_in,
                     buf,
                     &mut upstream_out,
@@ -92,7 +92,7 @@ where
                 head_sent.store(true, Relaxed);
                 record.status = response.status.as_u16();
                 let copied = body::copy(
-                    response.framing,
+                    (response.framing, response.client_framing),
                     &mut upstream_in,
                     buffered,
                     &mut client_out,

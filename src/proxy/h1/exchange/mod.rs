@@ -211,7 +211,7 @@ where
         let (mut upstream, response) = sent?;
         record.status = response.status.as_u16();
         let copied = body::copy(
-            response.framing,
+            (response.framing, response.client_framing),
             &mut upstream.stream,
             &mut upstream.buffered,
             self.io,
