@@ -4,6 +4,7 @@
 #
 #   benches/load.sh                 # 3 rounds of 10 s, 32 connections
 #   ROUNDS=5 DURATION=20 CONNECTIONS=64 benches/load.sh
+#   ONLY='h2' benches/load.sh       # only the targets whose name matches the regex
 #
 # Fairness (see BENCHMARKS.md): the backend is nginx `return 200` with 1 worker and no access
 # log; wrk (1 thread) and the backend share CPU 0; the proxy under test runs alone on CPU 1
@@ -11,6 +12,10 @@
 # HTTP/1.1 upstream, no access log. tidegate: access log off (RUST_LOG=warn), as nginx's.
 # The figure that separates proxies is proxy CPU time per request: (utime + stime of the proxy
 # process over the run, from /proc/PID/stat) / requests.
+# HTTP/2 rows (h2 over TLS with ALPN, h2c with prior knowledge) use h2load with
+# H2_CLIENTS connections of H2_STREAMS concurrent streams each (default 8 x 4: the same 32
+# requests in flight as wrk's 32 connections); h2load reports no percentiles, so their p50 and
+# p99 columns show "-". Upstream is HTTP/1.1 keep-alive for both proxies, as for the others.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +29,9 @@ need() { command -v "$1" >/dev/null || { echo "load.sh needs $1 (apt-get install
 need nginx nginx-light
 need wrk wrk
 need taskset util-linux
+need h2load nghttp2-client
+H2_CLIENTS=${H2_CLIENTS:-8}
+H2_STREAMS=${H2_STREAMS:-4}
 
 cargo build --release --quiet
 BIN=target/release/tidegate
@@ -47,6 +55,7 @@ wait_port() {
 
 BACKEND_PORT=$(free_port); TIDEGATE_PORT=$(free_port); ADMIN_PORT=$(free_port); NGINX_PORT=$(free_port)
 TIDEGATE_TLS_PORT=$(free_port); NGINX_TLS_PORT=$(free_port)
+NGINX_H2C_PORT=$(free_port); NGINX_H2_PORT=$(free_port)
 HOST=hello.bench.localhost
 
 nginx_conf() { # name, body of the server block
@@ -95,13 +104,16 @@ PROXY_LOCATION="location / { proxy_pass http://app; proxy_http_version 1.1; prox
 nginx_conf proxy "upstream app { server 127.0.0.1:$BACKEND_PORT; keepalive 64; }
   server { listen 127.0.0.1:$NGINX_PORT; $PROXY_LOCATION }
   server { listen 127.0.0.1:$NGINX_TLS_PORT ssl; ssl_certificate $CERT; ssl_certificate_key $KEY;
-           ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache off; ssl_session_tickets off; $PROXY_LOCATION }"
+           ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache off; ssl_session_tickets off; $PROXY_LOCATION }
+  server { listen 127.0.0.1:$NGINX_H2C_PORT http2; $PROXY_LOCATION }
+  server { listen 127.0.0.1:$NGINX_H2_PORT ssl http2; ssl_certificate $CERT; ssl_certificate_key $KEY;
+           ssl_protocols TLSv1.2 TLSv1.3; $PROXY_LOCATION }"
 
 taskset -c "$LOAD_CPU" nginx -c "$WORK/backend/nginx.conf" & PIDS+=($!)
 taskset -c "$PROXY_CPU" nginx -c "$WORK/proxy/nginx.conf" & PIDS+=($!)
 RUST_LOG=warn,rustls=error taskset -c "$PROXY_CPU" "$BIN" serve --config "$WORK/tidegate/tidegate.toml" & TIDEGATE_PID=$!; PIDS+=($TIDEGATE_PID)
 wait_port "$BACKEND_PORT"; wait_port "$NGINX_PORT"; wait_port "$TIDEGATE_PORT"
-wait_port "$NGINX_TLS_PORT"; wait_port "$TIDEGATE_TLS_PORT"
+wait_port "$NGINX_TLS_PORT"; wait_port "$TIDEGATE_TLS_PORT"; wait_port "$NGINX_H2C_PORT"; wait_port "$NGINX_H2_PORT"
 NGINX_WORKER=$(pgrep -P "$(cat "$WORK/proxy/nginx.pid")" | head -1)
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -126,7 +138,24 @@ run() { # url, pid-or-empty, extra wrk args...
     }'
 }
 
-# name|url|pid|extra wrk args. "handshake" rows close the connection after every request, so
+# One h2load run, printed like `run` (no percentiles: "-").
+run_h2() { # url, pid
+  local url=$1 pid=$2 before after out
+  before=$(cpu_ticks "$pid")
+  out=$(taskset -c "$LOAD_CPU" h2load -t1 -c"$H2_CLIENTS" -m"$H2_STREAMS" -D"$DURATION" \
+    -H ":authority: $HOST" "$url")
+  after=$(cpu_ticks "$pid")
+  echo "$out" | awk -v before="$before" -v after="$after" -v tick="$TICK" '
+    /^finished in/ { rps = $4 }
+    /^requests:/ { done = $8; failed = $10 }
+    /^status codes:/ { ok = $3 }
+    END {
+      if (failed > 0 || ok < done) print "warning: " failed " failed, " done - ok " non-2xx" > "/dev/stderr"
+      printf "%.0f - - %.2f\n", rps, (after - before) / tick * 1e6 / done
+    }'
+}
+
+# name|url|pid|extra wrk args ("h2" for an h2load row). "handshake" rows close the connection after every request, so
 # every request is a new TCP connection and a full TLS handshake (no session resumption).
 TARGETS=(
   "direct|http://127.0.0.1:$BACKEND_PORT/||"
@@ -136,20 +165,31 @@ TARGETS=(
   "nginx-https|https://127.0.0.1:$NGINX_TLS_PORT/|$NGINX_WORKER|"
   "tidegate-handshake|https://127.0.0.1:$TIDEGATE_TLS_PORT/|$TIDEGATE_PID|Connection: close"
   "nginx-handshake|https://127.0.0.1:$NGINX_TLS_PORT/|$NGINX_WORKER|Connection: close"
+  "tidegate-h2c|http://127.0.0.1:$TIDEGATE_PORT/|$TIDEGATE_PID|h2"
+  "nginx-h2c|http://127.0.0.1:$NGINX_H2C_PORT/|$NGINX_WORKER|h2"
+  "tidegate-h2|https://127.0.0.1:$TIDEGATE_TLS_PORT/|$TIDEGATE_PID|h2"
+  "nginx-h2|https://127.0.0.1:$NGINX_H2_PORT/|$NGINX_WORKER|h2"
 )
 ONLY=${ONLY:-}
 
 # Warm up every path once (pools, page cache), then measure in turns.
 for target in "${TARGETS[@]}"; do
   IFS='|' read -r name url pid header <<<"$target"
-  taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d1s -H "Host: $HOST" "$url" >/dev/null
+  if [ -n "$ONLY" ] && ! [[ "$name" =~ $ONLY ]]; then continue; fi
+  if [ "$header" = h2 ]; then
+    taskset -c "$LOAD_CPU" h2load -t1 -c"$H2_CLIENTS" -m"$H2_STREAMS" -D1 -H ":authority: $HOST" "$url" >/dev/null
+  else
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d1s -H "Host: $HOST" "$url" >/dev/null
+  fi
 done
 declare -A RESULTS
 for round in $(seq 1 "$ROUNDS"); do
   for target in "${TARGETS[@]}"; do
     IFS='|' read -r name url pid header <<<"$target"
     if [ -n "$ONLY" ] && ! [[ "$name" =~ $ONLY ]]; then continue; fi
-    if [ -n "$header" ]; then
+    if [ "$header" = h2 ]; then
+      RESULTS[$name]+="$(run_h2 "$url" "$pid")"$'\n'
+    elif [ -n "$header" ]; then
       RESULTS[$name]+="$(run "$url" "$pid" -H "$header")"$'\n'
     else
       RESULTS[$name]+="$(run "$url" "$pid")"$'\n'
@@ -163,7 +203,7 @@ col() { printf '%s' "${RESULTS[$1]:-}" | awk -v c="$2" 'NF { print $c }' | media
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b }'; }
 
 echo
-echo "load: wrk -t1 -c$CONNECTIONS -d${DURATION}s, $ROUNDS rounds, medians; proxy on CPU $PROXY_CPU, wrk + backend on CPU $LOAD_CPU"
+echo "load: wrk -t1 -c$CONNECTIONS -d${DURATION}s (h2 rows: h2load -c$H2_CLIENTS -m$H2_STREAMS), $ROUNDS rounds, medians; proxy on CPU $PROXY_CPU, load + backend on CPU $LOAD_CPU"
 printf '%-19s %12s %10s %10s %16s\n' target "requests/s" "p50 ms" "p99 ms" "proxy CPU us/req"
 for target in "${TARGETS[@]}"; do
   IFS='|' read -r name _ <<<"$target"
@@ -172,7 +212,7 @@ for target in "${TARGETS[@]}"; do
 done
 echo
 echo "ratios (tidegate / other):"
-for pair in "tidegate direct" "tidegate nginx" "tidegate-https nginx-https" "tidegate-handshake nginx-handshake"; do
+for pair in "tidegate direct" "tidegate nginx" "tidegate-https nginx-https" "tidegate-handshake nginx-handshake" "tidegate-h2c nginx-h2c" "tidegate-h2 nginx-h2"; do
   set -- $pair
   [ -z "${RESULTS[$1]:-}" ] || [ -z "${RESULTS[$2]:-}" ] && continue
   printf '  %-19s vs %-18s requests/s %s, CPU per request %s\n' "$1" "$2" "$(ratio "$(col "$1" 1)" "$(col "$2" 1)")" "$(ratio "$(col "$1" 4)" "$(col "$2" 4)")"
