@@ -4,63 +4,79 @@
 //! HTTP/2 preface, would keep its `max_connections` slot until the client closed it.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use tokio::sync::watch;
+use tokio::time::Instant;
 
-/// The number of a connection's requests in progress: from the request's arrival until its
-/// response body has ended or been dropped.
+/// The number of a connection's requests in progress (from the request's arrival until its
+/// response body has ended or been dropped), and when that number last changed.
+///
+/// Plain atomics, and no wake-up per request: the idle watch sleeps until the earliest time
+/// the connection could have been idle for the limit and looks then. Waking it at every
+/// request's start and end would poll the whole connection twice more per request.
 pub struct Activity {
-    active: watch::Sender<usize>,
+    active: AtomicUsize,
+    /// When `active` last changed, in nanoseconds since `epoch`.
+    changed: AtomicU64,
+    epoch: Instant,
 }
 
 impl Activity {
     pub fn new() -> Self {
         Activity {
-            active: watch::Sender::new(0),
+            active: AtomicUsize::new(0),
+            changed: AtomicU64::new(0),
+            epoch: Instant::now(),
         }
     }
 
     /// Counts a request in progress until the returned guard drops.
-    pub fn begin(&self) -> Busy {
-        self.active.send_modify(|active| *active += 1);
+    pub fn begin(self: &Arc<Self>) -> Busy {
+        self.active.fetch_add(1, Relaxed);
+        self.touch();
         Busy {
-            active: self.active.clone(),
+            activity: Arc::clone(self),
         }
+    }
+
+    fn touch(&self) {
+        let since = self.epoch.elapsed().as_nanos();
+        self.changed
+            .store(u64::try_from(since).unwrap_or(u64::MAX), Relaxed);
     }
 
     /// Resolves once the connection has had no request in progress for `limit` on end.
     pub async fn idle_for(&self, limit: Duration) {
-        let mut active = self.active.subscribe();
         loop {
-            if active.wait_for(|active| *active == 0).await.is_err() {
-                return;
-            }
-            // Idle from here: done unless a request starts (or one ends) within the limit.
-            if tokio::time::timeout(limit, active.changed()).await.is_err() {
-                return;
+            let changed = self.epoch + Duration::from_nanos(self.changed.load(Relaxed));
+            let due = changed + limit;
+            if Instant::now() >= due {
+                if self.active.load(Relaxed) == 0 {
+                    return;
+                }
+                // Busy: no end can make it idle sooner than a limit from now.
+                tokio::time::sleep(limit).await;
+            } else {
+                tokio::time::sleep_until(due).await;
             }
         }
-    }
-}
-
-impl Default for Activity {
-    fn default() -> Self {
-        Activity::new()
     }
 }
 
 /// One request in progress.
 pub struct Busy {
-    active: watch::Sender<usize>,
+    activity: Arc<Activity>,
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.active.send_modify(|active| *active -= 1);
+        self.activity.active.fetch_sub(1, Relaxed);
+        self.activity.touch();
     }
 }
 
@@ -113,7 +129,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn idle_means_no_request_for_the_whole_limit() {
-        let activity = Activity::new();
+        let activity = Arc::new(Activity::new());
         let limit = Duration::from_secs(30);
         let started = Instant::now();
         let busy = activity.begin();
