@@ -127,6 +127,8 @@ async fn alpn_chooses_h2_and_http2_is_served() {
     let answer = read_answer(sender.send_request(request).await.unwrap()).await;
     assert_eq!(answer.status, StatusCode::OK);
     assert!(answer.body.contains("path=/over-h2"), "{}", answer.body);
+    assert_eq!(answer.echoed("x-forwarded-proto").as_deref(), Some("https"));
+    assert_eq!(answer.headers["strict-transport-security"], "max-age=3600");
     s.handle.shutdown().await;
 }
 

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use crate::activator::Lease;
 use crate::apps::InFlight;
 use crate::metrics::Metrics;
+use crate::proxy::h1::client::EngineBody;
 use crate::proxy::stall::{BodyError, BodyTimeout};
 use crate::proxy::upstream::Driver;
 
@@ -113,6 +114,8 @@ impl std::fmt::Display for DisplayOption {
 
 enum Kind {
     Upstream(BodyTimeout<Incoming>, Option<Driver>),
+    /// An instance's body on an engine connection (`h1::client`).
+    Engine(BodyTimeout<EngineBody>),
     Full(Option<Bytes>),
 }
 
@@ -140,6 +143,15 @@ impl ProxyBody {
     ) -> Self {
         ProxyBody {
             kind: Kind::Upstream(BodyTimeout::new(body, idle_timeout), driver),
+            record: None,
+        }
+    }
+
+    /// An instance's body read by the engine's client; cut off after `idle_timeout` of
+    /// silence.
+    pub fn engine(body: EngineBody, idle_timeout: Option<Duration>) -> Self {
+        ProxyBody {
+            kind: Kind::Engine(BodyTimeout::new(body, idle_timeout)),
             record: None,
         }
     }
@@ -177,6 +189,7 @@ impl Body for ProxyBody {
                 }
                 polled
             }
+            Kind::Engine(body) => Pin::new(body).poll_frame(cx),
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         };
         match &polled {
@@ -208,6 +221,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Upstream(body, _) => body.is_end_stream(),
+            Kind::Engine(body) => body.is_end_stream(),
             Kind::Full(bytes) => bytes.is_none(),
         }
     }
@@ -215,6 +229,7 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Upstream(body, _) => body.size_hint(),
+            Kind::Engine(body) => body.size_hint(),
             Kind::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             Kind::Full(None) => SizeHint::with_exact(0),
         }

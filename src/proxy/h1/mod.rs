@@ -22,6 +22,7 @@
 //! timer wheel as long as the deadline only grows.
 
 pub mod body;
+pub mod client;
 mod date;
 mod exchange;
 pub mod framing;
