@@ -47,9 +47,12 @@ pub async fn send(
     let mut head = Vec::with_capacity(512);
     write_request_head(&mut head, request);
     let head_request = request.method == Method::HEAD;
+    // Every request may take a pooled connection; only an idempotent one is sent again if
+    // that connection turns out closed.
     let mut may_retry = request.method.is_idempotent();
+    let mut may_pool = true;
     loop {
-        let pooled = may_retry
+        let pooled = may_pool
             .then(|| {
                 instance
                     .h1_idle
@@ -66,7 +69,7 @@ pub async fn send(
         let retry = reused && may_retry;
         if let Err(error) = connection.stream.write_all(&head).await {
             if retry {
-                may_retry = false;
+                (may_retry, may_pool) = (false, false);
                 continue;
             }
             return Err(UpstreamError::Reset(error.to_string()));
@@ -90,7 +93,7 @@ pub async fn send(
                 }
                 return Ok((response.parts, body));
             }
-            Err(ReadError::Closed(_)) if retry => may_retry = false,
+            Err(ReadError::Closed(_)) if retry => (may_retry, may_pool) = (false, false),
             Err(ReadError::Closed(cause) | ReadError::Broken(cause)) => {
                 return Err(UpstreamError::Reset(cause))
             }
@@ -113,10 +116,22 @@ fn write_request_head(out: &mut Vec<u8>, request: &http::request::Parts) {
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in &request.headers {
-        if is_framing_field(name.as_str().as_bytes()) {
+        if is_framing_field(name.as_str().as_bytes()) || name == http::header::COOKIE {
             continue;
         }
         write_field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    // HTTP/2 clients send each cookie as a field of its own; HTTP/1.1 has one `Cookie` field,
+    // so they are joined with "; " (RFC 9113 8.2.3).
+    let mut cookies = request.headers.get_all(http::header::COOKIE).iter();
+    if let Some(first) = cookies.next() {
+        out.extend_from_slice(b"cookie: ");
+        out.extend_from_slice(first.as_bytes());
+        for cookie in cookies {
+            out.extend_from_slice(b"; ");
+            out.extend_from_slice(cookie.as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
     }
     if matches!(request.method, Method::POST | Method::PUT | Method::PATCH) {
         out.extend_from_slice(b"content-length: 0\r\n");
@@ -239,12 +254,21 @@ fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parse
         framing_fields.response()
     };
     upstream_keep_alive &= framing != Framing::UntilClose && !framing_fields.is_ambiguous();
-    // The length stays only where it is the body's (or, for HEAD and 304, the length of the
-    // body it stands for); transfer codings are hop-by-hop and go with the rest.
-    if (!matches!(framing, Framing::Length(_)) && !bodiless) || status == StatusCode::NO_CONTENT {
-        headers.remove(http::header::CONTENT_LENGTH);
-    }
     prepare_response_headers(&mut headers, version);
+    // One length, written as a number, where it is the body's (or, for HEAD and 304, that of
+    // the body it stands for): an instance's "5, 5" is valid HTTP/1.1 but a protocol error
+    // to HTTP/2 clients. Transfer codings are hop-by-hop and went with the rest; a `Trailer`
+    // announcement goes too, as trailers are not forwarded.
+    headers.remove(http::header::CONTENT_LENGTH);
+    headers.remove(http::header::TRAILER);
+    let body_length = match framing {
+        Framing::Length(length) => Some(length),
+        _ if bodiless && status != StatusCode::NO_CONTENT => framing_fields.length,
+        _ => None,
+    };
+    if let Some(body_length) = body_length {
+        headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body_length));
+    }
     let (mut parts, ()) = http::Response::new(()).into_parts();
     parts.status = status;
     parts.headers = headers;
@@ -262,6 +286,8 @@ enum State {
     Chunked(ChunkedDecoder),
     UntilClose,
     Done,
+    /// Broke off; the error was returned.
+    Failed,
 }
 
 /// An instance's response body on an engine connection.
@@ -284,6 +310,8 @@ pub enum EngineBodyError {
     Truncated,
     #[error("malformed chunked response body: {0}")]
     Malformed(&'static str),
+    #[error("the response body already broke off")]
+    Failed,
 }
 
 impl EngineBody {
@@ -308,6 +336,7 @@ impl EngineBody {
         let buffered = &mut connection.buffered;
         let data = match &mut self.state {
             State::Done => None,
+            State::Failed => return Err(EngineBodyError::Failed),
             State::Length(remaining) => {
                 if buffered.is_empty() {
                     return Ok(None);
@@ -358,12 +387,13 @@ impl Body for EngineBody {
                 Ok(None) if this.is_end_stream() => return Poll::Ready(None),
                 Ok(None) => {}
                 Err(error) => {
-                    this.connection = None;
+                    (this.state, this.connection) = (State::Failed, None);
                     return Poll::Ready(Some(Err(error)));
                 }
             }
             let Some(connection) = this.connection.as_mut() else {
-                return Poll::Ready(None);
+                this.state = State::Failed;
+                return Poll::Ready(Some(Err(EngineBodyError::Failed)));
             };
             if connection.buffered.capacity() - connection.buffered.len() < CHUNK / 4 {
                 connection.buffered.reserve(CHUNK);
@@ -382,12 +412,12 @@ impl Body for EngineBody {
                     return Poll::Ready(None);
                 }
                 Ok(0) => {
-                    this.connection = None;
+                    (this.state, this.connection) = (State::Failed, None);
                     return Poll::Ready(Some(Err(EngineBodyError::Truncated)));
                 }
                 Ok(_) => {}
                 Err(error) => {
-                    this.connection = None;
+                    (this.state, this.connection) = (State::Failed, None);
                     return Poll::Ready(Some(Err(error.into())));
                 }
             }
@@ -454,10 +484,46 @@ mod tests {
         assert_eq!(head.framing, Framing::Empty);
         assert_eq!(head.parts.headers["content-length"], "9");
 
+        let repeated = parse(
+            "HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\ncontent-length: 5\r\n\r\n",
+            false,
+        );
+        let lengths: Vec<_> = repeated
+            .parts
+            .headers
+            .get_all("content-length")
+            .iter()
+            .collect();
+        assert_eq!(lengths, ["5"], "one length, as a number");
+
+        let trailing = parse(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-sum\r\n\r\n",
+            false,
+        );
+        assert!(!trailing.parts.headers.contains_key("trailer"));
+
         let old = parse("HTTP/1.0 200 OK\r\n\r\n", false);
         assert_eq!(old.framing, Framing::UntilClose);
         assert!(!old.upstream_keep_alive);
         assert_eq!(old.parts.headers["via"], "1.0 tidegate");
+    }
+
+    #[test]
+    fn cookies_of_an_http2_request_become_one_field() {
+        let (parts, ()) = http::Request::get("/")
+            .header("host", "app.example")
+            .header("cookie", "a=1")
+            .header("x-other", "o")
+            .header("cookie", "b=2")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let mut out = Vec::new();
+        write_request_head(&mut out, &parts);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET / HTTP/1.1\r\nhost: app.example\r\nx-other: o\r\ncookie: a=1; b=2\r\n\r\n"
+        );
     }
 
     #[test]

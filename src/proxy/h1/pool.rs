@@ -49,7 +49,20 @@ impl Connection {
     /// Whether the connection can take a request: the instance has neither closed it nor
     /// sent anything since its last response.
     pub fn is_reusable(&self) -> bool {
+        if !self.buffered.is_empty() {
+            return false;
+        }
+        // The readiness look goes through tokio's per-task budget, and with the budget spent
+        // it says "pending" whatever the socket's state: then ask the socket itself. (A
+        // stray byte read by the probe makes the connection unusable anyway.)
+        if !tokio::task::coop::has_budget_remaining() {
+            let mut probe = [0u8; 1];
+            return matches!(
+                self.stream.try_read(&mut probe),
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock
+            );
+        }
         let mut cx = Context::from_waker(Waker::noop());
-        self.buffered.is_empty() && self.stream.poll_read_ready(&mut cx).is_pending()
+        self.stream.poll_read_ready(&mut cx).is_pending()
     }
 }

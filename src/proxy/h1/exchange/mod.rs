@@ -245,9 +245,12 @@ where
         target: &Target<'_>,
     ) -> Result<(Box<Connection>, ResponseHead), Failure> {
         let method = &self.request.method;
+        // Every request may take a pooled connection; only an idempotent one is sent again
+        // if that connection turns out closed (a non-idempotent one gets the 502).
         let mut may_retry = method.is_idempotent();
+        let mut pooled = true;
         loop {
-            let (mut upstream, reused) = target.connection(proxy, may_retry).await?;
+            let (mut upstream, reused) = target.connection(proxy, pooled).await?;
             let retry = reused && may_retry;
             self.out.clear();
             request::write_request(self.out, self.request, self.fields, &target.client);
@@ -255,7 +258,7 @@ where
             self.out.clear();
             if let Err(error) = written {
                 if retry {
-                    may_retry = false;
+                    (may_retry, pooled) = (false, false);
                     continue;
                 }
                 return Err(target.error(UpstreamError::Reset(error.to_string())));
@@ -274,7 +277,7 @@ where
             };
             match response {
                 Ok(response) => return Ok((upstream, response)),
-                Err(ReadError::Closed(_)) if retry => may_retry = false,
+                Err(ReadError::Closed(_)) if retry => (may_retry, pooled) = (false, false),
                 Err(error) => return Err(target.error(UpstreamError::Reset(error.cause(None)))),
             }
         }
