@@ -18,19 +18,16 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use super::body::ChunkedDecoder;
 use super::framing::{is_framing_field, Framing, FramingHeaders, HeadError};
 use super::pool::Connection;
-use super::request::MAX_HEADERS;
+use super::upstream_head::{self, Head, Parsed, ReadError, StatusHead};
 use super::write_field;
 use crate::instance::Instance;
 use crate::proxy::headers::prepare_response_headers;
 use crate::proxy::upstream::{Upstream, UpstreamError};
-
-/// Response heads larger than this are refused, as by the engine's own relay.
-const MAX_RESPONSE_HEAD: usize = 256 * 1024;
 
 /// Read size for response bodies.
 const CHUNK: usize = 64 * 1024;
@@ -94,12 +91,7 @@ pub async fn send(
                 return Ok((response.parts, body));
             }
             Err(ReadError::Closed(_)) if retry => (may_retry, may_pool) = (false, false),
-            Err(ReadError::Closed(cause) | ReadError::Broken(cause)) => {
-                return Err(UpstreamError::Reset(cause))
-            }
-            Err(ReadError::Invalid(why)) => {
-                return Err(UpstreamError::Reset(format!("invalid response: {why}")))
-            }
+            Err(error) => return Err(UpstreamError::Reset(error.cause(None))),
         }
     }
 }
@@ -146,91 +138,46 @@ struct Response {
     upstream_keep_alive: bool,
 }
 
-enum ReadError {
-    /// Closed or reset before the first byte of a response: safe to retry where allowed.
-    Closed(String),
-    /// Failed after part of the response head arrived.
-    Broken(String),
-    Invalid(&'static str),
-}
-
 /// Reads the response head (skipping interim responses, as hyper's client does).
 async fn read_response(
     connection: &mut Connection,
     head_request: bool,
 ) -> Result<Response, ReadError> {
-    let mut received = !connection.buffered.is_empty();
-    loop {
-        if !connection.buffered.is_empty() {
-            match parse_response(&mut connection.buffered, head_request) {
-                Ok(Some(Parsed::Interim)) => continue,
-                Ok(Some(Parsed::Final(response))) => return Ok(response),
-                Ok(None) => {}
-                Err(HeadError::TooLarge) => return Err(ReadError::Invalid("head too large")),
-                Err(HeadError::Malformed(why)) => return Err(ReadError::Invalid(why)),
-            }
-        }
-        if connection.buffered.capacity() - connection.buffered.len() < 1024 {
-            connection.buffered.reserve(8 * 1024);
-        }
-        let read = connection.stream.read_buf(&mut connection.buffered).await;
-        match (read, received) {
-            (Ok(0), false) => {
-                return Err(ReadError::Closed(
-                    "connection closed before a response".into(),
-                ))
-            }
-            (Ok(0), true) => {
-                return Err(ReadError::Broken(
-                    "connection closed inside the response head".into(),
-                ))
-            }
-            (Ok(_), _) => received = true,
-            (Err(error), false) => return Err(ReadError::Closed(error.to_string())),
-            (Err(error), true) => return Err(ReadError::Broken(error.to_string())),
-        }
-    }
-}
-
-enum Parsed {
-    Interim,
-    Final(Response),
+    let Connection { stream, buffered } = connection;
+    upstream_head::read(stream, buffered, |buf| parse_response(buf, head_request)).await
 }
 
 /// Takes a response head off the front of `buf`: `Ok(None)` if it is not complete yet. The
 /// headers are the client's: hop-by-hop fields and those named in `Connection` removed, `Via`
 /// added, framing fields kept only where they describe the body as it will be sent.
-fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parsed>, HeadError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut fields);
-    let length = match response.parse(buf) {
-        Ok(httparse::Status::Complete(length)) => length,
-        Ok(httparse::Status::Partial) if buf.len() > MAX_RESPONSE_HEAD => {
-            return Err(HeadError::TooLarge)
+fn parse_response(
+    buf: &mut BytesMut,
+    head_request: bool,
+) -> Result<Option<Head<Response>>, HeadError> {
+    let mut fields = upstream_head::fields();
+    let head = match upstream_head::parse(buf, &mut fields)? {
+        None => return Ok(None),
+        Some(Parsed::Interim(length)) => {
+            buf.advance(length);
+            return Ok(Some(Head::Interim));
         }
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
-        Err(_) => return Err(HeadError::Malformed("malformed response head")),
+        Some(Parsed::Final(head)) => head,
     };
-    let status = StatusCode::from_u16(response.code.unwrap_or_default())
-        .map_err(|_| HeadError::Malformed("invalid status code"))?;
-    if status == StatusCode::SWITCHING_PROTOCOLS {
-        return Err(HeadError::Malformed(
-            "101 to a request that asked no upgrade",
-        ));
-    }
-    if status.is_informational() {
-        buf.advance(length);
-        return Ok(Some(Parsed::Interim));
-    }
-    let version = match response.version {
-        Some(1) => Version::HTTP_11,
-        _ => Version::HTTP_10,
+    let StatusHead {
+        status,
+        http11,
+        fields: response_fields,
+        length,
+    } = head;
+    let version = if http11 {
+        Version::HTTP_11
+    } else {
+        Version::HTTP_10
     };
     let mut framing_fields = FramingHeaders::default();
     let mut upstream_keep_alive = version == Version::HTTP_11;
-    let mut headers = HeaderMap::with_capacity(response.headers.len() + 2);
-    for field in response.headers.iter() {
+    let mut headers = HeaderMap::with_capacity(response_fields.len() + 2);
+    for field in response_fields.iter() {
         let name = field.name.as_bytes();
         if name.eq_ignore_ascii_case(b"connection") {
             if super::framing::has_token(field.value, b"close") {
@@ -273,7 +220,7 @@ fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parse
     parts.status = status;
     parts.headers = headers;
     buf.advance(length);
-    Ok(Some(Parsed::Final(Response {
+    Ok(Some(Head::Final(Response {
         parts,
         framing,
         upstream_keep_alive,
@@ -445,8 +392,8 @@ mod tests {
         let mut buf = BytesMut::from(text);
         loop {
             match parse_response(&mut buf, head_request).unwrap().unwrap() {
-                Parsed::Interim => continue,
-                Parsed::Final(response) => return response,
+                Head::Interim => continue,
+                Head::Final(response) => return response,
             }
         }
     }

@@ -30,6 +30,7 @@ pub mod pool;
 pub mod prefixed;
 pub mod request;
 pub mod response;
+pub mod upstream_head;
 
 use std::future::Future;
 use std::pin::{pin, Pin};

@@ -8,20 +8,15 @@
 //! instance sent none (RFC 9110 6.6.1, as hyper does), `Strict-Transport-Security` when the
 //! app sets `hsts_max_age`, and `Connection: close` on a connection's last response.
 
-use std::mem::MaybeUninit;
-
 use bytes::{Buf, BytesMut};
 use http::header::{HeaderMap, HeaderValue};
 use http::StatusCode;
 
 use super::date;
 use super::framing::{has_token, is_framing_field, Framing, FramingHeaders, HeadError};
-use super::request::MAX_HEADERS;
+use super::upstream_head::{self, Head, Parsed, StatusHead};
 use super::write_field;
 use crate::proxy::headers::is_hop_by_hop_name;
-
-/// Response heads larger than this are refused (hyper's client limit is about 400 KiB).
-const MAX_RESPONSE_HEAD: usize = 256 * 1024;
 
 /// How the client's response is to be written.
 pub struct RelayOptions<'a> {
@@ -48,53 +43,33 @@ pub struct ResponseHead {
     pub keep_alive: bool,
 }
 
-/// What [`relay_response`] found.
-pub enum Relayed {
-    /// An interim (1xx) response, skipped as hyper's client does; a final one follows.
-    Interim,
-    Final(ResponseHead),
-}
-
 /// Takes the response head at the start of `buf` and writes the client's version of it to
 /// `out`. `Ok(None)`: more bytes are needed.
 pub fn relay_response(
     buf: &mut BytesMut,
     out: &mut Vec<u8>,
     options: &RelayOptions<'_>,
-) -> Result<Option<Relayed>, HeadError> {
-    let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut []);
-    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
-        &mut response,
-        buf,
-        &mut fields,
-    );
-    let length = match parsed {
-        Ok(httparse::Status::Complete(length)) => length,
-        Ok(httparse::Status::Partial) if buf.len() > MAX_RESPONSE_HEAD => {
-            return Err(HeadError::TooLarge)
+) -> Result<Option<Head<ResponseHead>>, HeadError> {
+    let mut fields = upstream_head::fields();
+    let head = match upstream_head::parse(buf, &mut fields)? {
+        None => return Ok(None),
+        Some(Parsed::Interim(length)) => {
+            buf.advance(length);
+            return Ok(Some(Head::Interim));
         }
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
-        Err(_) => return Err(HeadError::Malformed("malformed response head")),
+        Some(Parsed::Final(head)) => head,
     };
-    let status = StatusCode::from_u16(response.code.unwrap_or_default())
-        .map_err(|_| HeadError::Malformed("invalid status code"))?;
-    if status == StatusCode::SWITCHING_PROTOCOLS {
-        return Err(HeadError::Malformed(
-            "101 to a request that asked no upgrade",
-        ));
-    }
-    if status.is_informational() {
-        buf.advance(length);
-        return Ok(Some(Relayed::Interim));
-    }
-    let http11 = response.version == Some(1);
+    let StatusHead {
+        status,
+        http11,
+        fields: response_fields,
+        length,
+    } = head;
     let mut framing_fields = FramingHeaders::default();
     let mut upstream_keep_alive = http11;
     let mut connection_fields = false;
     let mut has_date = false;
-    for field in response.headers.iter() {
+    for field in response_fields.iter() {
         let name = field.name.as_bytes();
         if name.eq_ignore_ascii_case(b"connection") {
             connection_fields = true;
@@ -126,11 +101,11 @@ pub fn relay_response(
     write_status_line(out, status);
     let named_by_connection = |name: &[u8]| {
         connection_fields
-            && response.headers.iter().any(|field| {
+            && response_fields.iter().any(|field| {
                 field.name.eq_ignore_ascii_case("connection") && has_token(field.value, name)
             })
     };
-    for field in response.headers.iter() {
+    for field in response_fields.iter() {
         let name = field.name.as_bytes();
         let replaced =
             options.hsts.is_some() && name.eq_ignore_ascii_case(b"strict-transport-security");
@@ -166,7 +141,7 @@ pub fn relay_response(
     }
     out.extend_from_slice(b"\r\n");
     buf.advance(length);
-    Ok(Some(Relayed::Final(ResponseHead {
+    Ok(Some(Head::Final(ResponseHead {
         status,
         framing,
         client_framing,
@@ -220,8 +195,8 @@ mod tests {
                 .unwrap()
                 .unwrap()
             {
-                Relayed::Interim => continue,
-                Relayed::Final(head) => return (head, String::from_utf8(out).unwrap()),
+                Head::Interim => continue,
+                Head::Final(head) => return (head, String::from_utf8(out).unwrap()),
             }
         }
     }

@@ -25,12 +25,13 @@ use super::body;
 use super::pool::Connection;
 use super::request::{self, Field, RequestHead};
 use super::response::{RelayOptions, ResponseHead};
+use super::upstream_head::ReadError;
 use super::{write_gateway_response, BUFFER};
 use crate::instance::Instance;
 use crate::proxy::headers::ClientFacts;
 use crate::proxy::upstream::UpstreamError;
 use crate::proxy::{ConnInfo, GatewayError, Proxy, RequestFacts, RequestRecord};
-use head::{relay_response, ReadError};
+use head::relay_response;
 use target::Target;
 
 /// What the connection does after an exchange.
