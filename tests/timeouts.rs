@@ -223,3 +223,53 @@ async fn an_idle_http2_connection_is_closed_after_header_read_timeout_but_not_mi
     read_until_closed(&mut stalled).await;
     handle.shutdown().await;
 }
+
+/// Reads from `stream` until `needle` has arrived (within 5 s); returns all that came.
+async fn read_until(stream: &mut TcpStream, needle: &str) -> String {
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&received).contains(needle) {
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| panic!("no {needle:?} within 5 s"))
+            .unwrap();
+        assert!(
+            read > 0,
+            "closed before {needle:?}: {}",
+            String::from_utf8_lossy(&received)
+        );
+        received.extend_from_slice(&chunk[..read]);
+    }
+    String::from_utf8_lossy(&received).into_owned()
+}
+
+#[tokio::test]
+async fn a_request_handed_to_hyper_on_a_connection_older_than_the_idle_limit_is_served() {
+    // The idle limit of hyper's connections must count from the handover, not from the
+    // accept: a kept-alive connection that the engine served for longer than the limit then
+    // sends a request the engine leaves to hyper (here `Expect: 100-continue`).
+    let instance = body_reader().await;
+    let config = ConfigDir::new("header_read_timeout = \"300ms\"", "");
+    config.static_app("app", &[instance.addr], "", "");
+    let handle = config.start().await;
+    let addr = handle.http_addr().unwrap();
+    for _ in 0..6 {
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        for _ in 0..4 {
+            // The connection's age is what is under test, so time has to pass.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let get = format!("GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
+            client.write_all(get.as_bytes()).await.unwrap();
+            read_until(&mut client, "\r\n\r\n0").await;
+        }
+        let post = format!(
+            "POST /late HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+        );
+        client.write_all(post.as_bytes()).await.unwrap();
+        read_until(&mut client, "HTTP/1.1 100 Continue").await;
+        client.write_all(b"hello").await.unwrap();
+        let answer = read_until(&mut client, "\r\n\r\n5").await;
+        assert!(answer.contains("HTTP/1.1 200 OK"), "{answer}");
+    }
+    handle.shutdown().await;
+}

@@ -92,10 +92,21 @@ impl Checker<'_> {
 /// Parses `"250ms"`, `"30s"`, `"5m"`, `"1h 30m"`; a bare number is refused because its unit
 /// would be a guess.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|error| {
+    let duration = humantime::parse_duration(text.trim()).map_err(|error| {
         format!("{text:?} is not a duration like \"250ms\", \"30s\" or \"5m\" ({error})")
-    })
+    })?;
+    // Timers add durations to the clock; one that far out would overflow it (humantime
+    // accepts "1000000y"). Nothing a gateway waits for is meant to take a century.
+    if duration > MAX_DURATION {
+        return Err(format!(
+            "{text:?} is longer than the longest allowed, 100 years"
+        ));
+    }
+    Ok(duration)
 }
+
+/// The longest duration a config may give.
+const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Validates a gateway file and its app files into one [`Config`].
 ///

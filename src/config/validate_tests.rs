@@ -122,6 +122,11 @@ fn durations_need_a_unit() {
     assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
     assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
     assert!(parse_duration("30").is_err());
+    assert!(
+        parse_duration("1000000y").is_err(),
+        "would overflow a timer"
+    );
+    assert!(parse_duration("99y").is_ok());
     assert!(parse_duration("soon").is_err());
 }
 

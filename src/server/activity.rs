@@ -2,9 +2,16 @@
 //! is closed after `header_read_timeout`, as the HTTP/1.1 engine closes an idle keep-alive
 //! connection. Without it an idle HTTP/2 connection, or one that stopped partway through the
 //! HTTP/2 preface, would keep its `max_connections` slot until the client closed it.
+//!
+//! The clock starts when hyper takes the connection over (the engine's time on it was not
+//! idle). A WebSocket over HTTP/2 counts until its `200` has gone: an HTTP/2 connection that
+//! carries only WebSocket streams gets a GOAWAY after the limit, which ends no stream (h2 waits
+//! for open streams) but sends the client's next requests to a new connection.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -44,7 +51,9 @@ impl Activity {
         }
     }
 
-    fn touch(&self) {
+    /// Starts the idle clock now: a connection handed over by the HTTP/1.1 engine was busy
+    /// with the engine until this moment, however long ago it was accepted.
+    pub fn touch(&self) {
         let since = self.epoch.elapsed().as_nanos();
         self.changed
             .store(u64::try_from(since).unwrap_or(u64::MAX), Relaxed);
@@ -53,10 +62,11 @@ impl Activity {
     /// Resolves once the connection has had no request in progress for `limit` on end.
     pub async fn idle_for(&self, limit: Duration) {
         loop {
+            let idle = self.active.load(Acquire) == 0;
             let changed = self.epoch + Duration::from_nanos(self.changed.load(Relaxed));
             let due = changed + limit;
             if Instant::now() >= due {
-                if self.active.load(Relaxed) == 0 {
+                if idle {
                     return;
                 }
                 // Busy: no end can make it idle sooner than a limit from now.
@@ -75,8 +85,10 @@ pub struct Busy {
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.activity.active.fetch_sub(1, Relaxed);
+        // The time first, then the count (released): whoever sees the count at zero sees the
+        // time of the end that made it so, on whichever thread the response ended.
         self.activity.touch();
+        self.activity.active.fetch_sub(1, Release);
     }
 }
 

@@ -272,7 +272,11 @@ impl Hyper<'_> {
             .builder
             .serve_connection_with_upgrades(TokioIo::new(Prefixed::new(read, io)), service);
         let mut connection = pin!(connection);
+        self.activity.touch();
         tokio::select! {
+            // The connection first: a request the engine handed over is taken up before
+            // either watch is looked at.
+            biased;
             result = connection.as_mut() => return result,
             () = self.activity.idle_for(self.limits.header_read_timeout) => {
                 tracing::trace!("idle connection closed (header_read_timeout)");
