@@ -17,12 +17,12 @@ use tokio::net::{TcpListener, TcpStream};
 
 const HOST: &str = "app.p.test.local";
 
-/// A raw instance: for every request head on a connection, writes `answer(n)` (n counts the
-/// requests on that connection from 0); closes the connection after an answer when `close`
-/// says so. Counts its connections.
+/// A raw instance: for every request head on a connection, writes `answer(n, head)` (n counts
+/// the requests on that connection from 0); closes the connection after an answer when
+/// `close(n, head)` says so. Counts its connections.
 async fn raw_instance(
     answer: fn(usize, &str) -> Vec<u8>,
-    close: fn(usize) -> bool,
+    close: fn(usize, &str) -> bool,
 ) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -46,7 +46,7 @@ async fn raw_instance(
                     };
                     let head = String::from_utf8_lossy(&buf[..end]).into_owned();
                     buf.drain(..end);
-                    if stream.write_all(&answer(n, &head)).await.is_err() || close(n) {
+                    if stream.write_all(&answer(n, &head)).await.is_err() || close(n, &head) {
                         return;
                     }
                 }
@@ -85,7 +85,7 @@ async fn requests_share_one_instance_connection_and_get_the_clients_headers() {
             )
             .into_bytes()
         },
-        |_| false,
+        |_, _| false,
     )
     .await;
     let (_config, handle, addr) = gateway_for(instance).await;
@@ -154,7 +154,7 @@ async fn bodies_of_every_framing_arrive_whole() {
                 _ => b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\nhello world".to_vec(),
             }
         },
-        |_| true,
+        |_, _| true,
     )
     .await;
     let (_config, handle, addr) = gateway_for(instance).await;
@@ -191,7 +191,7 @@ async fn a_closed_pooled_connection_is_replaced_and_a_broken_instance_is_a_502()
     // again on a new one, unseen by the client.
     let (instance, connections) = raw_instance(
         |n, _| format!("HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\n{n}").into_bytes(),
-        |n| n == 1,
+        |n, _| n == 1,
     )
     .await;
     let (_config, handle, addr) = gateway_for(instance).await;
@@ -209,7 +209,8 @@ async fn a_closed_pooled_connection_is_replaced_and_a_broken_instance_is_a_502()
     assert!(connections.load(Ordering::SeqCst) >= 3);
     handle.shutdown().await;
 
-    let (garbage, _) = raw_instance(|_, _| b"SSH-2.0-OpenSSH_9.2\r\n\r\n".to_vec(), |_| true).await;
+    let (garbage, _) =
+        raw_instance(|_, _| b"SSH-2.0-OpenSSH_9.2\r\n\r\n".to_vec(), |_, _| true).await;
     let (_config, handle, addr) = gateway_for(garbage).await;
     let answer = send_h2(addr, request(Method::GET, "/")).await;
     assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
@@ -219,7 +220,7 @@ async fn a_closed_pooled_connection_is_replaced_and_a_broken_instance_is_a_502()
     // or after the head), never as a complete answer.
     let (truncated, _) = raw_instance(
         |_, _| b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly ten..".to_vec(),
-        |_| true,
+        |_, _| true,
     )
     .await;
     let (_config, handle2, addr) = gateway_for(truncated).await;
@@ -232,4 +233,72 @@ async fn a_closed_pooled_connection_is_replaced_and_a_broken_instance_is_a_502()
     assert!(ended.expect("ends within 5 s").is_err());
     handle.shutdown().await;
     handle2.shutdown().await;
+}
+
+#[tokio::test]
+async fn concurrent_streams_each_get_their_own_answer_over_pooled_connections() {
+    // Every answer names its request; some are chunked, some delimited by close (so their
+    // connection is not reused), some HEAD. Any mix-up between pooled connections, or a
+    // response read as another's, shows as a wrong answer.
+    let (instance, connections) = raw_instance(
+        |_, head| {
+            let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+            let head_request = head.starts_with("HEAD ");
+            if path.ends_with("/chunked") {
+                format!("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{path}\r\n0\r\n\r\n", path.len())
+                    .into_bytes()
+            } else if path.ends_with("/close") {
+                format!("HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n{path}").into_bytes()
+            } else if head_request {
+                format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", path.len()).into_bytes()
+            } else {
+                format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{path}", path.len()).into_bytes()
+            }
+        },
+        |_, head| head.split(' ').nth(1).is_some_and(|path| path.ends_with("/close")),
+    )
+    .await;
+    let (_config, handle, addr) = gateway_for(instance).await;
+    let mut clients = Vec::new();
+    for client in 0..4 {
+        let mut session = h2_session(TcpStream::connect(addr).await.unwrap()).await;
+        clients.push(tokio::spawn(async move {
+            let mut streams = Vec::new();
+            for n in 0..60 {
+                let kind = ["plain", "chunked", "close", "head"][n % 4];
+                let path = format!("/c{client}/n{n}/{kind}");
+                let method = if kind == "head" {
+                    Method::HEAD
+                } else {
+                    Method::GET
+                };
+                let response = session.send_request(request(method, &path));
+                streams.push(tokio::spawn(async move {
+                    let answer = read_answer(response.await.unwrap()).await;
+                    (path, kind, answer)
+                }));
+            }
+            for stream in streams {
+                let (path, kind, answer) = stream.await.unwrap();
+                assert_eq!(answer.status, StatusCode::OK, "{path}");
+                if kind == "head" {
+                    assert_eq!(answer.body, "", "{path}");
+                    assert_eq!(answer.headers["content-length"], path.len().to_string());
+                } else {
+                    assert_eq!(answer.body, path);
+                }
+            }
+        }));
+    }
+    for client in clients {
+        client.await.unwrap();
+    }
+    // Connections were reused: far fewer than the 240 requests (the 60 close-delimited
+    // answers each end theirs).
+    let opened = connections.load(Ordering::SeqCst);
+    assert!(
+        opened < 240,
+        "{opened} instance connections for 240 requests"
+    );
+    handle.shutdown().await;
 }
