@@ -34,6 +34,7 @@ pub struct Metrics {
     pub config_last_success: IntGauge,
     pub connections_open: IntGaugeVec,
     pub connections_total: IntCounterVec,
+    pub client_timeouts: IntCounterVec,
     pub instances: IntGaugeVec,
     pub desired_instances: IntGaugeVec,
     pub queue_depth: IntGaugeVec,
@@ -138,6 +139,17 @@ impl Metrics {
                 IntCounterVec::new(
                     Opts::new("tidegate_connections_total", "Client connections accepted."),
                     &["listener"],
+                )
+                .unwrap(),
+            ),
+            client_timeouts: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tidegate_client_timeouts_total",
+                        "Clients cut off for stalling, by kind: send (took no response bytes for send_timeout), body (sent no request body bytes for client_body_timeout).",
+                    ),
+                    &["kind"],
                 )
                 .unwrap(),
             ),

@@ -104,6 +104,8 @@ async fn a_client_that_stalls_mid_upload_gets_408_and_frees_its_slot() {
     // A stalled upload is the client's doing, not the instance's.
     let resets = "tidegate_upstream_errors_total{app=\"app\",kind=\"reset\"}";
     assert_eq!(metric(&handle, resets).await, 0.0);
+    let stalls = "tidegate_client_timeouts_total{kind=\"body\"}";
+    assert_eq!(metric(&handle, stalls).await, 2.0);
     // And an upload that keeps moving is untouched.
     let request = Request::post("/upload")
         .header("host", HOST)
@@ -170,6 +172,8 @@ async fn a_client_that_stops_reading_is_dropped_after_send_timeout() {
     wait_in_flight(&handle, "app", 1.0).await;
     // The client reads nothing: once the buffers are full, the request must end.
     wait_in_flight(&handle, "app", 0.0).await;
+    let stalls = "tidegate_client_timeouts_total{kind=\"send\"}";
+    assert_eq!(metric(&handle, stalls).await, 1.0);
     // Reading now gets what was buffered, then the end.
     let received = read_until_closed(&mut client).await;
     assert!(received.len() < 1 << 30, "{} bytes", received.len());

@@ -117,6 +117,12 @@ impl Proxy {
 
     /// Counts and logs a failure on the instance's side.
     fn report(&self, error: &GatewayError, record: &RequestRecord) {
+        if let GatewayError::ClientBodyTimeout(_) = error {
+            self.metrics
+                .client_timeouts
+                .with_label_values(&["body"])
+                .inc();
+        }
         if let (Some(kind), Some(in_flight)) = (error.upstream_kind(), &record.app) {
             in_flight.app().metrics.upstream_error(kind);
             tracing::warn!(app = %in_flight.app().name, %error, "upstream failure");

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
@@ -90,13 +91,16 @@ impl From<Stalled> for std::io::Error {
 pub struct SendTimeout<IO> {
     io: IO,
     stall: Stall,
+    /// Counts the connections cut off.
+    timeouts: IntCounter,
 }
 
 impl<IO> SendTimeout<IO> {
-    pub fn new(io: IO, limit: Duration) -> Self {
+    pub fn new(io: IO, limit: Duration, timeouts: IntCounter) -> Self {
         SendTimeout {
             io,
             stall: Stall::new(limit),
+            timeouts,
         }
     }
 
@@ -126,6 +130,7 @@ impl<IO: AsyncWrite + Unpin> SendTimeout<IO> {
             Ok(result) => Poll::Ready(result),
             Err(stalled) => {
                 tracing::debug!(limit = ?stalled.0, "client took no bytes (send_timeout)");
+                self.timeouts.inc();
                 Poll::Ready(Err(stalled.into()))
             }
         }
@@ -234,7 +239,8 @@ mod tests {
     async fn a_write_that_stays_pending_for_the_limit_fails_and_one_that_moves_does_not() {
         // A pipe with room for 4 bytes: the reader decides when writes can go on.
         let (client, mut server) = tokio::io::duplex(4);
-        let mut guarded = SendTimeout::new(client, Duration::from_secs(10));
+        let timeouts = IntCounter::new("timeouts", "test").unwrap();
+        let mut guarded = SendTimeout::new(client, Duration::from_secs(10), timeouts.clone());
         let writer = tokio::spawn(async move {
             guarded.write_all(b"0123456789ab").await?;
             // Nobody reads from here on.
@@ -250,6 +256,7 @@ mod tests {
         let error = writer.await.unwrap().unwrap_err();
         assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
         assert_eq!(started.elapsed(), Duration::from_secs(10));
+        assert_eq!(timeouts.get(), 1);
     }
 
     #[tokio::test(start_paused = true)]

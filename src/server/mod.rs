@@ -98,6 +98,7 @@ pub async fn run<H: Handler>(
     let mut connections = JoinSet::new();
     let open = metrics.connections_open.with_label_values(&[config.name]);
     let total = metrics.connections_total.with_label_values(&[config.name]);
+    let send_timeouts = metrics.client_timeouts.with_label_values(&["send"]);
 
     loop {
         let permit = tokio::select! {
@@ -142,6 +143,7 @@ pub async fn run<H: Handler>(
         let builder = builder.clone();
         let config_limits = config.limits.clone();
         let tls = config.tls.clone();
+        let send_timeouts = send_timeouts.clone();
         let mut stop = shutdown.clone();
         connections.spawn(async move {
             // A client that connects and sends nothing would otherwise hold its slot forever:
@@ -159,7 +161,7 @@ pub async fn run<H: Handler>(
             let limits = &config_limits;
             let result = match tls {
                 None => {
-                    let stream = SendTimeout::new(stream, limits.send_timeout);
+                    let stream = SendTimeout::new(stream, limits.send_timeout, send_timeouts);
                     let exit = engine.serve_http1(stream, conn, limits, &mut stop).await;
                     let hyper = Hyper {
                         builder: &builder,
@@ -174,7 +176,7 @@ pub async fn run<H: Handler>(
                     // Under TLS, so that every byte of ciphertext the client takes counts as
                     // progress: above it, a flush that moves part of rustls' buffer and then
                     // waits would look like no progress at all.
-                    let stream = SendTimeout::new(stream, limits.send_timeout);
+                    let stream = SendTimeout::new(stream, limits.send_timeout, send_timeouts);
                     let handshake =
                         tokio::time::timeout(first_byte_timeout, accept(stream, &store));
                     let stream = match handshake.await {

@@ -121,7 +121,12 @@ where
                         Err(CopyError::Malformed(why)) if !head_sent.load(Relaxed) => {
                             return Err(Failure::Gateway(GatewayError::BadRequest(why)))
                         }
-                        Err(CopyError::Stalled(stalled)) if !head_sent.load(Relaxed) => {
+                        Err(CopyError::Stalled(_)) if head_sent.load(Relaxed) => {
+                            let timeouts = &proxy.metrics.client_timeouts;
+                            timeouts.with_label_values(&["body"]).inc();
+                            return Err(Failure::Broken);
+                        }
+                        Err(CopyError::Stalled(stalled)) => {
                             return Err(Failure::Gateway(GatewayError::ClientBodyTimeout(stalled.0)))
                         }
                         // The client left (during the body or after it), or its body broke, or
