@@ -163,12 +163,7 @@ pub async fn run<H: Handler>(
                 None => {
                     let stream = SendTimeout::new(stream, limits.send_timeout, send_timeouts);
                     let exit = engine.serve_http1(stream, conn, limits, &mut stop).await;
-                    let hyper = Hyper {
-                        builder: &builder,
-                        activity: &activity,
-                        limits,
-                        stop: &mut stop,
-                    };
+                    let hyper = Hyper::new(&builder, &activity, limits, &mut stop);
                     hyper.serve(exit, service).await
                 }
                 Some(tls) => {
@@ -194,12 +189,7 @@ pub async fn run<H: Handler>(
                         }
                     };
                     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                        let hyper = Hyper {
-                            builder: &builder,
-                            activity: &activity,
-                            limits,
-                            stop: &mut stop,
-                        };
+                        let hyper = Hyper::new(&builder, &activity, limits, &mut stop);
                         // h2 writes a frame's head and its payload separately when the
                         // stream cannot write vectored, as TLS cannot: each write became a
                         // TLS record of its own. Buffered up to h2's flush, they become one
@@ -210,12 +200,7 @@ pub async fn run<H: Handler>(
                             .await
                     } else {
                         let exit = engine.serve_http1(stream, conn, limits, &mut stop).await;
-                        let hyper = Hyper {
-                            builder: &builder,
-                            activity: &activity,
-                            limits,
-                            stop: &mut stop,
-                        };
+                        let hyper = Hyper::new(&builder, &activity, limits, &mut stop);
                         hyper.serve(exit, service).await
                     }
                 }
@@ -262,7 +247,21 @@ struct Hyper<'a> {
     stop: &'a mut watch::Receiver<bool>,
 }
 
-impl Hyper<'_> {
+impl<'a> Hyper<'a> {
+    fn new(
+        builder: &'a auto::Builder<TokioExecutor>,
+        activity: &'a Activity,
+        limits: &'a ListenerLimits,
+        stop: &'a mut watch::Receiver<bool>,
+    ) -> Self {
+        Hyper {
+            builder,
+            activity,
+            limits,
+            stop,
+        }
+    }
+
     /// Serves what the HTTP/1.1 engine handed over (or a connection it never saw): HTTP/1.1
     /// with upgrades, or HTTP/2. The connection is shut down gracefully when the gateway stops
     /// or when it has had no request in progress for `header_read_timeout`.
