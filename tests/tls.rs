@@ -253,3 +253,42 @@ async fn wait_reloads_of(handle: &tidegate::Handle, series: &str) {
     })
     .await
 }
+
+#[tokio::test]
+async fn an_http2_connection_is_idle_only_from_its_handshake_on() {
+    // The idle limit of an HTTP/2 connection counts from when hyper takes it over: a client
+    // that took most of `header_read_timeout` to start its handshake, then most of it again
+    // to send its first request, is served.
+    let config = ConfigDir::new(
+        "header_read_timeout = \"1s\"\nhttps = \"127.0.0.1:0\"\n\n[tls]\ncerts_dir = \"certs\"",
+        "",
+    );
+    let api = write_cert(
+        &config.dir.path().join("certs"),
+        "api",
+        &["api.example.com"],
+    );
+    let echo = echo_backend("echo").await;
+    config.static_app("web", &[echo.addr], "hosts = [\"api.example.com\"]", "");
+    let handle = config.start().await;
+    let client = tls_client(std::slice::from_ref(&api), &[b"h2"]);
+
+    let tcp = tokio::net::TcpStream::connect(handle.https_addr().unwrap())
+        .await
+        .unwrap();
+    // The pauses are what is under test: 600 ms each, 400 ms inside the limit either way.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let name = rustls::pki_types::ServerName::try_from("api.example.com").unwrap();
+    let stream = client.connect(name, tcp).await.unwrap();
+    let mut sender = h2_session(stream).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let request = Request::get("https://api.example.com/late")
+        .body(full(Bytes::new()))
+        .unwrap();
+    let response = sender
+        .send_request(request)
+        .await
+        .expect("served, not shut down");
+    assert_eq!(read_answer(response).await.status, StatusCode::OK);
+    handle.shutdown().await;
+}
