@@ -5,56 +5,15 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const HOST: &str = "app.p.test.local";
-
-/// A raw instance: for every request head on a connection, writes `answer(n, head)` (n counts
-/// the requests on that connection from 0); closes the connection after an answer when
-/// `close(n, head)` says so. Counts its connections.
-async fn raw_instance(
-    answer: fn(usize, &str) -> Vec<u8>,
-    close: fn(usize, &str) -> bool,
-) -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let connections = Arc::new(AtomicUsize::new(0));
-    let count = Arc::clone(&connections);
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                for n in 0.. {
-                    let end = loop {
-                        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break at + 4;
-                        }
-                        match stream.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(read) => buf.extend_from_slice(&chunk[..read]),
-                        }
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                    buf.drain(..end);
-                    if stream.write_all(&answer(n, &head)).await.is_err() || close(n, &head) {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (addr, connections)
-}
 
 async fn gateway_for(instance: SocketAddr) -> (ConfigDir, tidegate::Handle, SocketAddr) {
     let config = ConfigDir::new("", "");

@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const HOST: &str = "app.p.test.local";
 
@@ -44,28 +44,8 @@ async fn body_reader() -> Backend {
 /// A raw instance that answers every request head with a response promising 100 bytes, sends
 /// 10 of them, and then nothing more, with the connection open.
 async fn quiet_instance() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let response = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789";
-                if stream.write_all(response).await.is_ok() {
-                    // Hold the connection until the gateway drops it.
-                    let _ = stream.read(&mut chunk).await;
-                }
-            });
-        }
-    });
-    addr
+    let answer = |_, _: &str| b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789".to_vec();
+    raw_instance(answer, |_, _| false).await.0
 }
 
 #[tokio::test]
