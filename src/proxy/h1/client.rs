@@ -455,6 +455,13 @@ mod tests {
         assert_eq!(old.parts.headers["via"], "1.0 tidegate");
     }
 
+    /// The request head written for `parts`, as text.
+    fn head_text(parts: &http::request::Parts) -> String {
+        let mut out = Vec::new();
+        write_request_head(&mut out, parts);
+        String::from_utf8(out).unwrap()
+    }
+
     #[test]
     fn cookies_of_an_http2_request_become_one_field() {
         let (parts, ()) = http::Request::get("/")
@@ -465,10 +472,8 @@ mod tests {
             .body(())
             .unwrap()
             .into_parts();
-        let mut out = Vec::new();
-        write_request_head(&mut out, &parts);
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            head_text(&parts),
             "GET / HTTP/1.1\r\nhost: app.example\r\nx-other: o\r\ncookie: a=1; b=2\r\n\r\n"
         );
     }
@@ -482,17 +487,13 @@ mod tests {
             .body(())
             .unwrap()
             .into_parts();
-        let mut out = Vec::new();
-        write_request_head(&mut out, &parts);
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            head_text(&parts),
             "POST /form?a=1 HTTP/1.1\r\nhost: app.example\r\ncontent-length: 0\r\n\r\n"
         );
         parts.method = Method::GET;
-        let mut out = Vec::new();
-        write_request_head(&mut out, &parts);
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            head_text(&parts),
             "GET /form?a=1 HTTP/1.1\r\nhost: app.example\r\n\r\n"
         );
     }
