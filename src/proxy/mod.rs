@@ -5,8 +5,9 @@
 //! share what decides where a request goes: `admit` finds the app by host and checks
 //! redirects, visibility and the traffic split; `lease` gets an instance from the app's
 //! activator (waiting through a cold start if need be); `headers` rewrites the forwarding
-//! fields. `handle` then forwards over a pooled upstream connection (`upstream`), or hands a
-//! WebSocket upgrade to `websocket`, and streams the response back. Every failure becomes a
+//! fields. `handle` then forwards over a pooled instance connection (the engine's,
+//! `h1::client`, for a request without a body; hyper's, `upstream`, for one with a body), or
+//! hands a WebSocket upgrade to `websocket`, and streams the response back. Every failure becomes a
 //! [`GatewayError`] with its own status and a body that says which app and why. The
 //! [`RequestRecord`] counts the request as in flight, and logs it, exactly until its last
 //! byte.

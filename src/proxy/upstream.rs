@@ -1,6 +1,9 @@
-//! HTTP/1.1 connections to instances for the hyper path (HTTP/2 clients, and the requests the
-//! HTTP/1.1 engine hands to hyper; the engine has its own, `h1::pool`), pooled per instance
-//! and driven by the request using them.
+//! HTTP/1.1 connections to instances, through hyper's client, for the hyper path's requests
+//! that have a body (HTTP/2 uploads, and handed-over HTTP/1.1 requests with a body): hyper's
+//! client streams the upload while the response comes back. Requests without a body go over
+//! the engine's connections instead (`h1::client`, `h1::pool`). Also `send_upgrade`, an
+//! unpooled connection for a WebSocket handshake. Pooled per instance and driven by the
+//! request using them.
 //!
 //! hyper's pooled client runs every upstream connection as a task of its own, so each proxied
 //! request crosses tasks several times (request in, response head out, every body chunk out).

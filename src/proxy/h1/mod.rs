@@ -10,7 +10,9 @@
 //! `Proxy::admit` and `Proxy::lease`; the request written to a pooled instance connection,
 //! `pool`; the response relayed back, `response`, `body`): one read and one write per side
 //! for a small exchange, and the same syscalls as nginx. This module also owns the
-//! gateway-made responses and the lingering close.
+//! gateway-made responses and the lingering close. The engine's instance connections also
+//! serve hyper's requests that have no body (`client`, most HTTP/2 traffic); both read
+//! response heads with `upstream_head`.
 //!
 //! hyper still serves HTTP/2, and every request listed in [`request::Handoff`] (upgrades such as
 //! WebSocket, `Expect: 100-continue`, CONNECT, HTTP/1.0, unusual transfer codings): the engine
