@@ -183,7 +183,11 @@ async fn a_container_app_starts_from_zero_scales_out_and_returns_to_zero() {
 
     let answer = get(addr, "boxscale.p.test.local", "/cgi-bin/env").await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
-    assert_eq!(greeting_of(&answer.body), ("hi", "boxscale-00001-1"));
+    // One waiting request at concurrency 1 and utilisation 0.7 asks for two instances: either
+    // may be ready first.
+    let (greeting, instance) = greeting_of(&answer.body);
+    assert_eq!(greeting, "hi");
+    assert!(instance.starts_with("boxscale-00001-"), "{instance}");
     assert_eq!(
         metric(
             &handle,
