@@ -25,7 +25,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Message, Role};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Message, Role};
+use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::WebSocketStream;
 
 /// How to run the demo app.
@@ -159,14 +161,26 @@ fn websocket_echo(request: &mut Request<Incoming>) -> Response<Full<Bytes>> {
         };
         let mut socket =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-        while let Some(Ok(message)) = socket.next().await {
-            let echo = matches!(message, Message::Text(_) | Message::Binary(_));
-            if matches!(message, Message::Close(_)) || (echo && socket.send(message).await.is_err())
-            {
-                break;
+        while let Some(read) = socket.next().await {
+            match read {
+                Ok(message @ (Message::Text(_) | Message::Binary(_))) => {
+                    if socket.send(message).await.is_err() {
+                        return;
+                    }
+                }
+                // tungstenite has queued the reply to a Close (RFC 6455 5.5.1, the peer's
+                // code echoed); only a flush sends it.
+                Ok(Message::Close(_)) => {
+                    let _ = socket.flush().await;
+                    return;
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    let _ = socket.close(close_frame_for(&error)).await;
+                    return;
+                }
             }
         }
-        let _ = socket.close(None).await;
     });
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -178,6 +192,29 @@ fn websocket_echo(request: &mut Request<Incoming>) -> Response<Full<Bytes>> {
         HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
     );
     response
+}
+
+/// The Close frame that fails a session after a read error (RFC 6455 7.4.1): 1007 for text
+/// that is not UTF-8, 1009 for a message over the size limit, 1002 for other violations.
+fn close_frame_for(error: &WsError) -> Option<CloseFrame> {
+    let code = match error {
+        WsError::Utf8(_) => CloseCode::Invalid,
+        WsError::Capacity(_) => CloseCode::Size,
+        WsError::Protocol(_) => CloseCode::Protocol,
+        // The connection itself failed: nothing can be sent.
+        _ => return None,
+    };
+    Some(CloseFrame {
+        code,
+        // A control frame's payload is at most 125 bytes, the code included.
+        reason: error
+            .to_string()
+            .chars()
+            .filter(char::is_ascii)
+            .take(120)
+            .collect::<String>()
+            .into(),
+    })
 }
 
 fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {

@@ -298,3 +298,74 @@ async fn websockets_over_http2_extended_connect() {
     socket.close(None).await.unwrap();
     handle.shutdown().await;
 }
+
+/// A client frame (masked, as RFC 6455 requires of clients unless `masked` is false).
+fn client_frame(opcode: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mask = [0x12, 0x34, 0x56, 0x78];
+    let mut frame = vec![
+        0x80 | opcode,
+        (payload.len() as u8) | if masked { 0x80 } else { 0 },
+    ];
+    if masked {
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    } else {
+        frame.extend_from_slice(payload);
+    }
+    frame
+}
+
+/// Opens a WebSocket to the demo app by hand, sends `frame`, and returns the close code of
+/// the Close frame it answers with (`None` if the connection ends without one).
+async fn demo_close_code(frame: &[u8]) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tidegate::demo_app::bind(&tidegate::demo_app::DemoOptions::default())
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(tidegate::demo_app::serve(listener));
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let handshake =
+        "GET /ws HTTP/1.1\r\nHost: demo\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    stream.write_all(handshake.as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    while !received.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut chunk = [0u8; 1024];
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed during the handshake");
+        received.extend_from_slice(&chunk[..n]);
+    }
+    assert!(received.starts_with(b"HTTP/1.1 101"));
+    stream.write_all(frame).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer));
+    let _ = read
+        .await
+        .expect("the demo app ends the session within 5 s");
+    server.abort();
+    // A server frame is unmasked: [FIN|opcode, length, payload...]; Close is opcode 8.
+    match answer.as_slice() {
+        [0x88, length, code @ ..] if *length >= 2 => Some(u16::from_be_bytes([code[0], code[1]])),
+        [0x88, 0, ..] => Some(1005),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn the_demo_app_answers_a_close_and_names_protocol_errors() {
+    // A Close with 1000 is answered with a Close (RFC 6455 5.5.1), echoing the code.
+    let close = client_frame(0x8, &1000u16.to_be_bytes(), true);
+    assert_eq!(demo_close_code(&close).await, Some(1000));
+    // An unmasked client frame is a protocol error: 1002.
+    assert_eq!(
+        demo_close_code(&client_frame(0x1, b"hi", false)).await,
+        Some(1002)
+    );
+    // Text that is not UTF-8: 1007.
+    assert_eq!(
+        demo_close_code(&client_frame(0x1, &[0xff, 0xfe], true)).await,
+        Some(1007)
+    );
+}

@@ -11,8 +11,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 
-use super::body::ProxyBody;
-use super::upstream::UpstreamError;
+use super::body::{ProxyBody, CLIENT_CLOSED_REQUEST};
+use super::upstream::{ClientBodyFault, UpstreamError};
 use crate::activator::AcquireError;
 use crate::config::Visibility;
 
@@ -23,6 +23,18 @@ pub enum GatewayError {
     BadRequest(&'static str),
     #[error("the request body stopped: no byte for {0:?} (client_body_timeout)")]
     ClientBodyTimeout(Duration),
+    #[error("bad request: the request body is malformed: {0}")]
+    ClientBodyMalformed(String),
+    /// The client left before its request was sent on (nginx's 499); nobody reads the answer,
+    /// but the access log and the metrics do.
+    #[error("the client went away before its request was sent: {0}")]
+    ClientGone(String),
+    #[error("app {app:?}: instance {addr} did not accept the upgrade (it answered {status})")]
+    UpgradeRefused {
+        app: String,
+        addr: SocketAddr,
+        status: StatusCode,
+    },
     #[error("this app is served over HTTPS: {0}")]
     HttpsRedirect(String),
     #[error("no app is routed for host {0:?}")]
@@ -87,14 +99,27 @@ impl GatewayError {
         match error {
             UpstreamError::Connect(cause) => GatewayError::UpstreamConnect { app, addr, cause },
             UpstreamError::Reset(cause) => GatewayError::UpstreamReset { app, addr, cause },
-            UpstreamError::ClientBody(stalled) => GatewayError::ClientBodyTimeout(stalled.0),
+            UpstreamError::ClientBody(ClientBodyFault::Stalled(stalled)) => {
+                GatewayError::ClientBodyTimeout(stalled.0)
+            }
+            UpstreamError::ClientBody(ClientBodyFault::Malformed(cause)) => {
+                GatewayError::ClientBodyMalformed(cause)
+            }
+            UpstreamError::ClientBody(ClientBodyFault::Gone(cause)) => {
+                GatewayError::ClientGone(cause)
+            }
         }
     }
 
     /// The status code this error answers with.
     pub fn status(&self) -> StatusCode {
         match self {
-            GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::BadRequest(_) | GatewayError::ClientBodyMalformed(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            GatewayError::ClientGone(_) => {
+                StatusCode::from_u16(CLIENT_CLOSED_REQUEST).expect("499 is a valid status code")
+            }
             GatewayError::ClientBodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             GatewayError::HttpsRedirect(_) => StatusCode::PERMANENT_REDIRECT,
             GatewayError::UnknownHost(_) => StatusCode::NOT_FOUND,
@@ -105,9 +130,9 @@ impl GatewayError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             GatewayError::ColdStartTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            GatewayError::UpstreamConnect { .. } | GatewayError::UpstreamReset { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            GatewayError::UpstreamConnect { .. }
+            | GatewayError::UpstreamReset { .. }
+            | GatewayError::UpgradeRefused { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -118,6 +143,7 @@ impl GatewayError {
             GatewayError::UpstreamConnect { .. } => Some("connect"),
             GatewayError::UpstreamReset { .. } => Some("reset"),
             GatewayError::UpstreamTimeout { .. } => Some("timeout"),
+            GatewayError::UpgradeRefused { .. } => Some("upgrade"),
             _ => None,
         }
     }

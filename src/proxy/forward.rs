@@ -27,8 +27,16 @@ impl Proxy {
         if request.method() == Method::CONNECT && !h2_websocket {
             return Err(GatewayError::Connect);
         }
-        let client_upgrade = (h2_websocket || websocket::is_websocket_upgrade(&request))
-            .then(|| hyper::upgrade::on(&mut request));
+        let http1_websocket = websocket::is_websocket_upgrade(&request);
+        if http1_websocket && !http_body::Body::is_end_stream(request.body()) {
+            // Its bytes would be lost, or wait at the instance for ever: the bytes after the
+            // head belong to the new protocol.
+            return Err(GatewayError::BadRequest(
+                "an upgrade request must not have a body",
+            ));
+        }
+        let client_upgrade =
+            (h2_websocket || http1_websocket).then(|| hyper::upgrade::on(&mut request));
         let (mut parts, body) = request.into_parts();
         let admission = self.admit(table, conn, &RequestFacts::of(&parts), record)?;
         let lease = self.lease(&admission, record).await?;
@@ -82,6 +90,16 @@ impl Proxy {
             return Ok(Response::from_parts(response, body));
         }
 
+        if http_body::Body::size_hint(&body).exact().is_none()
+            && !parts.headers.contains_key(http::header::CONTENT_LENGTH)
+        {
+            // hyper's client sends a GET, HEAD or CONNECT body of unknown length as no body at
+            // all unless told to chunk it (an HTTP/2 GET with DATA, a chunked GET handed over).
+            parts.headers.insert(
+                http::header::TRANSFER_ENCODING,
+                http::HeaderValue::from_static("chunked"),
+            );
+        }
         let body_timeout = table.settings.limits.client_body_timeout;
         let upstream_request =
             Request::from_parts(parts, BodyTimeout::new(body, Some(body_timeout)));
@@ -140,6 +158,15 @@ impl Proxy {
                 })
             }
         };
+        if h2 && response.status().is_success() {
+            // RFC 8441: a 2xx opens the client's tunnel; one that the instance did not upgrade
+            // would leave the client with a tunnel to nothing.
+            return Err(GatewayError::UpgradeRefused {
+                app: app.name.clone(),
+                addr,
+                status: response.status(),
+            });
+        }
         if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
             let (mut parts, body) = response.into_parts();
             prepare_response_headers(&mut parts.headers, parts.version);

@@ -105,11 +105,20 @@ impl Proxy {
             &self.metrics,
         );
         let table = self.routes.load_full();
+        let version = request.version();
         let response = match self.forward(&table, conn, request, &mut record).await {
             Ok(response) => response,
             Err(error) => {
                 self.report(&error, &record);
-                error.to_response()
+                let mut response = error.to_response();
+                if response.status() == http::StatusCode::BAD_REQUEST && version < Version::HTTP_2 {
+                    // As the engine does: after a malformed request, nothing more is read on
+                    // this connection.
+                    response
+                        .headers_mut()
+                        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                response
             }
         };
         record.status = response.status().as_u16();

@@ -53,10 +53,23 @@ pub enum UpstreamError {
     Connect(String),
     #[error("{0}")]
     Reset(String),
-    /// The client's request body stopped for `client_body_timeout`: the client's fault, not
-    /// the instance's.
+    /// The client's request body failed on its way: the client's fault, not the instance's.
     #[error("{0}")]
-    ClientBody(Stalled),
+    ClientBody(ClientBodyFault),
+}
+
+/// How a client's request body failed on its way to an instance.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientBodyFault {
+    /// No byte for `client_body_timeout`.
+    #[error("{0}")]
+    Stalled(Stalled),
+    /// The body was malformed (a bad chunk, say).
+    #[error("{0}")]
+    Malformed(String),
+    /// The client went away (closed its connection, reset its stream) before the body ended.
+    #[error("{0}")]
+    Gone(String),
 }
 
 /// Sends requests to instances over pooled connections.
@@ -129,8 +142,8 @@ impl Upstream {
                     Some(unsent) if reused => request = unsent,
                     _ => {
                         let error = error.into_error();
-                        if let Some(stalled) = client_body_stalled(&error) {
-                            return Err(UpstreamError::ClientBody(stalled));
+                        if let Some(fault) = client_body_fault(&error) {
+                            return Err(UpstreamError::ClientBody(fault));
                         }
                         return Err(UpstreamError::Reset(super::error::root_cause(&error)));
                     }
@@ -191,16 +204,41 @@ impl Upstream {
     }
 }
 
-/// Whether a failed exchange failed because the client's request body stalled.
-fn client_body_stalled(error: &(dyn std::error::Error + 'static)) -> Option<Stalled> {
+/// Whether a failed exchange failed because of the client's request body, and how. The body
+/// is the client's (hyper's server side): an `io::Error` of kind `InvalidInput`/`InvalidData`
+/// in its chain is hyper's word for a malformed body; any other failure (an early end of
+/// file, a reset HTTP/2 stream) means the client is gone.
+fn client_body_fault(error: &(dyn std::error::Error + 'static)) -> Option<ClientBodyFault> {
     let mut current = Some(error);
     while let Some(error) = current {
-        if let Some(BodyError::Stalled(stalled)) = error.downcast_ref::<BodyError>() {
-            return Some(*stalled);
+        match error.downcast_ref::<BodyError>() {
+            Some(BodyError::Stalled(stalled)) => return Some(ClientBodyFault::Stalled(*stalled)),
+            Some(BodyError::Body(cause)) => {
+                let cause: &(dyn std::error::Error + 'static) = cause.as_ref();
+                let text = super::error::root_cause(cause);
+                return Some(if is_malformed(cause) {
+                    ClientBodyFault::Malformed(text)
+                } else {
+                    ClientBodyFault::Gone(text)
+                });
+            }
+            None => current = error.source(),
+        }
+    }
+    None
+}
+
+/// Whether `error`'s chain has hyper's marks of a malformed message.
+fn is_malformed(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::{InvalidData, InvalidInput};
+            return matches!(io.kind(), InvalidData | InvalidInput);
         }
         current = error.source();
     }
-    None
+    false
 }
 
 /// Drives a connection until it can take a request.

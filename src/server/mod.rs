@@ -15,6 +15,8 @@
 //! rest.
 
 mod activity;
+mod h2_preface;
+pub mod linger;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -94,6 +96,7 @@ pub async fn run<H: Handler>(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let builder = connection_builder(&config.limits);
+    let h2_builder = builder.clone().http2_only();
     let permits = Arc::new(Semaphore::new(config.limits.max_connections));
     let mut connections = JoinSet::new();
     let open = metrics.connections_open.with_label_values(&[config.name]);
@@ -141,6 +144,7 @@ pub async fn run<H: Handler>(
         total.inc();
         let guard = ConnectionGuard::new(permit, open.clone());
         let builder = builder.clone();
+        let h2_builder = h2_builder.clone();
         let config_limits = config.limits.clone();
         let tls = config.tls.clone();
         let send_timeouts = send_timeouts.clone();
@@ -189,15 +193,19 @@ pub async fn run<H: Handler>(
                         }
                     };
                     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                        let hyper = Hyper::new(&builder, &activity, limits, &mut stop);
+                        let mut stream = stream;
+                        let timeout = limits.header_read_timeout;
+                        let Some(preface) = h2_preface::expect_preface(&mut stream, timeout).await
+                        else {
+                            return;
+                        };
+                        let hyper = Hyper::new(&h2_builder, &activity, limits, &mut stop);
                         // h2 writes a frame's head and its payload separately when the
                         // stream cannot write vectored, as TLS cannot: each write became a
                         // TLS record of its own. Buffered up to h2's flush, they become one
                         // (CPU per request 25.8 -> 23.1 µs, BENCHMARKS.md).
                         let stream = tokio::io::BufWriter::with_capacity(16 * 1024, stream);
-                        hyper
-                            .serve(Exit::Handoff(stream, BytesMut::new()), service)
-                            .await
+                        hyper.serve(Exit::Handoff(stream, preface), service).await
                     } else {
                         let exit = engine.serve_http1(stream, conn, limits, &mut stop).await;
                         let hyper = Hyper::new(&builder, &activity, limits, &mut stop);

@@ -115,6 +115,11 @@ impl FramingHeaders {
         }
     }
 
+    /// The head has a `Transfer-Encoding` field.
+    pub fn has_transfer_coding(&self) -> bool {
+        self.chunked_only.is_some()
+    }
+
     /// Both a length and a transfer coding: RFC 9112 6.3 treats such a response as an error
     /// in its sender; its connection is not reused.
     pub fn is_ambiguous(&self) -> bool {

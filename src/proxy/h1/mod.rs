@@ -28,6 +28,7 @@ pub mod client;
 mod date;
 mod exchange;
 pub mod framing;
+mod head_scan;
 pub mod pool;
 pub mod prefixed;
 pub mod request;
@@ -36,8 +37,6 @@ pub mod upstream_head;
 
 use std::future::Future;
 use std::pin::{pin, Pin};
-
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderValue};
@@ -48,6 +47,7 @@ use tokio::time::{sleep, Instant, Sleep};
 
 use super::{ConnInfo, Proxy};
 use crate::config::ListenerLimits;
+use crate::server::linger::linger;
 use crate::server::stopped;
 use exchange::{exchange, Next};
 use framing::HeadError;
@@ -107,6 +107,9 @@ where
                     false,
                 )
                 .await;
+                // Whatever else the client sent is unread: closing now would answer it with a
+                // reset, which can destroy the answer before the client reads it.
+                linger(&mut io).await;
                 return Exit::Closed;
             }
         };
@@ -174,8 +177,9 @@ async fn read_head<IO>(
 where
     IO: AsyncRead + Unpin,
 {
+    let mut scan = head_scan::HeadScan::default();
     loop {
-        if !buf.is_empty() {
+        if !buf.is_empty() && (scan.ready(buf) || buf.len() > limits.max_header_bytes) {
             match request::parse_request(buf, limits.max_header_bytes, fields) {
                 Ok(Some(Parsed::Request(head))) => return HeadRead::Request(head),
                 Ok(Some(Parsed::Handoff(reason))) => {
@@ -240,30 +244,6 @@ where
         out.extend_from_slice(&body);
     }
     io.write_all(out).await.is_ok() && io.flush().await.is_ok()
-}
-
-/// Closes a connection whose request body was not read to its end (an instance answered an
-/// upload early): the write side is shut, then what the client still sends is read and
-/// dropped for a while, as nginx's lingering close does. Closing at once would make the
-/// kernel answer the unread bytes with a reset, which can destroy the response before the
-/// client has read it.
-async fn linger<IO: AsyncRead + AsyncWrite + Unpin>(io: &mut IO) {
-    const LINGER: Duration = Duration::from_secs(2);
-    const LINGER_BYTES: usize = 4 * 1024 * 1024;
-    if io.shutdown().await.is_err() {
-        return;
-    }
-    let drain = async {
-        let mut sink = vec![0u8; 16 * 1024];
-        let mut drained = 0;
-        while drained < LINGER_BYTES {
-            match io.read(&mut sink).await {
-                Ok(0) | Err(_) => return,
-                Ok(read) => drained += read,
-            }
-        }
-    };
-    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// Writes one header field line.

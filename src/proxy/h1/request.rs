@@ -116,12 +116,15 @@ pub fn parse_request(
     if length > max_bytes {
         return Err(HeadError::TooLarge);
     }
+    // What goes to hyper is still checked in full here first: hyper would accept, say, a
+    // second Host on an upgrade request.
+    let mut handoff = None;
     if request.version != Some(1) {
-        return Ok(Some(Parsed::Handoff(Handoff::Request("HTTP/1.0"))));
+        handoff = Some("HTTP/1.0");
     }
     let method = request.method.unwrap_or_default();
     if method == "CONNECT" {
-        return Ok(Some(Parsed::Handoff(Handoff::Request("CONNECT"))));
+        handoff = handoff.or(Some("CONNECT"));
     }
 
     let base = buf.as_ptr() as usize;
@@ -143,12 +146,10 @@ pub fn parse_request(
             value: span(parsed.value),
         };
         if name.eq_ignore_ascii_case(b"upgrade") {
-            return Ok(Some(Parsed::Handoff(Handoff::Request("upgrade"))));
-        }
-        if name.eq_ignore_ascii_case(b"expect") {
-            return Ok(Some(Parsed::Handoff(Handoff::Request("Expect"))));
-        }
-        if name.eq_ignore_ascii_case(b"connection") {
+            handoff = handoff.or(Some("upgrade"));
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            handoff = handoff.or(Some("Expect"));
+        } else if name.eq_ignore_ascii_case(b"connection") {
             connection = true;
             keep_alive &= !has_token(parsed.value, b"close");
         } else if name.eq_ignore_ascii_case(b"host") {
@@ -163,9 +164,18 @@ pub fn parse_request(
         framing.note(name, parsed.value)?;
         fields.push(field);
     }
-    let framing = match framing.request()? {
-        Some(framing) => framing,
-        None => return Ok(Some(Parsed::Handoff(Handoff::Request("transfer coding")))),
+    if request.version != Some(1) && framing.has_transfer_coding() {
+        // RFC 9112 6.1: the framing of such a message is faulty (nginx refuses it too).
+        return Err(HeadError::Malformed(
+            "Transfer-Encoding in an HTTP/1.0 request",
+        ));
+    }
+    let framing = framing.request()?;
+    if let Some(reason) = handoff {
+        return Ok(Some(Parsed::Handoff(Handoff::Request(reason))));
+    }
+    let Some(framing) = framing else {
+        return Ok(Some(Parsed::Handoff(Handoff::Request("transfer coding"))));
     };
 
     let head = buf.split_to(length).freeze();
@@ -378,6 +388,13 @@ mod tests {
             "POST / HTTP/1.1\r\ntransfer-encoding: chunked, gzip\r\n\r\n",
             "GET / HTTP/1.1\r\nbad header: x\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            // What goes to hyper is checked as strictly first.
+            "GET / HTTP/1.1\r\nUpgrade: websocket\r\nHost: a\r\nHost: b\r\n\r\n",
+            "PUT / HTTP/1.1\r\nExpect: 100-continue\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
+            "CONNECT a:443 HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "POST / HTTP/1.1\r\nExpect: 100-continue\r\ncontent-length: 1\r\ntransfer-encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.0\r\ntransfer-encoding: chunked\r\n\r\n",
         ] {
             assert!(
                 matches!(request(text), Err(HeadError::Malformed(_))),

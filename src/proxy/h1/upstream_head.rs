@@ -10,6 +10,7 @@ use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::framing::HeadError;
+use super::head_scan::HeadScan;
 use super::request::MAX_HEADERS;
 
 /// Response heads larger than this are refused (hyper's client limit is about 400 KiB).
@@ -62,6 +63,10 @@ pub fn parse<'h, 'b>(
         fields,
     );
     let length = match parsed {
+        // A head that arrived whole in one read is held to the same limit.
+        Ok(httparse::Status::Complete(length)) if length > MAX_RESPONSE_HEAD => {
+            return Err(HeadError::TooLarge)
+        }
         Ok(httparse::Status::Complete(length)) => length,
         Ok(httparse::Status::Partial) if buf.len() > MAX_RESPONSE_HEAD => {
             return Err(HeadError::TooLarge)
@@ -110,7 +115,8 @@ impl ReadError {
 }
 
 /// Reads from `stream` into `buffered` until `take` finds a final head in it (`take` is
-/// called again after an interim one, and after every read).
+/// called again after an interim one, and after a read that may have completed the head, see
+/// [`HeadScan`]).
 pub async fn read<R, T>(
     stream: &mut R,
     buffered: &mut BytesMut,
@@ -120,10 +126,14 @@ where
     R: AsyncRead + Unpin,
 {
     let mut received = !buffered.is_empty();
+    let mut scan = HeadScan::default();
     loop {
-        if !buffered.is_empty() {
+        if !buffered.is_empty() && (scan.ready(buffered) || buffered.len() > MAX_RESPONSE_HEAD) {
             match take(buffered) {
-                Ok(Some(Head::Interim)) => continue,
+                Ok(Some(Head::Interim)) => {
+                    scan = HeadScan::default();
+                    continue;
+                }
                 Ok(Some(Head::Final(head))) => return Ok(head),
                 Ok(None) => {}
                 Err(HeadError::TooLarge) => return Err(ReadError::Invalid("head too large")),
