@@ -16,7 +16,10 @@ use hyper::body::Incoming;
 use serde_json::json;
 use tokio::sync::watch;
 
+use arc_swap::ArcSwap;
+
 use crate::apps::AppRegistry;
+use crate::config::{Config, RejectedFile};
 use crate::proxy::{ConnInfo, Proxy};
 use crate::server::Handler;
 
@@ -27,6 +30,8 @@ pub struct Admin {
     pub shutting_down: watch::Receiver<bool>,
     /// For backend health in `/readyz`.
     pub registry: Arc<AppRegistry>,
+    /// The config that serves, with the app files it rejected.
+    pub config: Arc<ArcSwap<Config>>,
 }
 
 impl Admin {
@@ -54,7 +59,18 @@ impl Admin {
                         format!("not ready: {}\n", problems.join("; ")),
                     )
                 } else {
-                    text(StatusCode::OK, "ready\n")
+                    // Ready: every app serves, a rejected file's app at its previous spec.
+                    // The body says so, for the operator who looks.
+                    let rejected = &self.config.load().rejected;
+                    let mut body = String::from("ready\n");
+                    for file in rejected.iter() {
+                        body.push_str(&format!(
+                            "config: {} rejected ({} issue(s)); see /apps\n",
+                            file.file.display(),
+                            file.issues.len()
+                        ));
+                    }
+                    text(StatusCode::OK, body)
                 }
             }
             "/apps" => {
@@ -133,6 +149,14 @@ impl Admin {
 
     fn apps_json(&self) -> String {
         let table = self.proxy.routes.load();
+        let config = self.config.load();
+        let rejection = |name: &str| {
+            config
+                .rejected
+                .iter()
+                .find(|file| file.app == name)
+                .map(rejected_json)
+        };
         let apps: Vec<_> = table
             .routes()
             .iter()
@@ -164,14 +188,26 @@ impl Admin {
                     "panic": status.panic,
                     "last_error": status.last_error,
                     "instances": live_instances(&route.app),
+                    "config_error": rejection(&spec.name),
                 })
             })
             .collect();
-        let mut body = serde_json::to_string_pretty(&json!({ "apps": apps }))
+        let rejected: Vec<_> = config.rejected.iter().map(rejected_json).collect();
+        let mut body = serde_json::to_string_pretty(&json!({ "apps": apps, "rejected": rejected }))
             .expect("JSON values always serialize");
         body.push('\n');
         body
     }
+}
+
+/// A rejected app file as `/apps` lists it.
+fn rejected_json(file: &RejectedFile) -> serde_json::Value {
+    json!({
+        "file": file.file.display().to_string(),
+        "app": file.app,
+        "serving": if file.kept_previous { "previous spec" } else { "nothing" },
+        "issues": file.issues.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    })
 }
 
 /// The published instance list with in-flight counts read now.

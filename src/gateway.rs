@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -53,8 +54,9 @@ impl Gateway {
     /// Returns once the listeners are bound, so a client may connect as soon as this returns.
     pub async fn start(config_path: impl AsRef<Path>) -> Result<Handle, StartError> {
         let path = config_path.as_ref().to_path_buf();
-        let config = config::load(&path)?;
+        let config = config::load_tolerant(&path, None)?;
         let metrics = Metrics::new();
+        report_rejected(&config, &metrics);
         let identities = Arc::new(Identities::default());
         let registry = Arc::new(AppRegistry::new(
             Arc::clone(&metrics),
@@ -80,7 +82,10 @@ impl Gateway {
             &config.gateway.upstream,
             identities,
         ));
-        record_success(&metrics);
+        if config.rejected.is_empty() {
+            record_success(&metrics);
+        }
+        let current = Arc::new(ArcSwap::from_pointee(config.clone()));
 
         let settings = &config.gateway;
         let http = match settings.http {
@@ -156,6 +161,7 @@ impl Gateway {
                 proxy: Arc::clone(&proxy),
                 shutting_down: shutdown_rx.clone(),
                 registry: Arc::clone(&registry),
+                config: Arc::clone(&current),
             }),
             Arc::clone(&metrics),
             admin_stop_rx,
@@ -176,6 +182,7 @@ impl Gateway {
             registry: Arc::clone(&registry),
             proxy: Arc::clone(&proxy),
             watcher,
+            current,
         };
         let reload_task = tokio::spawn(reloader.run(config, reload_rx, changes_rx, shutdown_rx));
 
@@ -307,6 +314,8 @@ struct Reloader {
     registry: Arc<AppRegistry>,
     proxy: Arc<Proxy>,
     watcher: Option<ConfigWatcher>,
+    /// The config that serves now: a reload keeps a rejected app file's app at its spec here.
+    current: Arc<ArcSwap<Config>>,
 }
 
 impl Reloader {
@@ -340,38 +349,72 @@ impl Reloader {
         }
     }
 
+    /// Loads the files again and applies what is valid: a gateway-file error keeps the whole
+    /// previous config; a bad app file keeps only its own app at its previous spec while the
+    /// other files apply. Either way the problems are returned (and logged and counted).
     fn reload(&mut self, listeners: &mut Listeners) -> Result<(), ConfigErrors> {
         let metrics = &self.proxy.metrics;
-        match config::load(&self.path) {
-            Ok(config) => {
-                let now = (
-                    config.gateway.http,
-                    config.gateway.https,
-                    config.gateway.admin,
-                    config.gateway.tls.clone(),
-                );
-                if now != *listeners {
-                    tracing::warn!(
-                        "listener addresses or [tls] changed; they take effect on restart"
-                    );
-                }
-                let states = self.registry.apply(&config);
-                let table = RouteTable::build(&config, &states);
-                self.proxy.routes.store(Arc::new(table));
-                record_success(metrics);
-                if let Some(watcher) = &mut self.watcher {
-                    watcher.rewatch(&config.gateway.apps_dir);
-                }
-                tracing::info!(apps = config.apps.len(), "config reloaded");
-                Ok(())
-            }
+        let previous = self.current.load_full();
+        let config = match config::load_tolerant(&self.path, Some(&previous)) {
+            Ok(config) => config,
             Err(errors) => {
                 metrics.config_reloads.with_label_values(&["error"]).inc();
                 for issue in &errors.0 {
                     tracing::error!(%issue, "config reload rejected; the previous config keeps serving");
                 }
-                Err(errors)
+                return Err(errors);
             }
+        };
+        let now = (
+            config.gateway.http,
+            config.gateway.https,
+            config.gateway.admin,
+            config.gateway.tls.clone(),
+        );
+        if now != *listeners {
+            tracing::warn!("listener addresses or [tls] changed; they take effect on restart");
+        }
+        let states = self.registry.apply(&config);
+        let table = RouteTable::build(&config, &states);
+        self.proxy.routes.store(Arc::new(table));
+        if let Some(watcher) = &mut self.watcher {
+            watcher.rewatch(&config.gateway.apps_dir);
+        }
+        report_rejected(&config, metrics);
+        let rejected: Vec<_> = config
+            .rejected
+            .iter()
+            .flat_map(|file| file.issues.iter().cloned())
+            .collect();
+        tracing::info!(
+            apps = config.apps.len(),
+            rejected_files = config.rejected.len(),
+            "config reloaded"
+        );
+        self.current.store(Arc::new(config));
+        if rejected.is_empty() {
+            record_success(metrics);
+            Ok(())
+        } else {
+            metrics.config_reloads.with_label_values(&["error"]).inc();
+            Err(ConfigErrors(rejected))
+        }
+    }
+}
+
+/// Logs every rejected app file with what serves instead, and sets the gauge of them.
+fn report_rejected(config: &Config, metrics: &Metrics) {
+    metrics
+        .config_rejected_files
+        .set(config.rejected.len() as i64);
+    for file in &config.rejected {
+        let serving = if file.kept_previous {
+            "its previous spec keeps serving"
+        } else {
+            "it is not served"
+        };
+        for issue in &file.issues {
+            tracing::error!(app = %file.app, %issue, "app file rejected; {serving}");
         }
     }
 }

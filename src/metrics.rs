@@ -32,6 +32,8 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub config_last_success: IntGauge,
+    /// App files the last load rejected (their apps serve their previous spec, or nothing).
+    pub config_rejected_files: IntGauge,
     pub connections_open: IntGaugeVec,
     pub connections_total: IntCounterVec,
     pub client_timeouts: IntCounterVec,
@@ -104,7 +106,7 @@ impl Metrics {
                 IntCounterVec::new(
                     Opts::new(
                         "tidegate_upstream_errors_total",
-                        "Failures talking to an instance, by kind (connect, reset, timeout, idle_timeout).",
+                        "Failures talking to an instance, by kind (connect, reset, timeout, idle_timeout, upgrade).",
                     ),
                     &["app", "kind"],
                 )
@@ -122,7 +124,15 @@ impl Metrics {
                 r,
                 IntGauge::new(
                     "tidegate_config_last_reload_success_timestamp_seconds",
-                    "Unix time of the last config load that took effect.",
+                    "Unix time of the last config load that took effect in full.",
+                )
+                .unwrap(),
+            ),
+            config_rejected_files: register(
+                r,
+                IntGauge::new(
+                    "tidegate_config_rejected_files",
+                    "App files the last config load rejected; their apps keep their previous spec, or are not served.",
                 )
                 .unwrap(),
             ),

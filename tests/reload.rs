@@ -161,3 +161,70 @@ async fn in_flight_requests_finish_on_the_old_table() {
     assert_eq!(answer.body, "backend=slow\n");
     handle.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_bad_app_file_keeps_its_app_and_blocks_no_other_app() {
+    let config = ConfigDir::new("", "");
+    let one = echo_backend("one").await;
+    let two = echo_backend("two").await;
+    config.static_app("a", &[one.addr], "", "");
+    config.static_app("b", &[one.addr], "", "");
+    // A broken file at start: the gateway starts, serves the rest and says what is wrong.
+    config.write_app("broken", "name = \"broken\"\nrutnime = \"static\"\n");
+    let handle = config.start().await;
+    let addr = handle.http_addr().unwrap();
+    assert_eq!(
+        get(addr, "a.p.test.local", "/").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(metric(&handle, "tidegate_config_rejected_files").await, 1.0);
+
+    // a breaks, b changes in the same reload: b's change applies, a keeps its old spec.
+    config.write_app(
+        "a",
+        "name = \"a\"\nproject = \"p\"\nruntime = \"static\"\n[static]\nupstreams = [\"nowhere\"]\n",
+    );
+    config.static_app("b", &[two.addr], "", "");
+    let errors = handle.reload().await.unwrap_err().to_string();
+    assert!(errors.contains("a.toml: static.upstreams[0]"), "{errors}");
+    assert!(errors.contains("broken.toml: line 2"), "{errors}");
+    assert!(get(addr, "b.p.test.local", "/")
+        .await
+        .body
+        .starts_with("backend=two"));
+    assert!(get(addr, "a.p.test.local", "/")
+        .await
+        .body
+        .starts_with("backend=one"));
+
+    // /apps shows the error on the app it concerns, and every rejected file with what serves.
+    let a = app_status(&handle, "a").await;
+    assert!(a["config_error"]["issues"][0]
+        .as_str()
+        .unwrap()
+        .contains("static.upstreams[0]"));
+    assert_eq!(a["config_error"]["serving"], "previous spec");
+    assert!(app_status(&handle, "b").await["config_error"].is_null());
+    let apps: serde_json::Value =
+        serde_json::from_str(&admin_get(&handle, "/apps").await.body).unwrap();
+    let rejected = apps["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 2, "{rejected:?}");
+    assert_eq!(rejected[1]["app"], "broken");
+    assert_eq!(rejected[1]["serving"], "nothing");
+    let ready = admin_get(&handle, "/readyz").await;
+    assert_eq!(ready.status, StatusCode::OK);
+    assert!(ready.body.contains("a.toml rejected"), "{}", ready.body);
+    assert_eq!(metric(&handle, "tidegate_config_rejected_files").await, 2.0);
+
+    // Fixed files apply and the listing is clean again.
+    config.static_app("a", &[two.addr], "", "");
+    std::fs::remove_file(config.app_file("broken")).unwrap();
+    handle.reload().await.unwrap();
+    assert!(get(addr, "a.p.test.local", "/")
+        .await
+        .body
+        .starts_with("backend=two"));
+    assert!(app_status(&handle, "a").await["config_error"].is_null());
+    assert_eq!(metric(&handle, "tidegate_config_rejected_files").await, 0.0);
+    handle.shutdown().await;
+}

@@ -11,40 +11,46 @@ use serde::de::DeserializeOwned;
 use super::error::{ConfigErrors, ConfigIssue};
 use super::model::Config;
 use super::raw::{RawApp, RawGatewayFile};
-use super::validate::validate;
+use super::validate::validate_files;
 
-/// Loads and validates the whole configuration rooted at `gateway_file`.
+/// Loads and validates the whole configuration rooted at `gateway_file`, strictly: a problem
+/// in any file is an error (`tidegate check`).
 pub fn load(gateway_file: &Path) -> Result<Config, ConfigErrors> {
+    let config = load_tolerant(gateway_file, None)?;
+    if config.rejected.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(
+            config.rejected.into_iter().flat_map(|r| r.issues).collect(),
+        ))
+    }
+}
+
+/// Loads the configuration as the gateway applies it: only a problem of the gateway file (or
+/// an unreadable apps directory) is an error; a bad app file is rejected alone and its app
+/// keeps its spec in `previous`, if any (see [`Config::rejected`]).
+pub fn load_tolerant(
+    gateway_file: &Path,
+    previous: Option<&Config>,
+) -> Result<Config, ConfigErrors> {
     let raw: RawGatewayFile = read_toml(gateway_file).map_err(|issue| ConfigErrors(vec![issue]))?;
     let base = gateway_file.parent().unwrap_or(Path::new("."));
     let apps_dir = base.join(raw.gateway.apps_dir.as_deref().unwrap_or("apps"));
-
-    let mut issues = Vec::new();
-    let mut apps = Vec::new();
-    match app_files(&apps_dir) {
-        Ok(files) => {
-            for file in files {
-                match read_toml::<RawApp>(&file) {
-                    Ok(app) => apps.push((file, app)),
-                    Err(issue) => issues.push(issue),
-                }
-            }
-        }
-        Err(error) => issues.push(ConfigIssue {
-            file: gateway_file.to_path_buf(),
-            field: "gateway.apps_dir".into(),
-            message: format!("cannot read directory {}: {error}", apps_dir.display()),
-        }),
-    }
-
-    match validate(gateway_file, &raw, &apps) {
-        Ok(config) if issues.is_empty() => Ok(config),
-        Ok(_) => Err(ConfigErrors(issues)),
-        Err(ConfigErrors(more)) => {
-            issues.extend(more);
-            Err(ConfigErrors(issues))
-        }
-    }
+    let files = app_files(&apps_dir).map_err(|error| {
+        ConfigErrors::single(
+            gateway_file,
+            "gateway.apps_dir",
+            format!("cannot read directory {}: {error}", apps_dir.display()),
+        )
+    })?;
+    let apps: Vec<_> = files
+        .into_iter()
+        .map(|file| {
+            let parsed = read_toml::<RawApp>(&file);
+            (file, parsed)
+        })
+        .collect();
+    validate_files(gateway_file, &raw, &apps, previous)
 }
 
 /// The app files in `dir`, sorted by name.

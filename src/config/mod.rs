@@ -5,8 +5,10 @@
 //! notices edits and SIGHUP so the gateway can load again and swap the result in whole. Only
 //! the `model` types and the errors leave this module.
 
+mod app_set;
 mod container;
 mod error;
+mod gateway_file;
 mod load;
 mod model;
 mod raw;
@@ -16,12 +18,12 @@ mod validate;
 pub mod watch;
 
 pub use error::{ConfigErrors, ConfigIssue};
-pub use load::{app_files, is_app_file, load};
+pub use load::{app_files, is_app_file, load, load_tolerant};
 pub use model::{
     AppSpec, Config, ContainerEngineSettings, ContainerSpec, GatewaySettings, HostPattern,
-    ImageBuild, ListenerLimits, PullPolicy, Resources, RevisionRef, RunSpec, RuntimeSpec,
-    ScaleSpec, TlsSettings, TrafficTarget, UpstreamSettings, Visibility,
+    ImageBuild, ListenerLimits, PullPolicy, RejectedFile, Resources, RevisionRef, RunSpec,
+    RuntimeSpec, ScaleSpec, TlsSettings, TrafficTarget, UpstreamSettings, Visibility,
 };
 pub use raw::{RawApp, RawGateway, RawGatewayFile, RawRun, RawScale, RawStatic, RawTls};
 pub use revisions::parse_memory;
-pub use validate::{parse_duration, parse_host_pattern, validate};
+pub use validate::{parse_duration, parse_host_pattern, validate, validate_files};

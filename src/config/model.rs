@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+pub use super::app_set::RejectedFile;
+
 /// A whole validated configuration: the gateway file plus every app file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -20,6 +22,8 @@ pub struct Config {
     pub gateway: GatewaySettings,
     /// Apps sorted by name, so listings and diffs are stable.
     pub apps: Vec<Arc<AppSpec>>,
+    /// App files that could not be applied (an app there may serve its previous spec).
+    pub rejected: Vec<RejectedFile>,
 }
 
 /// `[gateway]` and `[tls]` after validation.

@@ -5,20 +5,15 @@
 //! are reported together. Defaults are filled in here and nowhere else: an app's `[scale]`
 //! overlays `[defaults]`, which overlays Knative's and Code Engine's defaults.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use ipnet::IpNet;
-
+use super::app_set::{assemble, FileOutcome};
 use super::container;
 use super::error::{ConfigErrors, ConfigIssue};
-use super::model::{
-    AppSpec, Config, GatewaySettings, HostPattern, ListenerLimits, RunSpec, RuntimeSpec, ScaleSpec,
-    TlsSettings, UpstreamSettings, Visibility,
-};
+use super::gateway_file::validate_gateway;
+use super::model::{AppSpec, Config, HostPattern, RunSpec, RuntimeSpec, ScaleSpec, Visibility};
 use super::raw::{RawApp, RawGatewayFile};
 use super::revisions;
 use super::scale::overlay_scale;
@@ -26,7 +21,7 @@ use super::scale::overlay_scale;
 /// Collects problems for one file while values are converted.
 pub(super) struct Checker<'a> {
     pub(super) file: &'a Path,
-    issues: &'a mut Vec<ConfigIssue>,
+    pub(super) issues: &'a mut Vec<ConfigIssue>,
 }
 
 impl Checker<'_> {
@@ -55,38 +50,6 @@ impl Checker<'_> {
             },
         }
     }
-
-    fn socket_addr(&mut self, field: &str, value: &str) -> Option<SocketAddr> {
-        match value.parse::<SocketAddr>() {
-            Ok(addr) => Some(addr),
-            Err(_) => {
-                self.report(
-                    field,
-                    format!(
-                        "{value:?} is not an address like \"127.0.0.1:8080\" or \"[::1]:8080\""
-                    ),
-                );
-                None
-            }
-        }
-    }
-
-    fn networks(&mut self, field: &str, values: &[String]) -> Vec<IpNet> {
-        let mut networks = Vec::with_capacity(values.len());
-        for (index, value) in values.iter().enumerate() {
-            if let Ok(net) = value.parse::<IpNet>() {
-                networks.push(net);
-            } else if let Ok(ip) = value.parse::<IpAddr>() {
-                networks.push(IpNet::from(ip));
-            } else {
-                self.report(
-                    &format!("{field}[{index}]"),
-                    format!("{value:?} is not an IP address or CIDR like \"10.0.0.0/8\""),
-                );
-            }
-        }
-        networks
-    }
 }
 
 /// Parses `"250ms"`, `"30s"`, `"5m"`, `"1h 30m"`; a bare number is refused because its unit
@@ -108,7 +71,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// The longest duration a config may give.
 const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
-/// Validates a gateway file and its app files into one [`Config`].
+/// Validates a gateway file and its app files into one [`Config`], strictly: any problem in
+/// any file is an error (`tidegate check`, tests).
 ///
 /// `gateway_file` is the path the raw gateway config was read from; relative paths in it are
 /// resolved against its directory. `apps` pairs each app file's path with its parsed content.
@@ -116,6 +80,29 @@ pub fn validate(
     gateway_file: &Path,
     raw: &RawGatewayFile,
     apps: &[(PathBuf, RawApp)],
+) -> Result<Config, ConfigErrors> {
+    let apps: Vec<_> = apps
+        .iter()
+        .map(|(file, app)| (file.clone(), Ok(app.clone())))
+        .collect();
+    let config = validate_files(gateway_file, raw, &apps, None)?;
+    if config.rejected.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(
+            config.rejected.into_iter().flat_map(|r| r.issues).collect(),
+        ))
+    }
+}
+
+/// Validates a gateway file and each app file on its own (see `app_set`): only problems of
+/// the gateway file are an error; a bad app file is listed in [`Config::rejected`], and its
+/// app keeps its spec from `previous` if it had one. `apps` holds each file's parse result.
+pub fn validate_files(
+    gateway_file: &Path,
+    raw: &RawGatewayFile,
+    apps: &[(PathBuf, Result<RawApp, ConfigIssue>)],
+    previous: Option<&Config>,
 ) -> Result<Config, ConfigErrors> {
     let mut issues = Vec::new();
     let gateway = validate_gateway(gateway_file, raw, &mut issues);
@@ -131,219 +118,48 @@ pub fn validate(
             &raw.defaults,
         )
     };
-
-    let mut specs: Vec<Arc<AppSpec>> = Vec::with_capacity(apps.len());
-    let mut names: HashMap<String, PathBuf> = HashMap::new();
-    let mut hosts: HashMap<HostPattern, (String, PathBuf)> = HashMap::new();
-    for (file, raw_app) in apps {
-        let mut checker = Checker {
-            file,
-            issues: &mut issues,
-        };
-        let https_enabled = gateway.https.is_some() && gateway.tls.is_some();
-        let Some(spec) = validate_app(
-            &mut checker,
-            raw_app,
-            &gateway.domain,
-            &defaults,
-            https_enabled,
-        ) else {
-            continue;
-        };
-        if let Some(first) = names.get(&spec.name) {
-            checker.report(
-                "name",
-                format!(
-                    "app {:?} is already defined in {}",
-                    spec.name,
-                    first.display()
-                ),
-            );
-            continue;
-        }
-        names.insert(spec.name.clone(), file.clone());
-        let tag_hosts: Vec<HostPattern> = spec
-            .traffic
-            .iter()
-            .filter_map(|target| target.tag.as_ref())
-            .map(|(_, host)| HostPattern::Exact(host.clone()))
-            .collect();
-        for host in spec.hosts.iter().chain(&tag_hosts) {
-            if let Some((owner, owner_file)) = hosts.get(host) {
-                checker.report(
-                    "hosts",
-                    format!(
-                        "host {host} is already routed to app {owner:?} ({})",
-                        owner_file.display()
-                    ),
-                );
-            } else {
-                hosts.insert(host.clone(), (spec.name.clone(), file.clone()));
+    let https_enabled = gateway.https.is_some() && gateway.tls.is_some();
+    let outcomes = apps
+        .iter()
+        .map(|(file, parsed)| {
+            let stem = file.file_stem().and_then(|stem| stem.to_str());
+            let app = parsed
+                .as_ref()
+                .ok()
+                .and_then(|raw| raw.name.clone())
+                .unwrap_or_else(|| stem.unwrap_or_default().to_string());
+            let result = match parsed {
+                Err(issue) => Err(vec![issue.clone()]),
+                Ok(raw_app) => {
+                    let mut issues = Vec::new();
+                    let mut checker = Checker {
+                        file,
+                        issues: &mut issues,
+                    };
+                    let domain = &gateway.domain;
+                    validate_app(&mut checker, raw_app, domain, &defaults, https_enabled)
+                        .ok_or(issues)
+                }
+            };
+            FileOutcome {
+                file: file.clone(),
+                app,
+                result,
             }
-        }
-        specs.push(Arc::new(spec));
-    }
-    specs.sort_by(|a, b| a.name.cmp(&b.name));
-
-    if issues.is_empty() {
-        Ok(Config {
-            source: gateway_file.to_path_buf(),
-            gateway,
-            apps: specs,
         })
-    } else {
-        Err(ConfigErrors(issues))
+        .collect();
+    let (apps, rejected) = assemble(outcomes, previous);
+    if !issues.is_empty() {
+        // Everything is reported at once, the app files' problems too.
+        issues.extend(rejected.into_iter().flat_map(|file| file.issues));
+        return Err(ConfigErrors(issues));
     }
-}
-
-fn validate_gateway(
-    file: &Path,
-    raw: &RawGatewayFile,
-    issues: &mut Vec<ConfigIssue>,
-) -> GatewaySettings {
-    let mut c = Checker { file, issues };
-    let g = &raw.gateway;
-    let base = file.parent().unwrap_or(Path::new("."));
-
-    let http = c.socket_addr(
-        "gateway.http",
-        g.http.as_deref().unwrap_or("127.0.0.1:8080"),
-    );
-    let https = g
-        .https
-        .as_deref()
-        .and_then(|value| c.socket_addr("gateway.https", value));
-    if https.is_some() && raw.tls.is_none() {
-        c.report(
-            "gateway.https",
-            "the HTTPS listener needs a [tls] table with certs_dir",
-        );
-    }
-    let admin = c
-        .socket_addr(
-            "gateway.admin",
-            g.admin.as_deref().unwrap_or("127.0.0.1:9090"),
-        )
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9090)));
-    if admin.port() != 0 && (http == Some(admin) || https == Some(admin)) {
-        c.report(
-            "gateway.admin",
-            format!("{admin} is also a public listener; the admin API needs its own address"),
-        );
-    }
-
-    let domain = g.domain.clone().unwrap_or_else(|| "localhost".to_string());
-    let domain = match normalize_dns_name(&domain) {
-        Ok(name) => name,
-        Err(message) => {
-            c.report("gateway.domain", message);
-            "localhost".to_string()
-        }
-    };
-
-    let apps_dir = base.join(g.apps_dir.as_deref().unwrap_or("apps"));
-    let shutdown_grace = c.duration(
-        "gateway.shutdown_grace",
-        g.shutdown_grace.as_ref(),
-        Duration::from_secs(30),
-    );
-    let trusted_proxies = c.networks(
-        "gateway.trusted_proxies",
-        g.trusted_proxies.as_deref().unwrap_or(&[]),
-    );
-    let default_private = ["127.0.0.0/8".to_string(), "::1/128".to_string()];
-    let private_networks = c.networks(
-        "gateway.private_networks",
-        g.private_networks.as_deref().unwrap_or(&default_private),
-    );
-
-    let max_connections = g.max_connections.unwrap_or(10_000);
-    if max_connections == 0 {
-        c.report("gateway.max_connections", "must be at least 1");
-    }
-    let max_header_bytes = g.max_header_bytes.unwrap_or(64 * 1024);
-    if max_header_bytes < 8192 {
-        c.report(
-            "gateway.max_header_bytes",
-            format!("{max_header_bytes} is below the minimum of 8192"),
-        );
-    }
-    let header_read_timeout = c.duration(
-        "gateway.header_read_timeout",
-        g.header_read_timeout.as_ref(),
-        Duration::from_secs(30),
-    );
-    if header_read_timeout.is_zero() {
-        c.report("gateway.header_read_timeout", "must be longer than 0s");
-    }
-    let client_body_timeout = c.duration(
-        "gateway.client_body_timeout",
-        g.client_body_timeout.as_ref(),
-        Duration::from_secs(60),
-    );
-    let send_timeout = c.duration(
-        "gateway.send_timeout",
-        g.send_timeout.as_ref(),
-        Duration::from_secs(60),
-    );
-    let connect_timeout = c.duration(
-        "gateway.upstream_connect_timeout",
-        g.upstream_connect_timeout.as_ref(),
-        Duration::from_secs(5),
-    );
-    let idle_timeout = c.duration(
-        "gateway.upstream_idle_timeout",
-        g.upstream_idle_timeout.as_ref(),
-        Duration::from_secs(90),
-    );
-    for (field, value) in [
-        ("gateway.client_body_timeout", client_body_timeout),
-        ("gateway.send_timeout", send_timeout),
-        ("gateway.upstream_connect_timeout", connect_timeout),
-        ("gateway.upstream_idle_timeout", idle_timeout),
-    ] {
-        if value.is_zero() {
-            c.report(field, "must be longer than 0s");
-        }
-    }
-
-    let tls = raw.tls.as_ref().map(|tls| TlsSettings {
-        certs_dir: base.join(tls.certs_dir.as_deref().unwrap_or("certs")),
-        default_cert: tls.default_cert.clone(),
-    });
-
-    let logs_dir = match &g.logs_dir {
-        Some(dir) => base.join(dir),
-        None => std::env::temp_dir().join(format!("tidegate-{}", std::process::id())),
-    };
-
-    let state_dir = g.state_dir.as_ref().map(|dir| base.join(dir));
-    let container_engine = container::engine(&mut c, raw.container_engine.as_ref(), file);
-    GatewaySettings {
-        container_engine,
-        logs_dir,
-        state_dir,
-        http,
-        https,
-        admin,
-        domain,
-        apps_dir,
-        shutdown_grace,
-        trusted_proxies,
-        private_networks,
-        limits: ListenerLimits {
-            max_connections: max_connections.max(1),
-            header_read_timeout,
-            max_header_bytes: max_header_bytes.max(8192),
-            client_body_timeout,
-            send_timeout,
-        },
-        upstream: UpstreamSettings {
-            connect_timeout,
-            idle_timeout,
-        },
-        tls,
-    }
+    Ok(Config {
+        source: gateway_file.to_path_buf(),
+        gateway,
+        apps,
+        rejected,
+    })
 }
 
 fn validate_app(
@@ -575,7 +391,7 @@ pub(super) fn is_env_name(value: &str) -> bool {
 }
 
 /// Lower-cases a DNS name, drops a trailing dot and checks every label.
-fn normalize_dns_name(value: &str) -> Result<String, String> {
+pub(super) fn normalize_dns_name(value: &str) -> Result<String, String> {
     let name = value.trim_end_matches('.').to_ascii_lowercase();
     let valid = !name.is_empty()
         && name.len() <= 253
