@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use arc_swap::ArcSwapOption;
 use prometheus::IntGauge;
 use tokio::sync::Notify;
 
@@ -22,6 +23,31 @@ pub struct RevisionState {
     pub activator: Arc<Activator>,
     in_flight: AtomicI64,
     arrivals: AtomicU64,
+    /// The instance starting now, if any: what a request that waited in vain is told.
+    starting: ArcSwapOption<StartNote>,
+}
+
+/// An instance that has been started and is not ready yet.
+#[derive(Debug, Clone)]
+pub struct StartNote {
+    pub instance: String,
+    pub addr: std::net::SocketAddr,
+    /// Where the app must listen, in its own terms (`$PORT`).
+    pub listen_hint: String,
+    pub since: tokio::time::Instant,
+}
+
+impl std::fmt::Display for StartNote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "instance {} has been starting for {:.1}s, waiting for {} to answer ({})",
+            self.instance,
+            self.since.elapsed().as_secs_f64(),
+            self.addr,
+            self.listen_hint
+        )
+    }
 }
 
 impl RevisionState {
@@ -33,7 +59,30 @@ impl RevisionState {
             activator: Activator::new(limit, depth_gauge, poke),
             in_flight: AtomicI64::new(0),
             arrivals: AtomicU64::new(0),
+            starting: ArcSwapOption::empty(),
         })
+    }
+
+    /// Notes an instance that has started and is being probed (`None` clears the note of
+    /// `instance` once it is ready or failed; a later start's note stays).
+    pub fn note_start(&self, instance: &str, note: Option<StartNote>) {
+        match note {
+            Some(note) => self.starting.store(Some(Arc::new(note))),
+            None => {
+                let current = self.starting.load();
+                if current
+                    .as_ref()
+                    .is_some_and(|note| note.instance == instance)
+                {
+                    self.starting.compare_and_swap(&*current, None);
+                }
+            }
+        }
+    }
+
+    /// The instance starting now, if any.
+    pub fn start_note(&self) -> Option<Arc<StartNote>> {
+        self.starting.load_full()
     }
 
     /// Counts a request on this revision until the guard drops.

@@ -119,6 +119,7 @@ mod tests {
         let runtime = RuntimeSpec::Process(RunSpec {
             command: vec!["app".into()],
             env: [("A".to_string(), "1".to_string())].into(),
+            inherit_env: vec!["LANG".into()],
             workdir: None,
             port_env: "PORT".into(),
             readiness_path: Some("/healthz".into()),

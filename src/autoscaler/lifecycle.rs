@@ -9,7 +9,8 @@ use tokio::time::Instant;
 
 use super::controller::Event;
 use crate::instance::Instance;
-use crate::runtime::probe::{self, ProbeFailure};
+use crate::revision::{RevisionState, StartNote};
+use crate::runtime::probe::{self, Attempt, ProbeFailure};
 use crate::runtime::{RuntimeBackend, StartRequest};
 
 /// Starts an instance, probes it until ready, and reports `Ready` or `Failed`; its exit,
@@ -17,6 +18,7 @@ use crate::runtime::{RuntimeBackend, StartRequest};
 /// `timeout` is stopped.
 pub(super) async fn start_and_probe(
     backend: Arc<dyn RuntimeBackend>,
+    revision: Arc<RevisionState>,
     request: StartRequest,
     readiness_path: Option<String>,
     timeout: Duration,
@@ -34,6 +36,15 @@ pub(super) async fn start_and_probe(
             return;
         }
     };
+    revision.note_start(
+        &id,
+        Some(StartNote {
+            instance: id.clone(),
+            addr: started.addr,
+            listen_hint: started.listen_hint.clone(),
+            since: Instant::now(),
+        }),
+    );
     let mut exited = started.exited.clone();
     let ready = probe::wait_ready(
         started.addr,
@@ -42,6 +53,7 @@ pub(super) async fn start_and_probe(
         &mut exited,
     )
     .await;
+    revision.note_start(&id, None);
     let addr = started.addr;
     let exit_events = events.clone();
     let exit_id = id.clone();
@@ -58,10 +70,23 @@ pub(super) async fn start_and_probe(
             let _ = events.send(Event::Ready { id, instance });
         }
         Err(ProbeFailure::Exited(_)) => {} // the exit watcher reports it
-        Err(failure @ ProbeFailure::Timeout(_)) => {
+        Err(failure @ ProbeFailure::Timeout { .. }) => {
+            let mut reason = failure.to_string();
+            if matches!(
+                failure,
+                ProbeFailure::Timeout {
+                    seen: Attempt::Refused,
+                    ..
+                }
+            ) {
+                reason.push_str(&format!(" ({})", started.listen_hint));
+            }
+            if let Some(output) = started.log.as_deref().and_then(last_output) {
+                reason.push_str(&format!("; its last output: {output}"));
+            }
             let _ = events.send(Event::Failed {
                 id: id.clone(),
-                reason: failure.to_string(),
+                reason,
             });
             let _ = backend.stop(&id, grace).await;
         }
@@ -84,4 +109,16 @@ pub(super) async fn drain_then_stop(
         }
     }
     let _ = backend.stop(id, grace).await;
+}
+
+/// The last lines an instance wrote (at most 5, and 500 bytes), joined with " | ", for the
+/// message of a failed start; `None` if it wrote nothing.
+fn last_output(log: &std::path::Path) -> Option<String> {
+    let text = crate::runtime::logs::read_tail_text(log, 500).ok()?;
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .collect();
+    let last = lines[lines.len().saturating_sub(5)..].join(" | ");
+    (!last.is_empty()).then_some(last)
 }

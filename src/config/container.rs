@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use super::model::{ContainerEngineSettings, ContainerSpec, ImageBuild, PullPolicy};
 use super::raw::{RawApp, RawContainerEngine, RawRun};
 use super::revisions;
-use super::validate::{is_env_name, Checker};
+use super::validate::Checker;
 
 /// The container port when `[container] port` is not set (Code Engine's default).
 const DEFAULT_PORT: u16 = 8080;
@@ -89,14 +89,7 @@ pub(super) fn container_spec(c: &mut Checker<'_>, raw: &RawApp) -> Option<Contai
             );
         }
     }
-    for name in table.env.keys() {
-        if !is_env_name(name) {
-            c.report(
-                &format!("container.env.{name}"),
-                "is not a valid variable name",
-            );
-        }
-    }
+    super::env::check(c, "container", &table.env, &table.inherit_env, "PORT");
     let port = table.port.unwrap_or(DEFAULT_PORT);
     if port == 0 {
         c.report("container.port", "must be a port between 1 and 65535");
@@ -135,6 +128,7 @@ pub(super) fn container_spec(c: &mut Checker<'_>, raw: &RawApp) -> Option<Contai
         command: table.command.clone(),
         port,
         env: table.env.clone(),
+        inherit_env: table.inherit_env.clone(),
         resources,
         pull,
         readiness_path: table.readiness_path.clone(),

@@ -7,6 +7,7 @@
 
 mod app_set;
 mod container;
+pub mod env;
 mod error;
 mod gateway_file;
 mod load;

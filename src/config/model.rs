@@ -127,6 +127,8 @@ impl std::fmt::Display for HostPattern {
 pub struct AppSpec {
     pub name: String,
     pub project: String,
+    /// The gateway's `domain`: the app's default host is `<name>.<project>.<domain>`.
+    pub domain: String,
     /// The file it came from, for messages.
     pub file: PathBuf,
     pub visibility: Visibility,
@@ -229,6 +231,9 @@ pub struct ContainerSpec {
     /// The port the app listens on inside the container; also passed as `PORT`.
     pub port: u16,
     pub env: BTreeMap<String, String>,
+    /// Names of the gateway's environment variables passed on (nothing else of it is).
+    #[serde(default)]
+    pub inherit_env: Vec<String>,
     pub resources: Resources,
     pub pull: PullPolicy,
     pub readiness_path: Option<String>,
@@ -268,6 +273,9 @@ pub struct ContainerEngineSettings {
 pub struct RunSpec {
     pub command: Vec<String>,
     pub env: BTreeMap<String, String>,
+    /// Names of the gateway's environment variables passed on (nothing else of it is).
+    #[serde(default)]
+    pub inherit_env: Vec<String>,
     /// Working directory, resolved against the app file; `None` inherits the gateway's.
     pub workdir: Option<PathBuf>,
     /// Environment variable that carries the port the instance must listen on.

@@ -130,6 +130,9 @@ pub struct RawRun {
     pub command: Option<Vec<String>>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Names of the gateway's own environment variables the instances get too.
+    #[serde(default)]
+    pub inherit_env: Vec<String>,
     pub workdir: Option<String>,
     pub port_env: Option<String>,
     pub readiness_path: Option<String>,
@@ -148,6 +151,8 @@ pub struct RawContainer {
     pub port: Option<u16>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub inherit_env: Vec<String>,
     pub cpu: Option<f64>,
     pub memory: Option<String>,
     pub pull: Option<String>,

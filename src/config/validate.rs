@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::app_set::{assemble, FileOutcome};
 use super::container;
+use super::env;
 use super::error::{ConfigErrors, ConfigIssue};
 use super::gateway_file::validate_gateway;
 use super::model::{AppSpec, Config, HostPattern, RunSpec, RuntimeSpec, ScaleSpec, Visibility};
@@ -248,6 +249,7 @@ fn validate_app(
     Some(AppSpec {
         name,
         project,
+        domain: domain.to_string(),
         file: c.file.to_path_buf(),
         visibility,
         hosts,
@@ -324,18 +326,19 @@ fn validate_runtime(c: &mut Checker<'_>, raw: &RawApp) -> Option<RuntimeSpec> {
             if command.is_empty() || command[0].trim().is_empty() {
                 c.report("run.command", "needs at least the program to run");
             }
-            for name in run.env.keys() {
-                if !is_env_name(name) {
-                    c.report(&format!("run.env.{name}"), "is not a valid variable name");
-                }
-            }
             let port_env = run.port_env.clone().unwrap_or_else(|| "PORT".to_string());
             if !is_env_name(&port_env) {
                 c.report(
                     "run.port_env",
                     format!("{port_env:?} is not a valid variable name"),
                 );
+            } else if port_env != "PORT" && env::reserved(&port_env).is_some() {
+                c.report(
+                    "run.port_env",
+                    format!("{port_env:?} is set by the gateway for another purpose"),
+                );
             }
+            env::check(c, "run", &run.env, &run.inherit_env, &port_env);
             if let Some(path) = &run.readiness_path {
                 if !path.starts_with('/') {
                     c.report(
@@ -347,6 +350,7 @@ fn validate_runtime(c: &mut Checker<'_>, raw: &RawApp) -> Option<RuntimeSpec> {
             Some(RuntimeSpec::Process(RunSpec {
                 command,
                 env: run.env.clone(),
+                inherit_env: run.inherit_env.clone(),
                 workdir: run.workdir.as_ref().map(|dir| base.join(dir)),
                 port_env,
                 readiness_path: run.readiness_path.clone(),

@@ -92,6 +92,17 @@ impl GatewayError {
         }
     }
 
+    /// The same error with `detail` added to its reason (cold-start timeouts only).
+    pub fn with_detail(self, detail: &str) -> Self {
+        match self {
+            GatewayError::ColdStartTimeout { app, reason } => GatewayError::ColdStartTimeout {
+                app,
+                reason: format!("{reason}; {detail}"),
+            },
+            other => other,
+        }
+    }
+
     /// The error for a request that an instance did not answer: refused, reset, or (the
     /// client's fault) a request body that stalled on its way.
     pub fn from_upstream(app: &str, addr: SocketAddr, error: UpstreamError) -> Self {

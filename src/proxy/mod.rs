@@ -31,7 +31,7 @@ use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
-use crate::activator::Lease;
+use crate::activator::{AcquireError, Lease};
 use crate::apps::InFlight;
 use crate::config::{UpstreamSettings, Visibility};
 use crate::identity::{Identities, TOKEN_HEADER};
@@ -244,7 +244,16 @@ impl Proxy {
             .activator
             .acquire(scale.queue_depth, scale.cold_start_timeout)
             .await
-            .map_err(|error| GatewayError::from_acquire(&admission.route.app.name, error))?;
+            .map_err(|error| {
+                let timed_out = matches!(error, AcquireError::Timeout(_));
+                let mut error = GatewayError::from_acquire(&admission.route.app.name, error);
+                if let (true, Some(note)) = (timed_out, revision.start_note()) {
+                    // Say what the wait was for: an instance that does not answer where the
+                    // gateway looks for it is the usual reason.
+                    error = error.with_detail(&note.to_string());
+                }
+                error
+            })?;
         record.upstream = Some(lease.instance().addr);
         Ok(lease)
     }

@@ -23,6 +23,17 @@ fn read_tail(path: &Path, max_bytes: u64) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// The last `max_bytes` of a file as text (lossy), starting at a line boundary.
+pub fn read_tail_text(path: &Path, max_bytes: u64) -> std::io::Result<String> {
+    let bytes = read_tail(path, max_bytes)?;
+    let whole = std::fs::metadata(path)?.len() <= max_bytes;
+    let text = String::from_utf8_lossy(&bytes);
+    Ok(match text.find('\n') {
+        Some(at) if !whole => text[at + 1..].to_string(),
+        _ => text.into_owned(),
+    })
+}
+
 /// Where one instance's output goes.
 #[derive(Debug, Clone)]
 pub struct LogTarget {

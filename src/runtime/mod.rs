@@ -10,6 +10,7 @@
 
 pub mod cgroup;
 pub mod container;
+pub mod env;
 pub mod logs;
 pub mod probe;
 mod process;
@@ -97,6 +98,11 @@ pub struct StartedInstance {
     /// Becomes `Some` once the instance has stopped, for whatever reason, so the gateway
     /// notices a crash at once instead of at the next failed request.
     pub exited: watch::Receiver<Option<Exit>>,
+    /// Where the app must listen for `addr` to reach it, in the app's terms (`$PORT`), for
+    /// the message when nothing listens there.
+    pub listen_hint: String,
+    /// The instance's output file, whose last lines explain a failed start.
+    pub log: Option<std::path::PathBuf>,
 }
 
 /// A failure of a backend operation, with the backend's own words.

@@ -1,8 +1,8 @@
 //! The `process` runtime: each instance is a child process of the gateway.
 //!
-//! The gateway picks a free loopback port and passes it in `port_env` (default `PORT`),
-//! together with `TIDEGATE_APP`, `TIDEGATE_REVISION` and `TIDEGATE_INSTANCE`, on top of the
-//! gateway's own environment and the app's `env`. The program `tidegate` means this gateway's
+//! The gateway picks a free loopback port and passes it in `PORT` (and `port_env`, if the
+//! app names another variable), in a clean environment with the app's `env` and the injected
+//! variables (see `runtime::env`): nothing else of the gateway's own environment. The program `tidegate` means this gateway's
 //! own binary, so the demo app runs without anything on `PATH`.
 //!
 //! No instance outlives the gateway: each child leads its own process group (so a stop reaches
@@ -32,6 +32,7 @@ use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
 use super::cgroup::{Cgroups, InstanceGroup};
+use super::env;
 use super::logs::{capture, BuildLog, LogTarget};
 use super::{
     Exit, Placement, PrepareRequest, Prepared, RuntimeBackend, RuntimeError, StartRequest,
@@ -127,9 +128,11 @@ impl RuntimeBackend for ProcessBackend {
         let mut command = Command::new(&program);
         command
             .args(&build[1..])
+            .env_clear()
+            .envs(env::process_base())
+            .envs(env::inherited(&run.inherit_env))
             .envs(&run.env)
-            .env("TIDEGATE_APP", &request.app.name)
-            .env("TIDEGATE_REVISION", &request.revision)
+            .envs(env::injected(&request.app, &request.revision))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -205,10 +208,13 @@ impl RuntimeBackend for ProcessBackend {
         let mut command = Command::new(&program);
         command
             .args(&run.command[1..])
+            .env_clear()
+            .envs(env::process_base())
+            .envs(env::inherited(&run.inherit_env))
             .envs(&run.env)
+            .envs(env::injected(&request.app, &request.revision))
+            .env("PORT", port.to_string())
             .env(&run.port_env, port.to_string())
-            .env("TIDEGATE_APP", &request.app.name)
-            .env("TIDEGATE_REVISION", &request.revision)
             .env("TIDEGATE_INSTANCE", &request.instance_id)
             .env(TOKEN_ENV, &token)
             .stdin(Stdio::null())
@@ -264,6 +270,7 @@ impl RuntimeBackend for ProcessBackend {
         if let Some(stdout) = child.stdout.take() {
             tokio::spawn(capture(stdout, target.clone(), "stdout"));
         }
+        let log = target.file.clone();
         if let Some(stderr) = child.stderr.take() {
             tokio::spawn(capture(stderr, target, "stderr"));
         }
@@ -310,10 +317,17 @@ impl RuntimeBackend for ProcessBackend {
             }
         });
 
+        let port_hint = if run.port_env == "PORT" {
+            "$PORT".to_string()
+        } else {
+            format!("${}", run.port_env)
+        };
         Ok(StartedInstance {
             id: request.instance_id,
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
             exited: exit_rx,
+            listen_hint: format!("the app must listen on the port in {port_hint}"),
+            log: Some(log),
         })
     }
 

@@ -602,6 +602,7 @@ impl Controller {
         while self.starts.try_join_next().is_some() {}
         self.starts.spawn(lifecycle::start_and_probe(
             backend,
+            Arc::clone(&unit.state),
             request,
             readiness_path,
             timeout,

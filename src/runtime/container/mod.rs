@@ -411,6 +411,7 @@ impl RuntimeBackend for ContainerBackend {
             &request.revision,
             &request.instance_id,
         );
+        let log = target.file.clone();
         tokio::spawn(output::follow_logs(
             docker.clone(),
             self.socket.clone(),
@@ -437,6 +438,11 @@ impl RuntimeBackend for ContainerBackend {
             id: request.instance_id,
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, host_port)),
             exited: exit_rx,
+            listen_hint: format!(
+                "the app must listen on container port {} ($PORT), published there",
+                spec.port
+            ),
+            log: Some(log),
         })
     }
 
@@ -534,10 +540,17 @@ fn create_body(
     (gateway_id, run): (&str, &str),
     token: &str,
 ) -> ContainerCreateBody {
-    let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    // As for processes (`runtime::env`), but no base: the image brings its own PATH.
+    let inherited = crate::runtime::env::inherited(&spec.inherit_env);
+    let own = spec.env.iter().map(|(k, v)| (k.clone(), v.clone()));
+    let injected = crate::runtime::env::injected(&request.app, &request.revision);
+    let mut env: Vec<String> = inherited
+        .into_iter()
+        .chain(own)
+        .chain(injected)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     env.push(format!("PORT={}", spec.port));
-    env.push(format!("TIDEGATE_APP={}", request.app.name));
-    env.push(format!("TIDEGATE_REVISION={}", request.revision));
     env.push(format!("TIDEGATE_INSTANCE={}", request.instance_id));
     env.push(format!("{TOKEN_ENV}={token}"));
     let labels = HashMap::from([
