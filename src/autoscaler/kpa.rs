@@ -12,6 +12,8 @@
 //! clamp the result. An app goes to zero only after `scale_to_zero_grace` with no traffic
 //! (nothing in flight and no new request), and then does so even if the stable window still
 //! remembers older load: an idle app should cost nothing once the grace period has passed.
+//! At zero the window is forgotten, so the next cold start is sized by the requests that
+//! wake the app, not by the burst before it went idle.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -131,6 +133,13 @@ impl Kpa {
             .unwrap_or(Duration::MAX);
         if idle_for > Duration::ZERO && idle_for >= policy.scale_to_zero_grace {
             desired = 0;
+            // The window describes load that is gone: a later cold start must size itself by
+            // the requests that wake the app, not by the burst before it went idle (a stale
+            // panic once woke three instances for one request).
+            self.buckets.clear();
+            self.panic_since = None;
+            self.max_panic = 0;
+            self.recent.clear();
         } else if desired == 0 {
             // Traffic within the grace period keeps one instance.
             desired = 1;
@@ -215,6 +224,29 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_cold_start_after_a_burst_sizes_itself_by_the_requests_waiting_now() {
+        let p = ScaleSpec {
+            scale_to_zero_grace: Duration::from_secs(10),
+            ..policy()
+        };
+        let mut now = Instant::now();
+        let mut kpa = Kpa::new(now);
+        let mut ready = 1;
+        // A burst that panics to 10 instances, then silence past the grace period: zero.
+        let decision = run(&mut kpa, &mut now, &mut ready, 8, 70.0, &p);
+        assert!(decision.panic && decision.desired == 10, "{decision:?}");
+        let decision = run(&mut kpa, &mut now, &mut ready, 12, 0.0, &p);
+        assert_eq!(decision.desired, 0);
+        // One request wakes the app within the stable window of the burst: one instance,
+        // not what the burst needed.
+        now += Duration::from_millis(250);
+        kpa.record(now, 1.0, true);
+        let decision = kpa.decide(now, 0, &p);
+        assert_eq!(decision.desired, 1, "{decision:?}");
+        assert!(!decision.panic);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn steady_load_holds_concurrency_over_target() {
         let p = policy(); // target 10 * 0.7 = 7 per instance
         let mut now = Instant::now();
@@ -292,10 +324,11 @@ mod tests {
         // 28 s idle: still within the grace period, one instance stays.
         let decision = run(&mut kpa, &mut now, &mut ready, 28, 0.0, &p);
         assert_eq!(decision.desired, 1);
-        // Past 30 s idle it goes to zero, though the 60 s window still remembers the load.
+        // Past 30 s idle it goes to zero, though the 60 s window still held the load, and the
+        // window is forgotten (see the cold-start test above).
         let decision = run(&mut kpa, &mut now, &mut ready, 4, 0.0, &p);
         assert_eq!(decision.desired, 0);
-        assert!(decision.stable_concurrency > 0.0);
+        assert_eq!(decision.stable_concurrency, 0.0);
         // A request at zero: the next decision asks for one instance.
         now += Duration::from_millis(1);
         kpa.record(now, 1.0, true);

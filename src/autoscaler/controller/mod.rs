@@ -336,16 +336,12 @@ impl Controller {
             runtime: self.spec.runtime.clone(),
             created: SystemTime::now(),
         });
+        // A revision proves it can start before it takes traffic from a ready one, whatever
+        // the scale: at least one instance, even when the app is at zero (else a broken edit
+        // to an idle app would become `latest` and fail every request). The first revision
+        // has nothing to fall back to and takes traffic at once.
         let floor = match self.latest_ready.and_then(|n| self.unit(n)) {
-            Some(current) => {
-                let live = self.live_count(current.number) as u32;
-                let busy = current.state.in_flight() > 0;
-                if live == 0 && busy {
-                    1
-                } else {
-                    live
-                }
-            }
+            Some(current) => (self.live_count(current.number) as u32).max(1),
             None => 0,
         };
         if self.latest > 1 {
