@@ -27,6 +27,7 @@ pub mod proxy;
 pub mod revision;
 pub mod routes;
 pub mod runtime;
+pub mod secret_file;
 pub mod server;
 pub mod tls;
 

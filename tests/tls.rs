@@ -71,8 +71,12 @@ async fn sni_picks_the_certificate_by_its_own_names() {
         .await
         .unwrap();
     assert_eq!(peer_cert(&wildcard), s.wild);
-    // A TLS wildcard covers one label only.
-    assert!(tls_connect(&client, addr, "a.b.example.com").await.is_err());
+    // A TLS wildcard covers one label only, and the default certificate is not a fallback
+    // for names no certificate covers: unrecognized_name.
+    let error = tls_connect(&client, addr, "a.b.example.com")
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("UnrecognisedName"), "{error}");
 
     let app_host = tls_connect(&client, addr, "web.p.test.local")
         .await
@@ -88,8 +92,8 @@ async fn sni_picks_the_certificate_by_its_own_names() {
             "tidegate_tls_handshake_errors_total{reason=\"unrecognized_name\"}"
         )
         .await,
-        0.0,
-        "with a default certificate no name is unrecognized"
+        1.0,
+        "only a.b.example.com was unrecognized"
     );
     s.handle.shutdown().await;
 }
@@ -291,4 +295,26 @@ async fn an_http2_connection_is_idle_only_from_its_handshake_on() {
         .expect("served, not shut down");
     assert_eq!(read_answer(response).await.status, StatusCode::OK);
     handle.shutdown().await;
+}
+
+#[test]
+fn certs_dev_writes_a_key_only_its_owner_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let config = ConfigDir::new("https = \"127.0.0.1:0\"\n\n[tls]\ncerts_dir = \"certs\"", "");
+    let status = std::process::Command::new(TIDEGATE)
+        .args(["certs", "dev", "--config"])
+        .arg(config.gateway_file())
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{status:?}");
+    let certs = config.dir.path().join("certs");
+    let mode = |file: &str| {
+        std::fs::metadata(certs.join(file))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("dev.key"), 0o600);
+    assert_eq!(mode("dev.crt") & 0o044, 0o044, "the certificate is public");
 }

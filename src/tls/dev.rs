@@ -2,8 +2,8 @@
 //!
 //! Names: the domain, `*.<domain>`, and `*.<project>.<domain>` for every project in the
 //! config, so every default app host `<app>.<project>.<domain>` is covered (a TLS wildcard
-//! covers one label only). Written as `dev.crt` and `dev.key` in the certs directory; the
-//! gateway picks them up live.
+//! covers one label only). Written as `dev.crt` and `dev.key` (mode 0600) in the certs
+//! directory; the gateway picks them up live.
 
 use std::path::{Path, PathBuf};
 
@@ -30,7 +30,7 @@ pub fn write_dev_cert(config: &Config, certs_dir: &Path) -> Result<(PathBuf, Vec
     let cert_file = certs_dir.join("dev.crt");
     let key_file = certs_dir.join("dev.key");
     // The key first, so the watcher never sees a certificate without its key.
-    std::fs::write(&key_file, key.serialize_pem())
+    crate::secret_file::write(&key_file, key.serialize_pem().as_bytes())
         .map_err(|e| format!("{}: {e}", key_file.display()))?;
     std::fs::write(&cert_file, cert.pem()).map_err(|e| format!("{}: {e}", cert_file.display()))?;
     Ok((cert_file, names))

@@ -119,12 +119,15 @@ impl CertStore {
         (store, errors)
     }
 
-    /// The server config for a ClientHello's SNI; the default certificate when the client
-    /// sends no SNI or a name no certificate covers.
+    /// The server config for a ClientHello's SNI; the default certificate only when the
+    /// client sends no SNI. A name no certificate covers gets nothing (the caller answers
+    /// `unrecognized_name`): a certificate for another name would fail the client's check
+    /// anyway, less clearly, and would tell a scanner the default certificate's names.
     pub fn lookup(&self, server_name: Option<&str>) -> Option<Arc<ServerConfig>> {
-        let entry = server_name
-            .and_then(|name| self.find(&name.trim_end_matches('.').to_ascii_lowercase()))
-            .or_else(|| self.default.clone());
+        let entry = match server_name {
+            Some(name) => self.find(&name.trim_end_matches('.').to_ascii_lowercase()),
+            None => self.default.clone(),
+        };
         entry.map(|entry| Arc::clone(&entry.config))
     }
 
