@@ -72,7 +72,7 @@ impl Gateway {
                     Arc::clone(&identities),
                 )),
             ],
-            config.gateway.state_dir.clone(),
+            Some(config.gateway.state_dir.clone()),
         ));
         let states = registry.apply(&config);
         let table = RouteTable::build(&config, &states);
@@ -165,6 +165,12 @@ impl Gateway {
             }),
             Arc::clone(&metrics),
             admin_stop_rx,
+        ));
+
+        tokio::spawn(crate::runtime::log_retention::run(
+            settings.logs_dir.clone(),
+            settings.log_retention,
+            shutdown_rx.clone(),
         ));
 
         // The watcher starts before `start` returns, so an edit made right after is not missed.

@@ -109,7 +109,11 @@ async fn a_broken_new_revision_leaves_traffic_on_the_old_one() {
 #[tokio::test]
 async fn an_edit_to_an_app_at_zero_must_prove_itself_before_it_takes_traffic() {
     let config = ConfigDir::new("", "");
-    config.demo_app("web", &[("GREETING", "old")], "scale_to_zero_grace = \"1s\"");
+    config.demo_app(
+        "web",
+        &[("GREETING", "old")],
+        "scale_to_zero_grace = \"1s\"",
+    );
     let handle = config.start().await;
     let addr = handle.http_addr().unwrap();
     assert_eq!(get(addr, HOST, "/env/GREETING").await.body, "old\n");
@@ -124,25 +128,43 @@ async fn an_edit_to_an_app_at_zero_must_prove_itself_before_it_takes_traffic() {
         "web",
         "name = \"web\"\nproject = \"p\"\n[run]\ncommand = [\"/nonexistent/app\"]\n[scale]\nscale_to_zero_grace = \"1s\"\n",
     );
-    eventually("the new revision to fail", Duration::from_secs(20), || async {
-        let status = app_status(&handle, "web").await;
-        let failed = status["last_error"]
-            .as_str()
-            .is_some_and(|e| e.contains("web-00002") && e.contains("failed to start"));
-        failed.then_some(())
-    })
+    eventually(
+        "the new revision to fail",
+        Duration::from_secs(20),
+        || async {
+            let status = app_status(&handle, "web").await;
+            let failed = status["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("web-00002") && e.contains("failed to start"));
+            failed.then_some(())
+        },
+    )
     .await;
-    assert_eq!(app_status(&handle, "web").await["latest_ready"], "web-00001");
+    assert_eq!(
+        app_status(&handle, "web").await["latest_ready"],
+        "web-00001"
+    );
     let answer = get(addr, HOST, "/env/GREETING").await;
-    assert_eq!((answer.status, answer.body.as_str()), (StatusCode::OK, "old\n"));
+    assert_eq!(
+        (answer.status, answer.body.as_str()),
+        (StatusCode::OK, "old\n")
+    );
 
     // A good edit at zero: proven by one instance, it takes over, and the app idles to zero.
-    config.demo_app("web", &[("GREETING", "new")], "scale_to_zero_grace = \"1s\"");
+    config.demo_app(
+        "web",
+        &[("GREETING", "new")],
+        "scale_to_zero_grace = \"1s\"",
+    );
     wait_latest_ready(&handle, "web-00003").await;
     assert_eq!(get(addr, HOST, "/env/GREETING").await.body, "new\n");
-    eventually("web to be at zero again", Duration::from_secs(20), || async {
-        (app_status(&handle, "web").await["instances"] == serde_json::json!([])).then_some(())
-    })
+    eventually(
+        "web to be at zero again",
+        Duration::from_secs(20),
+        || async {
+            (app_status(&handle, "web").await["instances"] == serde_json::json!([])).then_some(())
+        },
+    )
     .await;
     handle.shutdown().await;
 }

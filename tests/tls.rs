@@ -300,7 +300,10 @@ async fn an_http2_connection_is_idle_only_from_its_handshake_on() {
 #[test]
 fn certs_dev_writes_a_key_only_its_owner_can_read() {
     use std::os::unix::fs::PermissionsExt;
-    let config = ConfigDir::new("https = \"127.0.0.1:0\"\n\n[tls]\ncerts_dir = \"certs\"", "");
+    let config = ConfigDir::new(
+        "https = \"127.0.0.1:0\"\n\n[tls]\ncerts_dir = \"certs\"",
+        "",
+    );
     let status = std::process::Command::new(TIDEGATE)
         .args(["certs", "dev", "--config"])
         .arg(config.gateway_file())

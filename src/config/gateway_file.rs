@@ -165,16 +165,26 @@ pub(super) fn validate_gateway(
         default_cert: tls.default_cert.clone(),
     });
 
+    // Everything the gateway writes lives under one directory the operator chooses, so it
+    // survives restarts and is cleaned up in one place.
+    let state_dir = base.join(g.state_dir.as_deref().unwrap_or("state"));
     let logs_dir = match &g.logs_dir {
         Some(dir) => base.join(dir),
-        None => std::env::temp_dir().join(format!("tidegate-{}", std::process::id())),
+        None => state_dir.join("logs"),
     };
-
-    let state_dir = g.state_dir.as_ref().map(|dir| base.join(dir));
+    let log_retention = c.duration(
+        "gateway.log_retention",
+        g.log_retention.as_ref(),
+        Duration::from_secs(7 * 24 * 3600),
+    );
+    if log_retention.is_zero() {
+        c.report("gateway.log_retention", "must be longer than 0s");
+    }
     let container_engine = container::engine(&mut c, raw.container_engine.as_ref(), file);
     GatewaySettings {
         container_engine,
         logs_dir,
+        log_retention,
         state_dir,
         http,
         https,

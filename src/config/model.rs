@@ -48,11 +48,15 @@ pub struct GatewaySettings {
     pub limits: ListenerLimits,
     pub upstream: UpstreamSettings,
     pub tls: Option<TlsSettings>,
-    /// Where instance log files go: `<logs_dir>/<app>/<instance>.log`.
+    /// Where instance log files go: `<logs_dir>/<app>/<instance>.log` (default
+    /// `<state_dir>/logs`).
     pub logs_dir: PathBuf,
-    /// Where each app's revision history is kept (`<state_dir>/revisions/<app>.json`), so
-    /// revision numbers are never reused across restarts; `None` keeps it in memory only.
-    pub state_dir: Option<PathBuf>,
+    /// Instance and build logs not written for this long are deleted.
+    pub log_retention: Duration,
+    /// Where the gateway keeps what must survive a restart: each app's revision history
+    /// (`<state_dir>/revisions/<app>.json`, so revision numbers are never reused), the logs
+    /// by default, generated secrets. Default `state` next to the gateway file.
+    pub state_dir: PathBuf,
     pub container_engine: ContainerEngineSettings,
 }
 

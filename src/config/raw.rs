@@ -50,7 +50,8 @@ pub struct RawGateway {
     pub upstream_connect_timeout: Option<String>,
     pub upstream_idle_timeout: Option<String>,
     pub logs_dir: Option<String>,
-    /// Where revision history is kept across restarts.
+    pub log_retention: Option<String>,
+    /// Where revision history, logs and generated secrets are kept across restarts.
     pub state_dir: Option<String>,
 }
 

@@ -1,8 +1,9 @@
 //! Instance logs: every line an instance writes goes to the gateway's log (tagged with app,
 //! revision and instance) and to a per-instance file that the admin API serves.
 //!
-//! Files live at `<logs_dir>/<app>/<instance>.log`. A file that passes 8 MiB is started over
-//! (with a marker line), so a chatty instance cannot fill the disk.
+//! Files live at `<logs_dir>/<app>/<instance>.log`. A file that passes 8 MiB is rotated to
+//! `<instance>.log.1` (one generation is kept), so a chatty instance cannot fill the disk;
+//! `log_retention` deletes what has not been written for a while.
 
 use std::path::{Path, PathBuf};
 
@@ -59,12 +60,7 @@ pub async fn capture(stream: impl AsyncRead + Unpin, target: LogTarget, name: &'
     if let Some(dir) = target.file.parent() {
         let _ = tokio::fs::create_dir_all(dir).await;
     }
-    let mut file = tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&target.file)
-        .await
-        .ok();
+    let mut file = open_append(&target.file).await;
     let mut written = match &file {
         Some(f) => f.metadata().await.map(|m| m.len()).unwrap_or(0),
         None => 0,
@@ -87,14 +83,25 @@ pub async fn capture(stream: impl AsyncRead + Unpin, target: LogTarget, name: &'
             stream = name,
             "{text}"
         );
-        if let Some(f) = file.as_mut() {
-            if written > MAX_FILE_BYTES {
-                let _ = f.set_len(0).await;
-                let _ = f
-                    .write_all(b"[tidegate: log file passed 8 MiB and was started over]\n")
-                    .await;
-                written = 0;
+        if written > MAX_FILE_BYTES && file.is_some() {
+            // Rotate: the full file becomes `<instance>.log.1` (replacing an older one), and
+            // a new file starts, so an instance keeps at most twice the cap on disk.
+            if let Some(mut f) = file.take() {
+                let _ = f.flush().await;
             }
+            let rotated = rotated_path(&target.file);
+            let _ = tokio::fs::rename(&target.file, &rotated).await;
+            file = open_append(&target.file).await;
+            if let Some(f) = file.as_mut() {
+                let _ = f
+                    .write_all(
+                        b"[tidegate: log rotated; the previous 8 MiB are in the .log.1 file]\n",
+                    )
+                    .await;
+            }
+            written = 0;
+        }
+        if let Some(f) = file.as_mut() {
             let _ = f.write_all(text.as_bytes()).await;
             let _ = f.write_all(b"\n").await;
             written += text.len() as u64 + 1;
@@ -103,6 +110,22 @@ pub async fn capture(stream: impl AsyncRead + Unpin, target: LogTarget, name: &'
     if let Some(mut f) = file {
         let _ = f.flush().await;
     }
+}
+
+async fn open_append(path: &Path) -> Option<tokio::fs::File> {
+    tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .await
+        .ok()
+}
+
+/// Where a log file's previous part goes when it is rotated: `<file>.1`.
+pub fn rotated_path(file: &Path) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(".1");
+    PathBuf::from(name)
 }
 
 /// The last `max_bytes` of each log file of `app`, newest instance last, each under a header
@@ -203,5 +226,27 @@ pub fn read_build_log(
         Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(error) => Err(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_log_past_the_cap_is_rotated_once_and_both_parts_stay_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = LogTarget::new(dir.path(), "app", "app-00001", "app-00001-1");
+        // 20 MiB of output in 64 KiB lines: two rotations.
+        let line = format!("{}\n", "x".repeat(64 * 1024 - 1));
+        let output = line.repeat(320);
+        capture(output.as_bytes(), target.clone(), "stdout").await;
+        let current = std::fs::metadata(&target.file).unwrap().len();
+        let rotated = std::fs::metadata(rotated_path(&target.file)).unwrap().len();
+        assert!(current <= MAX_FILE_BYTES + 128 * 1024, "{current}");
+        assert!((MAX_FILE_BYTES..=MAX_FILE_BYTES + 128 * 1024).contains(&rotated), "{rotated}");
+        let text = std::fs::read_to_string(&target.file).unwrap();
+        assert!(text.starts_with("[tidegate: log rotated"));
+        assert_eq!(std::fs::read_dir(dir.path().join("app")).unwrap().count(), 2);
     }
 }

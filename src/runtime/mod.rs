@@ -11,6 +11,7 @@
 pub mod cgroup;
 pub mod container;
 pub mod env;
+pub mod log_retention;
 pub mod logs;
 pub mod probe;
 mod process;
