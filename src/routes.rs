@@ -108,7 +108,8 @@ impl RouteTable {
 
 /// Reduces a Host header or URI authority to the name used for routing: the port, a trailing
 /// dot and upper case are dropped; IPv6 literals keep their brackets. Allocates only when the
-/// name has upper-case letters. Returns `None` for an empty or malformed host.
+/// name has upper-case letters. Returns `None` for an empty or malformed host, including a
+/// name with an empty label (`a..b`, `.a`, `a..`).
 pub fn normalize_host(raw: &str) -> Option<Cow<'_, str>> {
     let raw = raw.trim();
     let host = if raw.starts_with('[') {
@@ -136,9 +137,14 @@ pub fn normalize_host(raw: &str) -> Option<Cow<'_, str>> {
                     .bytes()
                     .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
         }
-        None => host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')),
+        // No empty label either: `e...` would otherwise become `e..`, a name that normalises
+        // again to something else, so two spellings of one host could route apart (found by
+        // the `host` fuzz target).
+        None => {
+            host.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+                && !host.split('.').any(str::is_empty)
+        }
     };
     if host.is_empty() || !valid {
         return None;
@@ -165,6 +171,10 @@ mod tests {
             "[::1%eth0]",
             "[]",
             "app\"x",
+            "e...",
+            "a..b",
+            ".a",
+            "..",
         ] {
             assert_eq!(normalize_host(raw), None, "{raw:?}");
         }
