@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use tidegate::apps::AppRegistry;
+use tidegate::autoscaler::AppRegistry;
 use tidegate::config::{RawApp, RawGatewayFile, RawStatic};
 use tidegate::metrics::Metrics;
 use tidegate::routes::{normalize_host, RouteTable};

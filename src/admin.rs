@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use arc_swap::ArcSwap;
 
-use crate::apps::AppRegistry;
+use crate::autoscaler::AppRegistry;
 use crate::config::{Config, RejectedFile};
 use crate::proxy::{ConnInfo, Proxy};
 use crate::server::Handler;
@@ -211,7 +211,7 @@ fn rejected_json(file: &RejectedFile) -> serde_json::Value {
 }
 
 /// The published instance list with in-flight counts read now.
-fn live_instances(app: &crate::apps::AppState) -> Vec<crate::apps::InstanceStatus> {
+fn live_instances(app: &crate::apps::AppState) -> Vec<crate::status::InstanceStatus> {
     let routed = app.instances();
     let mut list = app.status().instances.clone();
     for entry in &mut list {

@@ -1,77 +1,26 @@
-//! Live per-app state that outlives config reloads, and the registry that keeps it in line
-//! with the config.
+//! Live per-app state that outlives config reloads: the data plane's view of an app.
 //!
 //! Config snapshots are immutable and replaced whole; what an app is doing right now (its
-//! revisions and traffic split, their instances and waiting requests, its controller, its
-//! metric handles) must survive those swaps. The [`AppRegistry`] keeps one [`AppState`] per app name: a reload
-//! updates the state's spec, and the new route table points at the same `AppState`, so a
-//! request that started on the old table and one that starts on the new table count against
-//! the same instances. Apps with fixed instances (`static`) get them set here; apps whose
-//! instances are started on demand get a controller task (`autoscaler::controller`).
+//! revisions and traffic split, their instances and waiting requests, its metric handles)
+//! must survive those swaps. The registry (`autoscaler::registry`) keeps one [`AppState`] per
+//! app name: a reload updates the state's spec, and the new route table points at the same
+//! `AppState`, so a request that started on the old table and one that starts on the new
+//! table count against the same instances. Apps with fixed instances (`static`) get them set
+//! here; the instances of the others are set by their controller.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use serde::Serialize;
 use tokio::sync::Notify;
 
-use crate::autoscaler::controller::{Controller, ControllerHandle};
-use crate::config::{AppSpec, Config};
+use crate::config::AppSpec;
 use crate::instance::Instance;
 use crate::metrics::{AppMetrics, Metrics};
 use crate::revision::{RevisionRequest, RevisionState, Traffic};
-use crate::runtime::{Placement, RuntimeBackend};
+pub use crate::status::{AppStatus, InstanceStatus, RevisionStatus};
 
 /// The one revision of an app with fixed instances (`static`).
 const FIXED_REVISION: &str = "static";
-
-/// What `/apps` shows of an app's instances; published by whoever manages them.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct AppStatus {
-    /// The latest revision created (it may not take traffic yet).
-    pub revision: String,
-    /// The latest revision that became ready: where `latest` traffic goes.
-    pub latest_ready: Option<String>,
-    pub desired: u32,
-    pub ready: usize,
-    pub starting: usize,
-    pub draining: usize,
-    pub panic: bool,
-    pub last_error: Option<String>,
-    pub instances: Vec<InstanceStatus>,
-    /// Running revisions first, then the rest of the history, newest first.
-    pub revisions: Vec<RevisionStatus>,
-}
-
-/// One revision in `/apps`.
-#[derive(Debug, Clone, Serialize)]
-pub struct RevisionStatus {
-    pub name: String,
-    /// `active` (instances may run), `rolling-out` (the latest, not ready yet), `failed` (the
-    /// latest, whose last start failed), `retired` (draining), or `inactive` (history only).
-    pub state: &'static str,
-    /// Share of the app's untagged traffic, in percent.
-    pub percent: u32,
-    pub tags: Vec<String>,
-    pub desired: u32,
-    pub ready: usize,
-    pub starting: usize,
-    pub draining: usize,
-    /// Seconds since the Unix epoch.
-    pub created: u64,
-    pub last_error: Option<String>,
-}
-
-/// One instance in `/apps`.
-#[derive(Debug, Clone, Serialize)]
-pub struct InstanceStatus {
-    pub id: String,
-    pub revision: String,
-    pub state: &'static str,
-    pub addr: Option<String>,
-    pub in_flight: u32,
-}
 
 /// Everything live about one app.
 pub struct AppState {
@@ -88,7 +37,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    fn new(spec: Arc<AppSpec>, metrics: &Arc<Metrics>) -> Arc<Self> {
+    pub(crate) fn new(spec: Arc<AppSpec>, metrics: &Arc<Metrics>) -> Arc<Self> {
         let app_metrics = AppMetrics::new(metrics, &spec.name);
         Arc::new(AppState {
             name: spec.name.clone(),
@@ -157,6 +106,11 @@ impl AppState {
             .collect()
     }
 
+    /// Replaces the app's spec after a reload.
+    pub(crate) fn set_spec(&self, spec: Arc<AppSpec>) {
+        self.spec.store(spec);
+    }
+
     /// The app's current spec.
     pub fn spec(&self) -> Arc<AppSpec> {
         self.spec.load_full()
@@ -197,7 +151,7 @@ impl AppState {
 
     /// Routes to the instances at `addrs`, keeping the existing `Instance` (and its in-flight
     /// count) for every address that stays.
-    fn set_fixed_instances(&self, addrs: &[std::net::SocketAddr]) {
+    pub(crate) fn set_fixed_instances(&self, addrs: &[std::net::SocketAddr]) {
         let revision = match self.revisions().first() {
             Some(revision) if revision.name == FIXED_REVISION => Arc::clone(revision),
             _ => {
@@ -217,7 +171,7 @@ impl AppState {
                     .iter()
                     .find(|instance| instance.addr == *addr)
                     .cloned()
-                    .unwrap_or_else(|| Instance::new(format!("static-{addr}"), *addr))
+                    .unwrap_or_else(|| Instance::new(format!("{}-static-{addr}", self.name), *addr))
             })
             .collect();
         self.publish_status(AppStatus {
@@ -240,7 +194,7 @@ impl AppState {
     }
 
     /// Takes every revision out of routing and ends every wait (the app was removed).
-    fn stop_routing(&self, reason: &str) {
+    pub(crate) fn stop_routing(&self, reason: &str) {
         for revision in self.revisions().iter() {
             revision.activator.set_instances(Vec::new());
             revision.activator.fail_waiters(reason);
@@ -272,157 +226,5 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.metrics.in_flight.dec();
-    }
-}
-
-struct Entry {
-    state: Arc<AppState>,
-    controller: Option<ControllerHandle>,
-}
-
-/// All apps' live state, keyed by app name.
-pub struct AppRegistry {
-    apps: Mutex<HashMap<String, Entry>>,
-    /// Controllers of removed apps, still draining their instances.
-    retiring: Mutex<Vec<ControllerHandle>>,
-    metrics: Arc<Metrics>,
-    backends: Vec<Arc<dyn RuntimeBackend>>,
-    /// Where controllers keep revision history; fixed at start (a change needs a restart).
-    state_dir: Option<std::path::PathBuf>,
-}
-
-impl AppRegistry {
-    pub fn new(
-        metrics: Arc<Metrics>,
-        backends: Vec<Arc<dyn RuntimeBackend>>,
-        state_dir: Option<std::path::PathBuf>,
-    ) -> Self {
-        AppRegistry {
-            state_dir,
-            apps: Mutex::new(HashMap::new()),
-            retiring: Mutex::new(Vec::new()),
-            metrics,
-            backends,
-        }
-    }
-
-    /// Brings the live state in line with `config`: creates state for new apps, updates specs,
-    /// instances and controllers of existing ones, and retires removed ones (their instances
-    /// drain and stop in the background). Returns the state of every app in `config`.
-    pub fn apply(&self, config: &Config) -> HashMap<String, Arc<AppState>> {
-        let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
-        let mut previous = std::mem::take(&mut *apps);
-        let mut states = HashMap::with_capacity(config.apps.len());
-        for spec in &config.apps {
-            let mut entry = match previous.remove(&spec.name) {
-                Some(entry) => {
-                    entry.state.spec.store(Arc::clone(spec));
-                    for revision in entry.state.revisions().iter() {
-                        revision.activator.set_limit(spec.scale.concurrency);
-                    }
-                    entry
-                }
-                None => Entry {
-                    state: AppState::new(Arc::clone(spec), &self.metrics),
-                    controller: None,
-                },
-            };
-            match self.backend_for(spec) {
-                Some(backend) => match backend.placement(spec) {
-                    Placement::Fixed(addrs) => {
-                        if let Some(controller) = entry.controller.take() {
-                            self.retire(controller);
-                        }
-                        entry.state.set_fixed_instances(&addrs);
-                    }
-                    Placement::OnDemand => match &entry.controller {
-                        Some(controller) if controller.backend_kind() == backend.kind() => {
-                            controller.update(Arc::clone(spec));
-                        }
-                        _ => {
-                            if let Some(old) = entry.controller.take() {
-                                self.retire(old);
-                            }
-                            entry.controller = Some(Controller::spawn(
-                                Arc::clone(&entry.state),
-                                Arc::clone(backend),
-                                Arc::clone(spec),
-                                self.state_dir.as_deref(),
-                            ));
-                        }
-                    },
-                },
-                None => {
-                    tracing::warn!(app = %spec.name, runtime = spec.runtime.kind(), "no backend for this runtime; the app answers 503");
-                    entry.state.set_fixed_instances(&[]);
-                }
-            }
-            states.insert(spec.name.clone(), Arc::clone(&entry.state));
-            apps.insert(spec.name.clone(), entry);
-        }
-        for (name, entry) in previous {
-            tracing::info!(app = %name, "app removed from config; its instances drain and stop");
-            entry
-                .state
-                .stop_routing("the app was removed from the config");
-            entry.state.metrics.remove();
-            if let Some(controller) = entry.controller {
-                self.retire(controller);
-            }
-        }
-        states
-    }
-
-    /// Every app's state, sorted by name.
-    pub fn list(&self) -> Vec<Arc<AppState>> {
-        let apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
-        let mut list: Vec<_> = apps
-            .values()
-            .map(|entry| Arc::clone(&entry.state))
-            .collect();
-        list.sort_by(|a, b| a.name.cmp(&b.name));
-        list
-    }
-
-    /// Stops every controller (their instances get SIGTERM, then SIGKILL after `stop_grace`),
-    /// waits for them, then has every backend end whatever is left.
-    pub async fn shutdown(&self) {
-        let mut controllers: Vec<ControllerHandle> = {
-            let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
-            apps.values_mut()
-                .filter_map(|entry| entry.controller.take())
-                .collect()
-        };
-        controllers.append(&mut self.retiring.lock().unwrap_or_else(|p| p.into_inner()));
-        for controller in &controllers {
-            controller.stop();
-        }
-        for controller in controllers {
-            controller.join().await;
-        }
-        for backend in &self.backends {
-            backend.shutdown().await;
-        }
-    }
-
-    /// Problems of the runtime backends that keep apps from working (an unreachable
-    /// container engine), for `/readyz`.
-    pub fn backend_problems(&self) -> Vec<String> {
-        self.backends
-            .iter()
-            .filter_map(|backend| backend.health())
-            .collect()
-    }
-
-    fn retire(&self, controller: ControllerHandle) {
-        controller.stop();
-        let mut retiring = self.retiring.lock().unwrap_or_else(|p| p.into_inner());
-        retiring.retain(|handle| !handle.is_finished());
-        retiring.push(controller);
-    }
-
-    fn backend_for(&self, spec: &AppSpec) -> Option<&Arc<dyn RuntimeBackend>> {
-        let kind = spec.runtime.kind();
-        self.backends.iter().find(|backend| backend.kind() == kind)
     }
 }

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::admin::Admin;
-use crate::apps::AppRegistry;
+use crate::autoscaler::AppRegistry;
 use crate::config::{self, watch::ConfigWatcher, Config, ConfigErrors};
 use crate::identity::Identities;
 use crate::metrics::Metrics;

@@ -9,18 +9,14 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::proxy::upstream::IdleConnections;
-
-/// One running copy of an app.
+/// One running copy of an app. Its connections are not here but in `upstream`'s pools,
+/// found by `id`: the control plane makes and drops instances without knowing of them.
 pub struct Instance {
-    /// Stable id for logs and listings (`static-0`, `hello-00001-3`).
+    /// Unique id for logs, listings and connection pools (`hello-static-127.0.0.1:9000`,
+    /// `hello-00001-3`).
     pub id: String,
     pub addr: SocketAddr,
     in_flight: AtomicU32,
-    /// Keep-alive connections to this instance waiting for their next request: hyper's (for
-    /// HTTP/2 clients and requests the HTTP/1.1 engine hands to hyper) and the engine's own.
-    pub idle: IdleConnections,
-    pub h1_idle: crate::proxy::h1::pool::IdleConnections,
 }
 
 impl std::fmt::Debug for Instance {
@@ -39,8 +35,6 @@ impl Instance {
             id,
             addr,
             in_flight: AtomicU32::new(0),
-            idle: IdleConnections::default(),
-            h1_idle: Default::default(),
         })
     }
 

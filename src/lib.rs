@@ -20,6 +20,7 @@ pub mod autoscaler;
 pub mod config;
 pub mod demo_app;
 mod gateway;
+pub mod http1;
 pub mod identity;
 pub mod instance;
 pub mod metrics;
@@ -29,6 +30,9 @@ pub mod routes;
 pub mod runtime;
 pub mod secret_file;
 pub mod server;
+pub mod stall;
+pub mod status;
 pub mod tls;
+pub mod upstream;
 
 pub use gateway::{Gateway, Handle, StartError};

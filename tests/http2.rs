@@ -1,5 +1,5 @@
 //! HTTP/2 clients whose requests have no body: served by hyper on the client side and by the
-//! engine's instance client (`h1::client`) on the instance side. Instances are raw sockets
+//! engine's instance client (`upstream::engine`) on the instance side. Instances are raw sockets
 //! where the bytes matter, so what the gateway reads is exactly what the test says.
 
 mod support;

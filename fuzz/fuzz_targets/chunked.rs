@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tidegate::proxy::h1::body::ChunkedDecoder;
+use tidegate::http1::body::ChunkedDecoder;
 
 fn decode(pieces: &[&[u8]]) -> Result<(usize, bool, usize), &'static str> {
     let mut decoder = ChunkedDecoder::default();

@@ -5,8 +5,8 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use tidegate::proxy::h1::request::{parse_request, write_request, Parsed};
-use tidegate::proxy::headers::ClientFacts;
+use tidegate::http1::request::{parse_request, write_request, Parsed};
+use tidegate::http1::headers::ClientFacts;
 
 fuzz_target!(|input: &[u8]| {
     let Some((&split, data)) = input.split_first() else {

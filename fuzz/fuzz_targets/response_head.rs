@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tidegate::proxy::h1::upstream_head::{fields, parse, Parsed};
+use tidegate::http1::upstream_head::{fields, parse, Parsed};
 
 fuzz_target!(|data: &[u8]| {
     let mut space = fields();

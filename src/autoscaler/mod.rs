@@ -1,8 +1,11 @@
-//! Autoscaling: the KPA decision (`kpa`) and the per-app controller that acts on it
-//! (`controller`).
+//! Autoscaling: the KPA decision (`kpa`), the per-app controller that acts on it
+//! (`controller`), and the registry that keeps one controller per app (`registry`).
 
 pub mod controller;
 mod history;
 pub mod kpa;
 mod lifecycle;
+pub mod registry;
 mod unit;
+
+pub use registry::AppRegistry;

@@ -21,9 +21,9 @@ use tokio::time::Instant;
 use crate::activator::Lease;
 use crate::apps::InFlight;
 use crate::metrics::Metrics;
-use crate::proxy::h1::client::EngineBody;
-use crate::proxy::stall::{BodyError, BodyTimeout};
-use crate::proxy::upstream::Driver;
+use crate::stall::{BodyError, BodyTimeout};
+use crate::upstream::engine::EngineBody;
+use crate::upstream::streaming::Driver;
 
 /// Status recorded for a request whose client disconnected before any response.
 pub const CLIENT_CLOSED_REQUEST: u16 = 499;
@@ -114,7 +114,7 @@ impl std::fmt::Display for DisplayOption {
 
 enum Kind {
     Upstream(BodyTimeout<Incoming>, Option<Driver>),
-    /// An instance's body on an engine connection (`h1::client`).
+    /// An instance's body on an engine connection (`upstream::engine`).
     Engine(BodyTimeout<EngineBody>),
     Full(Option<Bytes>),
 }

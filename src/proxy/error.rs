@@ -12,9 +12,9 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 
 use super::body::{ProxyBody, CLIENT_CLOSED_REQUEST};
-use super::upstream::{ClientBodyFault, UpstreamError};
 use crate::activator::AcquireError;
 use crate::config::Visibility;
+use crate::upstream::{Cause, ClientBodyFault, UpstreamError};
 
 /// A request the gateway answers itself instead of with an instance's response.
 #[derive(Debug, thiserror::Error)]
@@ -107,18 +107,16 @@ impl GatewayError {
     /// client's fault) a request body that stalled on its way.
     pub fn from_upstream(app: &str, addr: SocketAddr, error: UpstreamError) -> Self {
         let app = app.to_string();
-        match error {
-            UpstreamError::Connect(cause) => GatewayError::UpstreamConnect { app, addr, cause },
-            UpstreamError::Reset(cause) => GatewayError::UpstreamReset { app, addr, cause },
-            UpstreamError::ClientBody(ClientBodyFault::Stalled(stalled)) => {
+        match error.cause {
+            Cause::Connect(cause) => GatewayError::UpstreamConnect { app, addr, cause },
+            Cause::Reset(cause) => GatewayError::UpstreamReset { app, addr, cause },
+            Cause::ClientBody(ClientBodyFault::Stalled(stalled)) => {
                 GatewayError::ClientBodyTimeout(stalled.0)
             }
-            UpstreamError::ClientBody(ClientBodyFault::Malformed(cause)) => {
+            Cause::ClientBody(ClientBodyFault::Malformed(cause)) => {
                 GatewayError::ClientBodyMalformed(cause)
             }
-            UpstreamError::ClientBody(ClientBodyFault::Gone(cause)) => {
-                GatewayError::ClientGone(cause)
-            }
+            Cause::ClientBody(ClientBodyFault::Gone(cause)) => GatewayError::ClientGone(cause),
         }
     }
 
@@ -209,14 +207,4 @@ fn not_public_reason(visibility: &Visibility, peer: &IpAddr) -> String {
         }
         _ => format!("requests from {peer} are refused (outside private_networks)"),
     }
-}
-
-/// The innermost cause of an error chain, which is where the useful words are
-/// ("Connection refused (os error 111)" rather than "client error (Connect)").
-pub fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut current = error;
-    while let Some(source) = current.source() {
-        current = source;
-    }
-    current.to_string()
 }

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
-use super::headers::prepare_response_headers;
-use super::stall::BodyTimeout;
-use super::{h1, websocket, ConnInfo, GatewayError, Proxy, ProxyBody, RequestFacts, RequestRecord};
+use super::{websocket, ConnInfo, GatewayError, Proxy, ProxyBody, RequestFacts, RequestRecord};
 use crate::activator::Lease;
+use crate::http1::headers::prepare_response_headers;
 use crate::routes::{Route, RouteTable};
+use crate::stall::BodyTimeout;
 
 impl Proxy {
     /// Admits `request` (routing, visibility, traffic split), leases it an instance, sends it
@@ -74,7 +74,7 @@ impl Proxy {
         };
         if http_body::Body::is_end_stream(&body) {
             // Without a body (most HTTP/2 requests), the engine's client is the cheaper way.
-            let sent = h1::client::send(&self.upstream, &instance, &parts);
+            let sent = crate::upstream::engine::send(&self.upstream, &instance, &parts);
             let (mut response, body) = match tokio::time::timeout(timeout, sent).await {
                 Ok(Ok(sent)) => sent,
                 Ok(Err(error)) => return Err(GatewayError::from_upstream(&app.name, addr, error)),
@@ -103,8 +103,11 @@ impl Proxy {
         let body_timeout = table.settings.limits.client_body_timeout;
         let upstream_request =
             Request::from_parts(parts, BodyTimeout::new(body, Some(body_timeout)));
-        let result =
-            tokio::time::timeout(timeout, self.upstream.send(&instance, upstream_request)).await;
+        let result = tokio::time::timeout(
+            timeout,
+            self.upstream.send_streaming(&instance, upstream_request),
+        )
+        .await;
         match result {
             Ok(Ok((response, mut driver))) => {
                 let (mut parts, body) = response.into_parts();

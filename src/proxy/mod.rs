@@ -5,9 +5,10 @@
 //! share what decides where a request goes: `admit` finds the app by host and checks
 //! redirects, visibility and the traffic split; `lease` gets an instance from the app's
 //! activator (waiting through a cold start if need be); `headers` rewrites the forwarding
-//! fields. `handle` then forwards over a pooled instance connection (the engine's,
-//! `h1::client`, for a request without a body; hyper's, `upstream`, for one with a body), or
-//! hands a WebSocket upgrade to `websocket`, and streams the response back. Every failure becomes a
+//! fields. `handle` then forwards through `upstream` (the engine's connections for a request
+//! without a body, `upstream::engine`; hyper's client for one with a body,
+//! `upstream::streaming`), or hands a WebSocket upgrade to `websocket`, and streams the
+//! response back. Every failure becomes a
 //! [`GatewayError`] with its own status and a body that says which app and why. The
 //! [`RequestRecord`] counts the request as in flight, and logs it, exactly until its last
 //! byte.
@@ -16,14 +17,9 @@ pub mod body;
 pub mod error;
 mod forward;
 pub mod h1;
-pub mod headers;
-mod idle;
-pub mod stall;
-pub mod upstream;
 pub mod websocket;
 
 use std::borrow::Cow;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -34,36 +30,14 @@ use hyper::body::Incoming;
 use crate::activator::{AcquireError, Lease};
 use crate::apps::InFlight;
 use crate::config::{UpstreamSettings, Visibility};
+use crate::http1::headers::{canonical_ip, prepare_request_headers, ClientFacts};
 use crate::identity::{Identities, TOKEN_HEADER};
 use crate::metrics::Metrics;
 use crate::routes::{normalize_host, Route, RouteTable};
+pub use crate::server::{ConnInfo, ListenerKind};
+use crate::upstream::Upstream;
 pub use body::{ProxyBody, RequestRecord};
 pub use error::GatewayError;
-use headers::{canonical_ip, prepare_request_headers, ClientFacts};
-use upstream::Upstream;
-
-/// Which listener a connection came in on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListenerKind {
-    Http,
-    Https,
-}
-
-impl ListenerKind {
-    pub fn scheme(self) -> &'static str {
-        match self {
-            ListenerKind::Http => "http",
-            ListenerKind::Https => "https",
-        }
-    }
-}
-
-/// What the gateway knows about a client connection.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnInfo {
-    pub peer: SocketAddr,
-    pub listener: ListenerKind,
-}
 
 /// The proxy's shared state: the swappable route table, metrics and the upstream client.
 pub struct Proxy {

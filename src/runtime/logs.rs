@@ -244,9 +244,15 @@ mod tests {
         let current = std::fs::metadata(&target.file).unwrap().len();
         let rotated = std::fs::metadata(rotated_path(&target.file)).unwrap().len();
         assert!(current <= MAX_FILE_BYTES + 128 * 1024, "{current}");
-        assert!((MAX_FILE_BYTES..=MAX_FILE_BYTES + 128 * 1024).contains(&rotated), "{rotated}");
+        assert!(
+            (MAX_FILE_BYTES..=MAX_FILE_BYTES + 128 * 1024).contains(&rotated),
+            "{rotated}"
+        );
         let text = std::fs::read_to_string(&target.file).unwrap();
         assert!(text.starts_with("[tidegate: log rotated"));
-        assert_eq!(std::fs::read_dir(dir.path().join("app")).unwrap().count(), 2);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("app")).unwrap().count(),
+            2
+        );
     }
 }

@@ -4,7 +4,7 @@
 //! accepting and new clients wait in the kernel's backlog rather than being reset. Every
 //! connection gets TCP_NODELAY, a first-byte and header read timeout (slowloris), a header
 //! size cap (431), a limit on how long a write may wait for the client to take bytes
-//! (`send_timeout`, `proxy::stall`), and on a TLS listener the handshake (`tls::accept`). It
+//! (`send_timeout`, `stall`), and on a TLS listener the handshake (`tls::accept`). It
 //! is then served by the handler's HTTP/1.1 engine (`Handler::serve_http1`: the proxy's
 //! `h1`), unless ALPN chose h2; whatever the engine hands over, or never saw, goes to
 //! hyper-util's auto builder: HTTP/1.1, and HTTP/2 by ALPN or prior knowledge, with upgrades
@@ -15,8 +15,10 @@
 //! rest.
 
 mod activity;
+mod conn;
 mod h2_preface;
 pub mod linger;
+mod prefixed;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -38,13 +40,12 @@ use tokio::task::JoinSet;
 
 use crate::config::ListenerLimits;
 use crate::metrics::Metrics;
-use crate::proxy::h1::prefixed::Prefixed;
-use crate::proxy::h1::Exit;
-use crate::proxy::stall::SendTimeout;
-use crate::proxy::{ConnInfo, ListenerKind};
+use crate::stall::SendTimeout;
 use crate::tls::accept::accept;
 use crate::tls::Tls;
 use activity::{Activity, Tracked};
+pub use conn::{ConnInfo, Exit, ListenerKind};
+use prefixed::Prefixed;
 
 /// Something that answers requests on a listener: the proxy or the admin API.
 pub trait Handler: Send + Sync + 'static {

@@ -4,7 +4,7 @@
 use std::time::SystemTime;
 
 use super::{revision_name, Controller, State, Unit};
-use crate::apps::{AppStatus, InstanceStatus, RevisionStatus};
+use crate::status::{AppStatus, InstanceStatus, RevisionStatus};
 
 impl Controller {
     /// Publishes the app's status: revisions newest first, instances, counts.

@@ -6,15 +6,13 @@
 //! same core (BENCHMARKS.md). hyper's generality (a dispatcher per side, channels between a
 //! connection and its bodies, a header map per message, a timer per request head) is most of
 //! that. This engine is one loop per client connection (here) that reads a head
-//! (`request`), runs the exchange (`exchange`: routed with the same code as the hyper path,
-//! `Proxy::admit` and `Proxy::lease`; the request written to a pooled instance connection,
-//! `pool`; the response relayed back, `response`, `body`): one read and one write per side
-//! for a small exchange, and the same syscalls as nginx. This module also owns the
-//! gateway-made responses and the lingering close. The engine's instance connections also
-//! serve hyper's requests that have no body (`client`, most HTTP/2 traffic); both read
-//! response heads with `upstream_head`.
+//! (`http1::request`), runs the exchange (`exchange`: routed with the same code as the hyper
+//! path, `Proxy::admit` and `Proxy::lease`; the request written to a pooled instance
+//! connection by `upstream`; the response relayed back, `http1::response`, `http1::body`):
+//! one read and one write per side for a small exchange, and the same syscalls as nginx. This
+//! module also owns the gateway-made responses and the lingering close.
 //!
-//! hyper still serves HTTP/2, and every request listed in [`request::Handoff`] (upgrades such as
+//! hyper still serves HTTP/2, and every request listed in [`crate::http1::request::Handoff`] (upgrades such as
 //! WebSocket, `Expect: 100-continue`, CONNECT, HTTP/1.0, unusual transfer codings): the engine
 //! stops at that request's first byte and hands the connection, with the bytes it has read,
 //! to hyper, which serves it from there on.
@@ -23,17 +21,7 @@
 //! deadline are each one tokio `Sleep` moved forward, which tokio does without touching its
 //! timer wheel as long as the deadline only grows.
 
-pub mod body;
-pub mod client;
-mod date;
 mod exchange;
-pub mod framing;
-mod head_scan;
-pub mod pool;
-pub mod prefixed;
-pub mod request;
-pub mod response;
-pub mod upstream_head;
 
 use std::future::Future;
 use std::pin::{pin, Pin};
@@ -47,22 +35,16 @@ use tokio::time::{sleep, Instant, Sleep};
 
 use super::{ConnInfo, Proxy};
 use crate::config::ListenerLimits;
+use crate::http1::framing::HeadError;
+use crate::http1::request::{self, Field, Parsed, RequestHead};
+use crate::http1::{head_scan, response};
 use crate::server::linger::linger;
 use crate::server::stopped;
+pub use crate::server::Exit;
 use exchange::{exchange, Next};
-use framing::HeadError;
-use request::{Field, Parsed, RequestHead};
 
 /// Read buffer size of a client connection; grown for large heads up to the header limit.
 const BUFFER: usize = 8 * 1024;
-
-/// How an engine's turn on a connection ended.
-pub enum Exit<IO> {
-    /// The connection is finished (closed by either side, timed out, or shut down).
-    Closed,
-    /// hyper takes over from here, starting with these bytes already read from `IO`.
-    Handoff(IO, BytesMut),
-}
 
 /// Serves HTTP/1.1 requests on `io` until the connection ends or a request needs hyper.
 pub async fn serve<IO>(
@@ -77,6 +59,7 @@ where
 {
     let mut buf = BytesMut::with_capacity(BUFFER);
     let mut out = Vec::with_capacity(1024);
+    let mut request_out = Vec::with_capacity(1024);
     let mut fields = Vec::with_capacity(32);
     let mut head_timer = pin!(sleep(limits.header_read_timeout));
     let mut request_timer = pin!(sleep(limits.header_read_timeout));
@@ -117,7 +100,7 @@ where
             proxy,
             &mut io,
             &mut buf,
-            &mut out,
+            (&mut out, &mut request_out),
             (&head, &fields),
             conn,
             request_timer.as_mut(),
@@ -244,12 +227,4 @@ where
         out.extend_from_slice(&body);
     }
     io.write_all(out).await.is_ok() && io.flush().await.is_ok()
-}
-
-/// Writes one header field line.
-fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }

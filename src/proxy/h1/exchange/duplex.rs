@@ -9,16 +9,15 @@ use http::Method;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::Sleep;
 
-use super::super::body::{self, CopyError};
-use super::super::pool::Connection;
-use super::super::request;
-use super::super::response::RelayOptions;
-use super::super::upstream_head::ReadError;
 use super::head::relay_response;
 use super::target::Target;
-use super::{client_gone, keep, next, Exchange, Failure, Next};
-use crate::proxy::upstream::UpstreamError;
+use super::{client_gone, next, Exchange, Failure, Next};
+use crate::http1::body::{self, CopyError};
+use crate::http1::request;
+use crate::http1::response::RelayOptions;
+use crate::http1::upstream_head::ReadError;
 use crate::proxy::{GatewayError, Proxy, RequestRecord};
+use crate::upstream::{read_error, Connection};
 
 impl<IO> Exchange<'_, IO>
 where
@@ -36,7 +35,12 @@ where
         client_body_timeout: Duration,
         record: &mut RequestRecord,
     ) -> Result<Next, Failure> {
-        let (mut upstream, _) = target.connection(proxy, true).await?;
+        let mut upstream = proxy
+            .upstream
+            .checkout(target.instance, true)
+            .await
+            .map_err(|error| target.error(error))?;
+        let reused = upstream.reused;
         let mut head = Vec::with_capacity(512);
         request::write_request(&mut head, self.request, self.fields, &target.client);
 
@@ -54,7 +58,7 @@ where
             let (mut client_in, mut client_out) = tokio::io::split(&mut *self.io);
             let buf = &mut *self.buf;
             let out = &mut *self.out;
-            let Connection { stream, buffered } = &mut *upstream;
+            let Connection { stream, buffered } = &mut *upstream.connection;
             let (mut upstream_in, mut upstream_out) = stream.split();
 
             let upload = async {
@@ -143,14 +147,14 @@ where
             Ok(response) => response,
             Err(Download::BeforeHead(failure)) => return Err(failure),
             Err(Download::Read(error)) => {
-                let cause = error.cause(write_failed.as_ref());
-                return Err(target.error(UpstreamError::Reset(cause)));
+                let error = read_error(error, reused, write_failed.as_ref());
+                return Err(target.error(error));
             }
             Err(Download::AfterHead) => return Err(Failure::Broken),
         };
         self.body_sent = body_sent.load(Relaxed);
         if response.upstream_keep_alive && self.body_sent && write_failed.is_none() {
-            keep(proxy, target.instance, upstream);
+            upstream.release();
         }
         Ok(next(response.keep_alive && self.body_sent))
     }

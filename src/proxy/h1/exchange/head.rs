@@ -3,8 +3,8 @@
 use bytes::BytesMut;
 use tokio::io::AsyncRead;
 
-use super::super::response::{self, RelayOptions, ResponseHead};
-use super::super::upstream_head::{self, ReadError};
+use crate::http1::response::{self, RelayOptions, ResponseHead};
+use crate::http1::upstream_head::{self, ReadError};
 
 /// Reads an instance's response head and writes the client's version of it to `out`,
 /// skipping interim (1xx) responses as hyper's client does. `options` are read when the head

@@ -21,17 +21,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
-use super::body;
-use super::pool::Connection;
-use super::request::{self, Field, RequestHead};
-use super::response::{RelayOptions, ResponseHead};
-use super::upstream_head::ReadError;
 use super::{write_gateway_response, BUFFER};
-use crate::instance::Instance;
-use crate::proxy::headers::ClientFacts;
-use crate::proxy::upstream::UpstreamError;
+use crate::http1::body;
+use crate::http1::headers::ClientFacts;
+use crate::http1::request::{self, Field, RequestHead};
+use crate::http1::response::{self, RelayOptions, ResponseHead};
 use crate::proxy::{ConnInfo, GatewayError, Proxy, RequestFacts, RequestRecord};
-use head::relay_response;
+use crate::upstream::Checkout;
 use target::Target;
 
 /// What the connection does after an exchange.
@@ -59,7 +55,7 @@ pub async fn exchange<IO>(
     proxy: &Proxy,
     io: &mut IO,
     buf: &mut BytesMut,
-    out: &mut Vec<u8>,
+    (out, request_out): (&mut Vec<u8>, &mut Vec<u8>),
     (head, fields): (&RequestHead, &[Field]),
     conn: ConnInfo,
     timer: Pin<&mut Sleep>,
@@ -79,6 +75,7 @@ where
         io,
         buf,
         out,
+        request_out,
         conn,
         stop,
         request: head,
@@ -126,8 +123,10 @@ struct Exchange<'a, IO> {
     io: &'a mut IO,
     /// Bytes read from the client and not used yet: the request body, pipelined requests.
     buf: &'a mut BytesMut,
-    /// Bytes to write, reused across requests.
+    /// Bytes to write to the client, reused across requests.
     out: &'a mut Vec<u8>,
+    /// The request head as the instance gets it, reused across requests.
+    request_out: &'a mut Vec<u8>,
     conn: ConnInfo,
     /// The gateway's shutdown signal: a connection's response during shutdown is its last.
     stop: &'a watch::Receiver<bool>,
@@ -211,10 +210,11 @@ where
         };
         let (mut upstream, response) = sent?;
         record.status = response.status.as_u16();
+        let connection = &mut *upstream.connection;
         let copied = body::copy(
             (response.framing, response.client_framing),
-            &mut upstream.stream,
-            &mut upstream.buffered,
+            &mut connection.stream,
+            &mut connection.buffered,
             self.io,
             self.out,
             &mut record.bytes,
@@ -227,7 +227,7 @@ where
             return Err(Failure::Broken);
         }
         if response.upstream_keep_alive {
-            keep(proxy, target.instance, upstream);
+            upstream.release();
         }
         record.lease = Some(lease);
         if self.io.flush().await.is_err() {
@@ -236,51 +236,38 @@ where
         Ok(next(response.keep_alive))
     }
 
-    /// Sends a bodiless request to the instance and relays the response head into `out`, on
-    /// a pooled connection or a new one. If a pooled connection turns out closed (closed or
-    /// reset before any byte of a response) and the method is idempotent, the request is sent
-    /// once more, on a new connection, as RFC 9110 9.2.2 allows.
+    /// Sends a bodiless request to the instance (`Upstream::send`, which retries it once on
+    /// a new connection where that is safe) and relays the response head into `out`. A client
+    /// that leaves meanwhile ends the exchange.
     async fn send(
         &mut self,
         proxy: &Proxy,
         target: &Target<'_>,
-    ) -> Result<(Box<Connection>, ResponseHead), Failure> {
-        let method = &self.request.method;
-        // Every request may take a pooled connection; only an idempotent one is sent again
-        // if that connection turns out closed (a non-idempotent one gets the 502).
-        let mut may_retry = method.is_idempotent();
-        let mut pooled = true;
-        loop {
-            let (mut upstream, reused) = target.connection(proxy, pooled).await?;
-            let retry = reused && may_retry;
-            self.out.clear();
-            request::write_request(self.out, self.request, self.fields, &target.client);
-            let written = upstream.stream.write_all(self.out).await;
-            self.out.clear();
-            if let Err(error) = written {
-                if retry {
-                    (may_retry, pooled) = (false, false);
-                    continue;
-                }
-                return Err(target.error(UpstreamError::Reset(error.to_string())));
-            }
-            let keep_alive = self.keeps_alive();
-            let options = || RelayOptions {
-                head_request: *method == Method::HEAD,
-                keep_alive,
+    ) -> Result<(Checkout, ResponseHead), Failure> {
+        let (request, stop) = (self.request, self.stop);
+        self.request_out.clear();
+        request::write_request(self.request_out, request, self.fields, &target.client);
+        self.out.clear();
+        let out = &mut *self.out;
+        // Keep-alive is decided when the head is complete (the gateway may be stopping).
+        let relay = |buf: &mut BytesMut| {
+            let options = RelayOptions {
+                head_request: request.method == Method::HEAD,
+                keep_alive: request.keep_alive && !*stop.borrow(),
                 hsts: target.hsts.as_ref(),
             };
-            let Connection { stream, buffered } = &mut *upstream;
-            let response = tokio::select! {
-                biased;
-                response = relay_response(stream, buffered, self.out, options) => response,
-                () = client_gone(self.io, self.buf) => return Err(Failure::Broken),
-            };
-            match response {
-                Ok(response) => return Ok((upstream, response)),
-                Err(ReadError::Closed(_)) if retry => (may_retry, pooled) = (false, false),
-                Err(error) => return Err(target.error(UpstreamError::Reset(error.cause(None)))),
-            }
+            response::relay_response(buf, out, &options)
+        };
+        let sent = proxy.upstream.send(
+            target.instance,
+            self.request_out,
+            request.method.is_idempotent(),
+            relay,
+        );
+        tokio::select! {
+            biased;
+            sent = sent => sent.map_err(|error| target.error(error)),
+            () = client_gone(self.io, self.buf) => Err(Failure::Broken),
         }
     }
 }
@@ -304,18 +291,5 @@ fn next(keep_alive: bool) -> Next {
     match keep_alive {
         true => Next::KeepAlive,
         false => Next::Close,
-    }
-}
-
-/// Returns a connection whose exchange ended cleanly to its instance's idle list, unless the
-/// instance sent more than its response.
-fn keep(proxy: &Proxy, instance: &Instance, mut upstream: Box<Connection>) {
-    if upstream.buffered.capacity() > 4 * BUFFER {
-        upstream.buffered = BytesMut::with_capacity(BUFFER);
-    }
-    if upstream.finish_exchange() {
-        instance
-            .h1_idle
-            .put(upstream, proxy.upstream.idle_timeout());
     }
 }

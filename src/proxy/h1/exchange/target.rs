@@ -1,21 +1,21 @@
 //! Where an admitted request goes: the instance, the facts for its forwarding fields, and the
-//! app's settings the exchange needs; and the instance connection it is sent on.
+//! app's settings the exchange needs.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::HeaderValue;
 
-use super::super::body::CopyError;
-use super::super::pool::Connection;
 use super::Failure;
+use crate::http1::body::CopyError;
+use crate::http1::headers::ClientFacts;
 use crate::instance::Instance;
-use crate::proxy::headers::ClientFacts;
-use crate::proxy::upstream::UpstreamError;
-use crate::proxy::{GatewayError, Proxy, RequestRecord};
+use crate::proxy::{GatewayError, RequestRecord};
+use crate::upstream::UpstreamError;
 
 /// Where a request goes, as `forward` resolved it.
 pub(super) struct Target<'a> {
-    pub instance: &'a Instance,
+    pub instance: &'a Arc<Instance>,
     pub client: ClientFacts<'a>,
     pub app: &'a str,
     pub hsts: Option<HeaderValue>,
@@ -24,33 +24,6 @@ pub(super) struct Target<'a> {
 }
 
 impl Target<'_> {
-    /// A connection to the instance: the most recently used idle one if `pooled` allows and
-    /// there is one (then `true`), else a new one.
-    pub async fn connection(
-        &self,
-        proxy: &Proxy,
-        pooled: bool,
-    ) -> Result<(Box<Connection>, bool), Failure> {
-        let idle = pooled
-            .then(|| {
-                let max_idle = proxy.upstream.idle_timeout();
-                self.instance
-                    .h1_idle
-                    .take(max_idle, Connection::is_reusable)
-            })
-            .flatten();
-        match idle {
-            Some(connection) => Ok((connection, true)),
-            None => {
-                let stream = proxy.upstream.connect_stream(self.instance).await;
-                Ok((
-                    Connection::new(stream.map_err(|error| self.error(error))?),
-                    false,
-                ))
-            }
-        }
-    }
-
     /// Logs why a response broke off after its head went to the client, and counts an
     /// instance that went quiet for the app's `idle_timeout`.
     pub fn broke_off(&self, error: CopyError, record: &RequestRecord) {

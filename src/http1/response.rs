@@ -16,7 +16,7 @@ use super::date;
 use super::framing::{has_token, is_framing_field, Framing, FramingHeaders, HeadError};
 use super::upstream_head::{self, Head, Parsed, StatusHead};
 use super::write_field;
-use crate::proxy::headers::is_hop_by_hop_name;
+use crate::http1::headers::is_hop_by_hop_name;
 
 /// How the client's response is to be written.
 pub struct RelayOptions<'a> {

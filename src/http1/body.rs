@@ -11,7 +11,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::framing::Framing;
-use crate::proxy::stall::Stalled;
+use crate::stall::Stalled;
 
 /// Bytes read from the source in one go; also when pending output is written before a read.
 const CHUNK: usize = 64 * 1024;

@@ -1,6 +1,6 @@
 //! Keep-alive connections from the HTTP/1.1 engine to an instance.
 //!
-//! A connection is owned by one request at a time and kept in the instance's idle list
+//! A connection is owned by one request at a time and kept in the instance's pool
 //! between requests. When an exchange ends, one read that would block shows the instance
 //! sent nothing more and did not close; it also leaves tokio's read readiness clear, so an
 //! instance that closes the connection (or writes to it) while it sits idle makes it
@@ -18,9 +18,6 @@ pub struct Connection {
     pub stream: TcpStream,
     pub buffered: BytesMut,
 }
-
-/// An instance's idle connections of the HTTP/1.1 engine.
-pub type IdleConnections = crate::proxy::idle::IdleList<Connection>;
 
 impl Connection {
     pub fn new(stream: TcpStream) -> Box<Self> {

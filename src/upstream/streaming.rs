@@ -1,8 +1,8 @@
 //! HTTP/1.1 connections to instances, through hyper's client, for the hyper path's requests
 //! that have a body (HTTP/2 uploads, and handed-over HTTP/1.1 requests with a body): hyper's
 //! client streams the upload while the response comes back. Requests without a body go over
-//! the engine's connections instead (`h1::client`, `h1::pool`). Also `send_upgrade`, an
-//! unpooled connection for a WebSocket handshake. Pooled per instance and driven by the
+//! the engine's connections instead (`Upstream::send`). Also `send_upgrade`, an unpooled
+//! connection for a WebSocket handshake. Pooled per instance (`pool`) and driven by the
 //! request using them.
 //!
 //! hyper's pooled client runs every upstream connection as a task of its own, so each proxied
@@ -25,9 +25,11 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::stall::{BodyError, BodyTimeout, Stalled};
-use crate::config::UpstreamSettings;
+use super::error::{root_cause, ClientBodyFault, Stage, UpstreamError};
+use super::pool::InstancePool;
+use super::Upstream;
 use crate::instance::Instance;
+use crate::stall::{BodyError, BodyTimeout};
 
 type Connection = http1::Connection<TokioIo<TcpStream>, RequestBody>;
 
@@ -42,75 +44,37 @@ pub struct Pooled {
     connection: Option<Connection>,
 }
 
-/// An instance's idle hyper connections. Boxed: a connection is large, and it moves from the
-/// list to the request, its body and back; moving a pointer is cheaper than copying it.
-pub type IdleConnections = super::idle::IdleList<Pooled>;
-
-/// Why a request could not be sent or answered.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("{0}")]
-    Connect(String),
-    #[error("{0}")]
-    Reset(String),
-    /// The client's request body failed on its way: the client's fault, not the instance's.
-    #[error("{0}")]
-    ClientBody(ClientBodyFault),
-}
-
-/// How a client's request body failed on its way to an instance.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientBodyFault {
-    /// No byte for `client_body_timeout`.
-    #[error("{0}")]
-    Stalled(Stalled),
-    /// The body was malformed (a bad chunk, say).
-    #[error("{0}")]
-    Malformed(String),
-    /// The client went away (closed its connection, reset its stream) before the body ended.
-    #[error("{0}")]
-    Gone(String),
-}
-
-/// Sends requests to instances over pooled connections.
-pub struct Upstream {
-    connect_timeout: Duration,
-    idle_timeout: Duration,
-}
-
 impl Upstream {
-    pub fn new(settings: &UpstreamSettings) -> Self {
-        Upstream {
-            connect_timeout: settings.connect_timeout,
-            idle_timeout: settings.idle_timeout,
-        }
-    }
-
-    /// How long a pooled connection may sit idle before it is closed.
-    pub fn idle_timeout(&self) -> Duration {
-        self.idle_timeout
-    }
-
-    /// Sends `request` to `instance` and waits for the response head. The returned [`Driver`]
-    /// must be polled alongside the response body (see [`Driver::poll_connection`]).
-    pub async fn send(
+    /// Sends `request`, whose body streams, to `instance` and waits for the response head.
+    /// The returned [`Driver`] must be polled alongside the response body (see
+    /// [`Driver::poll_connection`]). A pooled connection found closed before the request left
+    /// is replaced once (see [`UpstreamError::may_retry`]).
+    pub async fn send_streaming(
         &self,
         instance: &Arc<Instance>,
         mut request: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Driver), UpstreamError> {
+        let pool = self.pools.of(instance);
+        let mut pooled_allowed = true;
         loop {
-            let (mut pooled, reused) = match instance
-                .idle
-                .take(self.idle_timeout, |pooled| !pooled.sender.is_closed())
-            {
+            let idle = pooled_allowed
+                .then(|| {
+                    pool.hyper
+                        .take(self.idle_timeout, |p| !p.sender.is_closed())
+                })
+                .flatten();
+            let (mut pooled, reused) = match idle {
                 Some(pooled) => (pooled, true),
                 None => (self.connect(instance).await?, false),
             };
             if wait_ready(&mut pooled).await.is_err() {
-                if reused {
+                let error =
+                    UpstreamError::reset("connection closed at once", reused, Stage::Unsent);
+                if pooled_allowed && error.may_retry(false) {
+                    pooled_allowed = false;
                     continue;
                 }
-                return Err(UpstreamError::Reset("connection closed at once".into()));
+                return Err(error);
             }
             let mut response = std::pin::pin!(pooled.sender.try_send_request(request));
             let result = poll_fn(|cx| {
@@ -132,22 +96,32 @@ impl Upstream {
                 Ok(response) => {
                     let driver = Driver {
                         pooled: (!connection_done).then_some(pooled),
-                        instance: Arc::clone(instance),
+                        pool: Arc::clone(&pool),
                         idle_timeout: self.idle_timeout,
                     };
                     return Ok((response, driver));
                 }
-                Err(mut error) => match error.take_message() {
-                    // Never written: a pooled connection the instance had closed. Retry.
-                    Some(unsent) if reused => request = unsent,
-                    _ => {
-                        let error = error.into_error();
-                        if let Some(fault) = client_body_fault(&error) {
-                            return Err(UpstreamError::ClientBody(fault));
-                        }
-                        return Err(UpstreamError::Reset(super::error::root_cause(&error)));
+                Err(mut error) => {
+                    let unsent = error.take_message();
+                    let error = error.into_error();
+                    if let Some(fault) = client_body_fault(&error) {
+                        return Err(UpstreamError::client_body(fault));
                     }
-                },
+                    let stage = if unsent.is_some() {
+                        Stage::Unsent
+                    } else {
+                        Stage::NoResponse
+                    };
+                    let failure = UpstreamError::reset(root_cause(&error), reused, stage);
+                    // Only a request hyper hands back unsent can go again: its body is in it.
+                    match unsent {
+                        Some(unsent) if pooled_allowed && failure.may_retry(false) => {
+                            pooled_allowed = false;
+                            request = unsent;
+                        }
+                        _ => return Err(failure),
+                    }
+                }
             }
         }
     }
@@ -164,7 +138,7 @@ impl Upstream {
         let (mut sender, connection) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|error| UpstreamError::Connect(error.to_string()))?;
+            .map_err(|error| UpstreamError::connect(error.to_string()))?;
         tokio::spawn(async move {
             if let Err(error) = connection.with_upgrades().await {
                 tracing::debug!(%error, "upgrade connection ended");
@@ -173,22 +147,7 @@ impl Upstream {
         sender
             .send_request(request)
             .await
-            .map_err(|error| UpstreamError::Reset(super::error::root_cause(&error)))
-    }
-
-    /// Opens a TCP connection to `instance` within `connect_timeout`, with TCP_NODELAY.
-    pub(crate) async fn connect_stream(
-        &self,
-        instance: &Instance,
-    ) -> Result<TcpStream, UpstreamError> {
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(instance.addr))
-            .await
-            .map_err(|_| {
-                UpstreamError::Connect(format!("timed out after {:?}", self.connect_timeout))
-            })?
-            .map_err(|error| UpstreamError::Connect(error.to_string()))?;
-        let _ = stream.set_nodelay(true);
-        Ok(stream)
+            .map_err(|error| UpstreamError::reset(root_cause(&error), false, Stage::NoResponse))
     }
 
     async fn connect(&self, instance: &Instance) -> Result<Box<Pooled>, UpstreamError> {
@@ -196,7 +155,7 @@ impl Upstream {
         let (sender, connection) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|error| UpstreamError::Connect(error.to_string()))?;
+            .map_err(|error| UpstreamError::connect(error.to_string()))?;
         Ok(Box::new(Pooled {
             sender,
             connection: Some(connection),
@@ -215,7 +174,7 @@ fn client_body_fault(error: &(dyn std::error::Error + 'static)) -> Option<Client
             Some(BodyError::Stalled(stalled)) => return Some(ClientBodyFault::Stalled(*stalled)),
             Some(BodyError::Body(cause)) => {
                 let cause: &(dyn std::error::Error + 'static) = cause.as_ref();
-                let text = super::error::root_cause(cause);
+                let text = root_cause(cause);
                 return Some(if is_malformed(cause) {
                     ClientBodyFault::Malformed(text)
                 } else {
@@ -260,7 +219,7 @@ async fn wait_ready(pooled: &mut Pooled) -> Result<(), ()> {
 /// the instance's idle list.
 pub struct Driver {
     pooled: Option<Box<Pooled>>,
-    instance: Arc<Instance>,
+    pool: Arc<InstancePool>,
     idle_timeout: Duration,
 }
 
@@ -286,7 +245,7 @@ impl Driver {
             // previous request's body (the instance answered early) would stall whoever
             // takes it next.
             if pooled.sender.is_ready() && pooled.connection.is_some() {
-                self.instance.idle.put(pooled, self.idle_timeout);
+                self.pool.hyper.put(pooled, self.idle_timeout);
             }
         }
     }

@@ -1,33 +1,30 @@
-//! The engine's instance client for requests that hyper serves (HTTP/2, and the HTTP/1.1
-//! requests the engine hands over), when they have no body: the rewritten `http::Request` is
-//! written on a pooled engine connection, the response head is parsed into
-//! `http::response::Parts`, and the body streams as an [`http_body::Body`] that puts the
-//! connection back in the instance's idle list when it ends.
+//! Requests that hyper serves (HTTP/2, and the HTTP/1.1 requests the engine hands over), when
+//! they have no body, sent the engine's way: the rewritten `http::Request` is written and its
+//! response head read by [`Upstream::send`], the head is parsed into `http::response::Parts`,
+//! and the body streams as an [`http_body::Body`] that puts the connection back in the
+//! instance's pool when it ends.
 //!
 //! Why: through hyper's HTTP/1.1 client, an HTTP/2 request cost about 16 µs of CPU on the
 //! upstream side where the engine spends about 7 (BENCHMARKS.md), which kept HTTP/2 at 0.6 to
 //! 0.7 of nginx. Requests with a body still go through hyper's client, which streams the
-//! upload while it reads the response (`proxy::upstream`).
+//! upload while it reads the response (`streaming`).
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::AsyncWriteExt;
 
-use super::body::ChunkedDecoder;
-use super::framing::{is_framing_field, Framing, FramingHeaders, HeadError};
-use super::pool::Connection;
-use super::upstream_head::{self, Head, Parsed, ReadError, StatusHead};
-use super::write_field;
+use super::{Checkout, Connection, Upstream, UpstreamError};
+use crate::http1::body::ChunkedDecoder;
+use crate::http1::framing::{self, is_framing_field, Framing, FramingHeaders, HeadError};
+use crate::http1::headers::prepare_response_headers;
+use crate::http1::upstream_head::{self, Head, Parsed, StatusHead};
+use crate::http1::write_field;
 use crate::instance::Instance;
-use crate::proxy::headers::prepare_response_headers;
-use crate::proxy::upstream::{Upstream, UpstreamError};
 
 /// Read size for response bodies.
 const CHUNK: usize = 64 * 1024;
@@ -44,56 +41,26 @@ pub async fn send(
     let mut head = Vec::with_capacity(512);
     write_request_head(&mut head, request);
     let head_request = request.method == Method::HEAD;
-    // Every request may take a pooled connection; only an idempotent one is sent again if
-    // that connection turns out closed.
-    let mut may_retry = request.method.is_idempotent();
-    let mut may_pool = true;
-    loop {
-        let pooled = may_pool
-            .then(|| {
-                instance
-                    .h1_idle
-                    .take(upstream.idle_timeout(), Connection::is_reusable)
-            })
-            .flatten();
-        let (mut connection, reused) = match pooled {
-            Some(connection) => (connection, true),
-            None => (
-                Connection::new(upstream.connect_stream(instance).await?),
-                false,
-            ),
-        };
-        let retry = reused && may_retry;
-        if let Err(error) = connection.stream.write_all(&head).await {
-            if retry {
-                (may_retry, may_pool) = (false, false);
-                continue;
-            }
-            return Err(UpstreamError::Reset(error.to_string()));
-        }
-        match read_response(&mut connection, head_request).await {
-            Ok(response) => {
-                let mut body = EngineBody {
-                    state: match response.framing {
-                        Framing::Empty | Framing::Length(0) => State::Done,
-                        Framing::Length(length) => State::Length(length),
-                        Framing::Chunked => State::Chunked(ChunkedDecoder::default()),
-                        Framing::UntilClose => State::UntilClose,
-                    },
-                    connection: Some(connection),
-                    reusable: response.upstream_keep_alive,
-                    instance: Arc::clone(instance),
-                    idle_timeout: upstream.idle_timeout(),
-                };
-                if body.is_end_stream() {
-                    body.finish();
-                }
-                return Ok((response.parts, body));
-            }
-            Err(ReadError::Closed(_)) if retry => (may_retry, may_pool) = (false, false),
-            Err(error) => return Err(UpstreamError::Reset(error.cause(None))),
-        }
+    let idempotent = request.method.is_idempotent();
+    let (checkout, response) = upstream
+        .send(instance, &head, idempotent, |buf| {
+            parse_response(buf, head_request)
+        })
+        .await?;
+    let mut body = EngineBody {
+        state: match response.framing {
+            Framing::Empty | Framing::Length(0) => State::Done,
+            Framing::Length(length) => State::Length(length),
+            Framing::Chunked => State::Chunked(ChunkedDecoder::default()),
+            Framing::UntilClose => State::UntilClose,
+        },
+        checkout: Some(checkout),
+        reusable: response.upstream_keep_alive,
+    };
+    if body.is_end_stream() {
+        body.finish();
     }
+    Ok((response.parts, body))
 }
 
 /// Writes the request line and fields. The request has no body: no framing field goes out
@@ -138,15 +105,6 @@ struct Response {
     upstream_keep_alive: bool,
 }
 
-/// Reads the response head (skipping interim responses, as hyper's client does).
-async fn read_response(
-    connection: &mut Connection,
-    head_request: bool,
-) -> Result<Response, ReadError> {
-    let Connection { stream, buffered } = connection;
-    upstream_head::read(stream, buffered, |buf| parse_response(buf, head_request)).await
-}
-
 /// Takes a response head off the front of `buf`: `Ok(None)` if it is not complete yet. The
 /// headers are the client's: hop-by-hop fields and those named in `Connection` removed, `Via`
 /// added, framing fields kept only where they describe the body as it will be sent.
@@ -180,9 +138,9 @@ fn parse_response(
     for field in response_fields.iter() {
         let name = field.name.as_bytes();
         if name.eq_ignore_ascii_case(b"connection") {
-            if super::framing::has_token(field.value, b"close") {
+            if framing::has_token(field.value, b"close") {
                 upstream_keep_alive = false;
-            } else if super::framing::has_token(field.value, b"keep-alive") {
+            } else if framing::has_token(field.value, b"keep-alive") {
                 upstream_keep_alive = true;
             }
         }
@@ -241,11 +199,9 @@ enum State {
 pub struct EngineBody {
     state: State,
     /// `None` once the body has ended (the connection went back to the pool, or was closed).
-    connection: Option<Box<Connection>>,
+    checkout: Option<Checkout>,
     /// The instance will take another request on the connection after this response.
     reusable: bool,
-    instance: Arc<Instance>,
-    idle_timeout: Duration,
 }
 
 /// Why a response body broke off.
@@ -265,22 +221,19 @@ impl EngineBody {
     /// The body has ended cleanly: the connection goes back to the pool if it can be reused.
     fn finish(&mut self) {
         self.state = State::Done;
-        if let Some(mut connection) = self.connection.take() {
-            if self.reusable && connection.finish_exchange() {
-                if connection.buffered.capacity() > 4 * CHUNK {
-                    connection.buffered = BytesMut::with_capacity(8 * 1024);
-                }
-                self.instance.h1_idle.put(connection, self.idle_timeout);
+        if let Some(checkout) = self.checkout.take() {
+            if self.reusable {
+                checkout.release();
             }
         }
     }
 
     /// Takes the next piece of the body out of what has been read, if there is one.
     fn take_buffered(&mut self) -> Result<Option<Bytes>, EngineBodyError> {
-        let Some(connection) = self.connection.as_mut() else {
+        let Some(checkout) = self.checkout.as_mut() else {
             return Ok(None);
         };
-        let buffered = &mut connection.buffered;
+        let buffered = &mut checkout.connection.buffered;
         let data = match &mut self.state {
             State::Done => None,
             State::Failed => return Err(EngineBodyError::Failed),
@@ -334,18 +287,19 @@ impl Body for EngineBody {
                 Ok(None) if this.is_end_stream() => return Poll::Ready(None),
                 Ok(None) => {}
                 Err(error) => {
-                    (this.state, this.connection) = (State::Failed, None);
+                    (this.state, this.checkout) = (State::Failed, None);
                     return Poll::Ready(Some(Err(error)));
                 }
             }
-            let Some(connection) = this.connection.as_mut() else {
+            let Some(checkout) = this.checkout.as_mut() else {
                 this.state = State::Failed;
                 return Poll::Ready(Some(Err(EngineBodyError::Failed)));
             };
+            let connection = &mut *checkout.connection;
             if connection.buffered.capacity() - connection.buffered.len() < CHUNK / 4 {
                 connection.buffered.reserve(CHUNK);
             }
-            let Connection { stream, buffered } = &mut **connection;
+            let Connection { stream, buffered } = connection;
             let read = ready!(tokio_util::io::poll_read_buf(
                 Pin::new(stream),
                 cx,
@@ -355,16 +309,16 @@ impl Body for EngineBody {
                 Ok(0) if matches!(this.state, State::UntilClose) => {
                     // The end of a body delimited by close; the connection is done.
                     this.state = State::Done;
-                    this.connection = None;
+                    this.checkout = None;
                     return Poll::Ready(None);
                 }
                 Ok(0) => {
-                    (this.state, this.connection) = (State::Failed, None);
+                    (this.state, this.checkout) = (State::Failed, None);
                     return Poll::Ready(Some(Err(EngineBodyError::Truncated)));
                 }
                 Ok(_) => {}
                 Err(error) => {
-                    (this.state, this.connection) = (State::Failed, None);
+                    (this.state, this.checkout) = (State::Failed, None);
                     return Poll::Ready(Some(Err(error.into())));
                 }
             }

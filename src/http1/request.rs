@@ -21,10 +21,10 @@ use http::{Method, Uri};
 
 use super::framing::{has_token, is_framing_field, Framing, FramingHeaders, HeadError};
 use super::write_field;
-use crate::identity::TOKEN_HEADER;
-use crate::proxy::headers::{
+use crate::http1::headers::{
     has_underscore, is_hop_by_hop_name, ClientFacts, Forwarding, PreviousForwarding,
 };
+use crate::identity::TOKEN_HEADER;
 
 /// Most header fields accepted in one head, as hyper's default.
 pub const MAX_HEADERS: usize = 100;
@@ -481,7 +481,7 @@ mod tests {
             );
         }
         map.remove(&TOKEN_HEADER);
-        crate::proxy::headers::prepare_request_headers(&mut map, &client);
+        crate::http1::headers::prepare_request_headers(&mut map, &client);
         let hyper_path = field_list(
             map.iter()
                 .filter(|(name, _)| !is_framing_field(name.as_str().as_bytes()))
