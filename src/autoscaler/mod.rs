@@ -5,6 +5,7 @@ pub mod controller;
 mod history;
 pub mod kpa;
 mod lifecycle;
+mod planner;
 pub mod registry;
 mod unit;
 

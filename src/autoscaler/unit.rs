@@ -123,15 +123,6 @@ impl Unit {
         self.panic = decision.panic;
     }
 
-    /// The instance count to move toward now.
-    pub fn target(&self, policy: &ScaleSpec) -> u32 {
-        match self.role {
-            Role::Retired => 0,
-            Role::RollingOut => self.desired.max(self.floor).min(policy.max_scale),
-            Role::Serving => self.desired,
-        }
-    }
-
     /// The preparation's result once it succeeded.
     pub fn prepared(&self) -> Option<&Arc<Prepared>> {
         match &self.prep {

@@ -13,6 +13,7 @@ pub mod container;
 pub mod env;
 pub mod log_retention;
 pub mod logs;
+pub mod memory;
 pub mod probe;
 mod process;
 mod static_backend;
@@ -27,6 +28,7 @@ use tokio::sync::watch;
 use crate::config::{AppSpec, RuntimeSpec};
 
 pub use container::ContainerBackend;
+pub use memory::MemoryBackend;
 pub use process::ProcessBackend;
 pub use static_backend::StaticBackend;
 

@@ -21,8 +21,12 @@
 //! request fails. `traffic` resolves `[[traffic]]` into the split requests follow; `events`
 //! handles what tasks report; `status` publishes `/apps`.
 
+mod actions;
 mod events;
+mod reconcile;
 mod status;
+#[cfg(test)]
+mod tests;
 mod traffic;
 
 use std::collections::HashMap;
@@ -36,11 +40,12 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use super::history::HistoryStore;
 use super::lifecycle;
+use super::planner::State;
 use super::unit::{HistoryEntry, Prep, Role, Unit};
 use crate::apps::AppState;
 use crate::config::{AppSpec, RuntimeSpec, TrafficTarget};
 use crate::instance::Instance;
-use crate::runtime::{Exit, PrepareRequest, Prepared, RuntimeBackend, StartRequest};
+use crate::runtime::{Exit, Prepared, RuntimeBackend};
 
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 const SAMPLES_PER_DECISION: u64 = 8;
@@ -79,23 +84,6 @@ impl ControllerHandle {
 
     pub fn backend_kind(&self) -> &'static str {
         self.backend_kind
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Starting,
-    Ready,
-    Draining,
-}
-
-impl State {
-    fn name(self) -> &'static str {
-        match self {
-            State::Starting => "starting",
-            State::Ready => "ready",
-            State::Draining => "draining",
-        }
     }
 }
 
@@ -255,16 +243,8 @@ impl Controller {
                     }
                 }
                 _ = app.poked() => {
+                    // A request waits: decide now, so a cold start begins on the first one.
                     let now = Instant::now();
-                    for unit in &mut self.units {
-                        let ready = self
-                            .members
-                            .iter()
-                            .any(|m| m.revision == unit.number && m.state == State::Ready);
-                        if !ready && unit.cold_start_since.is_none() && unit.state.activator.queued() > 0 {
-                            unit.cold_start_since = Some(now);
-                        }
-                    }
                     self.sample(now);
                     self.scale(now);
                 }
@@ -397,144 +377,8 @@ impl Controller {
             .count()
     }
 
-    /// Moves every revision's instances toward its target, promotes a rolled-out revision
-    /// that is ready, and publishes the result.
-    fn reconcile(&mut self, now: Instant) {
-        for index in 0..self.units.len() {
-            self.reconcile_unit(index, now);
-        }
-        if let Some(index) = self.unit_index(self.latest) {
-            let unit = &self.units[index];
-            if unit.role == Role::RollingOut
-                && unit.prepared().is_some()
-                && self.ready_count(unit.number) as u32 >= self.takeover_floor()
-            {
-                let grace = self.spec.scale.scale_to_zero_grace;
-                let inherited = self.latest_ready.and_then(|n| self.unit(n)).map(|old| {
-                    let concurrency = old.state.in_flight().max(0) as f64;
-                    let recent = old
-                        .kpa
-                        .last_traffic()
-                        .is_some_and(|at| now.duration_since(at) < grace);
-                    (concurrency, concurrency > 0.0 || recent)
-                });
-                let unit = &mut self.units[index];
-                unit.promote(now, inherited);
-                if self.latest_ready.is_some() {
-                    tracing::info!(app = %self.app.name, revision = %unit.state.name, "revision ready; latest traffic moves to it");
-                }
-                self.latest_ready = Some(self.latest);
-                self.route(now);
-                for index in 0..self.units.len() {
-                    self.reconcile_unit(index, now);
-                }
-            }
-        }
-        // Retired revisions leave once their last instance has stopped.
-        let members = &self.members;
-        self.units.retain(|unit| {
-            unit.role != Role::Retired || members.iter().any(|m| m.revision == unit.number)
-        });
-        self.publish();
-    }
-
-    /// Ready instances the newest revision needs before it takes over: what the revision it
-    /// replaces has ready now, and at least what that one had when the rollout began.
-    fn takeover_floor(&self) -> u32 {
-        let Some(latest) = self.unit(self.latest) else {
-            return 0;
-        };
-        let current = self
-            .latest_ready
-            .filter(|n| *n != self.latest)
-            .map_or(0, |n| self.ready_count(n) as u32);
-        latest.floor.max(current).min(self.spec.scale.max_scale)
-    }
-
-    fn reconcile_unit(&mut self, index: usize, now: Instant) {
-        let number = self.units[index].number;
-        if matches!(self.units[index].prep, Prep::Needed)
-            && self.units[index].role != Role::Retired
-            && self.units[index].next_start_at.is_none_or(|at| at <= now)
-        {
-            self.start_prepare(index);
-        }
-        if let Prep::Failed(reason) = &self.units[index].prep {
-            // Nothing will start: requests that reached this revision get the build's error.
-            if self.units[index].state.activator.queued() > 0 {
-                self.units[index].state.activator.fail_waiters(reason);
-            }
-        }
-        let mut target = self.units[index].target(&self.spec.scale);
-        if self.units[index].role != Role::Retired
-            && self.units[index].state.activator.queued() > 0
-            && self.spec.scale.max_scale > 0
-        {
-            // Requests wait here (some may have been handed over from a retired revision and
-            // so are not counted in this revision's concurrency): at least one instance.
-            target = target.max(1);
-        }
-        if self.units[index].role == Role::RollingOut {
-            target = target.max(self.takeover_floor());
-        }
-        let live = self.live_count(number) as u32;
-        if live == 0
-            && target > 0
-            && self.units[index].cold_start_since.is_none()
-            && self.units[index].state.activator.queued() > 0
-        {
-            // Requests wait for a revision at zero: a cold start, timed from now.
-            self.units[index].cold_start_since = Some(now);
-        }
-        if target > live && self.units[index].prepared().is_some() {
-            match self.units[index].next_start_at {
-                Some(at) if at > now => {} // crash backoff: the loop wakes us at `at`
-                _ => {
-                    for _ in live..target {
-                        self.start_instance(index);
-                    }
-                }
-            }
-        } else if target < live {
-            let mut ready: Vec<usize> = (0..self.members.len())
-                .filter(|&i| {
-                    self.members[i].revision == number && self.members[i].state == State::Ready
-                })
-                .collect();
-            ready.sort_by_key(|&i| {
-                self.members[i]
-                    .instance
-                    .as_ref()
-                    .map_or(0, |inst| inst.in_flight())
-            });
-            // Never drain a serving instance in favour of one still starting: those extra
-            // ones are drained once ready, if still not needed. A retired revision drains all.
-            let keep = if self.units[index].role == Role::Retired {
-                0
-            } else {
-                target as usize
-            };
-            let excess = ((live - target) as usize).min(ready.len().saturating_sub(keep));
-            for member in ready.into_iter().take(excess) {
-                self.drain(member);
-            }
-            if self.units[index].role == Role::Retired {
-                // Starts of a superseded revision are not needed any more.
-                let starting: Vec<String> = self
-                    .members
-                    .iter()
-                    .filter(|m| m.revision == number && m.state == State::Starting)
-                    .map(|m| m.id.clone())
-                    .collect();
-                for id in starting {
-                    self.stop_starting(&id);
-                }
-            }
-        }
-    }
-
     /// Spec of the app with the run spec `runtime` of one of its revisions, for the backend.
-    fn spec_for(&self, runtime: &RuntimeSpec) -> Arc<AppSpec> {
+    pub(super) fn spec_for(&self, runtime: &RuntimeSpec) -> Arc<AppSpec> {
         if *runtime == self.spec.runtime {
             Arc::clone(&self.spec)
         } else {
@@ -543,118 +387,6 @@ impl Controller {
                 ..(*self.spec).clone()
             })
         }
-    }
-
-    /// Runs the revision's preparation (build, image) as a task; it reports `Prepared`.
-    fn start_prepare(&mut self, index: usize) {
-        self.units[index].prep = Prep::Running;
-        let revision = self.units[index].number;
-        let request = PrepareRequest {
-            app: self.spec_for(&self.units[index].runtime),
-            revision: self.units[index].state.name.clone(),
-        };
-        tracing::info!(app = %self.app.name, revision = %request.revision, "preparing revision (build, image)");
-        let backend = Arc::clone(&self.backend);
-        let events = self.events_tx.clone();
-        self.starts.spawn(async move {
-            let started = Instant::now();
-            let result = backend
-                .prepare(request)
-                .await
-                .map_err(|e| (e.to_string(), e.is_transient()));
-            let _ = events.send(Event::Prepared {
-                revision,
-                result,
-                seconds: started.elapsed().as_secs_f64(),
-            });
-        });
-    }
-
-    fn start_instance(&mut self, index: usize) {
-        let unit = &self.units[index];
-        let prepared = unit.prepared().cloned().unwrap_or_default();
-        let id = format!("{}-{}", unit.state.name, self.next_instance);
-        self.next_instance += 1;
-        self.members.push(Member {
-            id: id.clone(),
-            revision: unit.number,
-            state: State::Starting,
-            instance: None,
-            ready_at: None,
-        });
-        // The revision's own run spec with the app's current name, project and scale.
-        let request = StartRequest {
-            app: self.spec_for(&unit.runtime),
-            revision: unit.state.name.clone(),
-            instance_id: id.clone(),
-            prepared,
-        };
-        let readiness_path = unit.runtime.readiness_path().map(str::to_string);
-        let timeout = self.spec.scale.startup_timeout;
-        let grace = self.spec.scale.stop_grace;
-        let backend = Arc::clone(&self.backend);
-        let events = self.events_tx.clone();
-        tracing::debug!(app = %self.app.name, instance = %id, "starting instance");
-        while self.starts.try_join_next().is_some() {}
-        self.starts.spawn(lifecycle::start_and_probe(
-            backend,
-            Arc::clone(&unit.state),
-            request,
-            readiness_path,
-            timeout,
-            grace,
-            events,
-        ));
-    }
-
-    /// Stops an instance that is still starting (its revision was superseded).
-    fn stop_starting(&mut self, id: &str) {
-        let Some(member) = self.members.iter_mut().find(|m| m.id == id) else {
-            return;
-        };
-        member.state = State::Draining;
-        let id = id.to_string();
-        let grace = self.spec.scale.stop_grace;
-        let backend = Arc::clone(&self.backend);
-        let events = self.events_tx.clone();
-        tokio::spawn(async move {
-            let _ = backend.stop(&id, grace).await;
-            let _ = events.send(Event::Stopped { id });
-        });
-    }
-
-    fn drain(&mut self, index: usize) {
-        let member = &mut self.members[index];
-        member.state = State::Draining;
-        let Some(instance) = member.instance.clone() else {
-            return;
-        };
-        let id = member.id.clone();
-        let revision = member.revision;
-        self.update_routing(revision);
-        let bound = self.spec.scale.request_timeout;
-        let grace = self.spec.scale.stop_grace;
-        let backend = Arc::clone(&self.backend);
-        let events = self.events_tx.clone();
-        tracing::info!(app = %self.app.name, instance = %id, in_flight = instance.in_flight(), "draining instance");
-        tokio::spawn(async move {
-            lifecycle::drain_then_stop(Some(instance), backend.as_ref(), &id, bound, grace).await;
-            let _ = events.send(Event::Stopped { id });
-        });
-    }
-
-    /// Routes `revision`'s ready instances and hands its waiters the new capacity.
-    fn update_routing(&self, revision: u32) {
-        let Some(unit) = self.unit(revision) else {
-            return;
-        };
-        let ready: Vec<Arc<Instance>> = self
-            .members
-            .iter()
-            .filter(|m| m.revision == revision && m.state == State::Ready)
-            .filter_map(|m| m.instance.clone())
-            .collect();
-        unit.state.activator.set_instances(ready);
     }
 
     /// Stops every instance of the app: each leaves routing, its in-flight requests finish

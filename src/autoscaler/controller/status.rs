@@ -4,12 +4,22 @@
 use std::time::SystemTime;
 
 use super::{revision_name, Controller, State, Unit};
+use crate::autoscaler::planner;
 use crate::status::{AppStatus, InstanceStatus, RevisionStatus};
 
 impl Controller {
     /// Publishes the app's status: revisions newest first, instances, counts.
     pub(super) fn publish(&self) {
         let count = |state| self.members.iter().filter(|m| m.state == state).count();
+        // What the controller moves each revision toward, with every floor (`planner::target`).
+        let snapshot = self.snapshot();
+        let target = |number: u32| {
+            snapshot
+                .revisions
+                .iter()
+                .find(|r| r.number == number)
+                .map_or(0, |r| planner::target(r, &snapshot, &self.spec.scale))
+        };
         let shares = self.app.traffic().shares();
         let tags = self.app.traffic().tag_names();
         let mut revisions: Vec<RevisionStatus> = Vec::new();
@@ -33,7 +43,7 @@ impl Controller {
                     .map(|(tag, _)| tag.clone())
                     .collect(),
                 state: unit.map_or("inactive", Unit::state_name),
-                desired: unit.map_or(0, |u| u.target(&self.spec.scale)),
+                desired: unit.map_or(0, |u| target(u.number)),
                 ready: of(State::Ready),
                 starting: of(State::Starting),
                 draining: of(State::Draining),
@@ -48,7 +58,7 @@ impl Controller {
         self.app.publish_status(AppStatus {
             revision: revision_name(&self.app.name, self.latest),
             latest_ready: self.latest_ready.map(|n| revision_name(&self.app.name, n)),
-            desired: self.units.iter().map(|u| u.target(&self.spec.scale)).sum(),
+            desired: self.units.iter().map(|u| target(u.number)).sum(),
             ready: count(State::Ready),
             starting: count(State::Starting),
             draining: count(State::Draining),
