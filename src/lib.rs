@@ -35,4 +35,4 @@ pub mod status;
 pub mod tls;
 pub mod upstream;
 
-pub use gateway::{Gateway, Handle, StartError};
+pub use gateway::{Gateway, GatewayBuilder, Handle, StartError};

@@ -47,7 +47,8 @@ impl Pools {
     /// The pool of `instance`, made on first use.
     pub fn of(&self, instance: &Arc<Instance>) -> Arc<InstancePool> {
         if let Some(pool) = self.pools.get(&instance.id) {
-            if Weak::ptr_eq(&pool.instance, &Arc::downgrade(instance)) {
+            // A pointer comparison: no weak count touched on the request path.
+            if std::ptr::eq(pool.instance.as_ptr(), Arc::as_ptr(instance)) {
                 return Arc::clone(&pool);
             }
         }

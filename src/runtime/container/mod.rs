@@ -21,19 +21,14 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
-use bollard::errors::Error as EngineError;
-use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
-use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, InspectContainerOptions, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder,
-};
+use bollard::query_parameters::{InspectContainerOptions, StopContainerOptionsBuilder};
 use bollard::{ClientVersion, Docker};
 use tokio::sync::{watch, OnceCell};
 
@@ -42,8 +37,8 @@ use super::{
     Exit, Placement, PrepareRequest, Prepared, RuntimeBackend, RuntimeError, StartRequest,
     StartedInstance,
 };
-use crate::config::{AppSpec, ContainerEngineSettings, ContainerSpec, RuntimeSpec};
-use crate::identity::{Identities, TOKEN_ENV};
+use crate::config::{AppSpec, ContainerEngineSettings, RuntimeSpec};
+use crate::identity::Identities;
 
 /// The API version spoken: Docker 20.10 and Podman 4 both serve it.
 const API_VERSION: ClientVersion = ClientVersion {
@@ -55,11 +50,17 @@ const CALL_TIMEOUT_SECS: u64 = 120;
 const HEALTH_EVERY: Duration = Duration::from_secs(5);
 const LABEL_GATEWAY: &str = "tidegate.gateway";
 
+mod calls;
 mod engine;
 mod exits;
+mod health;
 mod image;
 mod output;
 
+use calls::{
+    connect, create, create_body, default_socket, engine_message, is_not_found, published_port,
+    remove, remove_leftovers,
+};
 use engine::LABEL_RUN;
 pub use engine::{list_labelled, Listed};
 
@@ -138,86 +139,6 @@ impl ContainerBackend {
         let serial = self.serial.fetch_add(1, Ordering::Relaxed);
         format!("tidegate-{}-{instance}-{serial}", self.gateway_id)
     }
-
-    /// Starts the engine checks: one now (logged either way), then every few seconds, with
-    /// a log line whenever the engine goes away or comes back.
-    fn watch_engine(&self) {
-        let socket = self.socket.clone();
-        let problem = Arc::clone(&self.problem);
-        let cleaned = Arc::clone(&self.cleaned);
-        let gateway_id = self.gateway_id.clone();
-        let run = self.run.clone();
-        let list_socket = socket.clone();
-        tokio::spawn(async move {
-            let mut first = true;
-            loop {
-                // The version on the first check and after an outage (it is slow on Podman),
-                // a ping in between.
-                let quiet = !first && problem.load().is_none();
-                let now = match connect(&socket) {
-                    Ok(docker) if quiet => match docker.ping().await {
-                        Ok(_) => None,
-                        Err(error) => Some(error.to_string()),
-                    },
-                    Ok(docker) => match docker.version().await {
-                        Ok(version) => {
-                            let _ = cleaned
-                                .get_or_try_init(|| {
-                                    remove_leftovers(&docker, &list_socket, &gateway_id, &run)
-                                })
-                                .await;
-                            if first || problem.load().is_some() {
-                                tracing::info!(
-                                    socket = %socket.display(),
-                                    engine = version.version.as_deref().unwrap_or("?"),
-                                    api = version.api_version.as_deref().unwrap_or("?"),
-                                    "container engine reachable"
-                                );
-                            }
-                            None
-                        }
-                        Err(error) => Some(error.to_string()),
-                    },
-                    Err(reason) => Some(reason),
-                };
-                if let Some(reason) = &now {
-                    if first || problem.load().is_none() {
-                        tracing::error!(socket = %socket.display(), %reason, "container engine unreachable: container apps answer 503 until it is back");
-                    }
-                }
-                problem.store(now.map(|reason| {
-                    Arc::new(format!(
-                        "container engine at {} is unreachable: {reason}",
-                        socket.display()
-                    ))
-                }));
-                first = false;
-                tokio::time::sleep(HEALTH_EVERY).await;
-            }
-        });
-    }
-}
-
-/// Removes containers labelled with this gateway's id: they are from an earlier run (this one
-/// has started none yet), whose gateway died without stopping them.
-/// Containers of this run (`run`) are never touched, even if a start went ahead of a
-/// failed listing.
-async fn remove_leftovers(
-    docker: &Docker,
-    socket: &Path,
-    gateway_id: &str,
-    run: &str,
-) -> Result<(), String> {
-    let label = format!("{LABEL_GATEWAY}={gateway_id}");
-    let list = list_labelled(socket, &label).await.map_err(|error| {
-        tracing::warn!(%error, "cannot list containers to remove leftovers of an earlier run");
-        error
-    })?;
-    for container in list.into_iter().filter(|c| c.run.as_deref() != Some(run)) {
-        tracing::warn!(container = %container.name, "removing a container left by an earlier run of this gateway");
-        remove(docker, &container.id).await;
-    }
-    Ok(())
 }
 
 #[async_trait]
@@ -509,170 +430,5 @@ impl RuntimeBackend for ContainerBackend {
                 remove(&docker, &container.id).await;
             }
         }
-    }
-}
-
-/// `DOCKER_HOST` is read by validation; here the usual places, Podman's first.
-fn default_socket() -> PathBuf {
-    let mut candidates = vec![PathBuf::from("/run/podman/podman.sock")];
-    if let Ok(dir) = std::env::var("XDG_RUNTIME_DIR") {
-        candidates.push(Path::new(&dir).join("podman/podman.sock"));
-    }
-    candidates.push(PathBuf::from("/var/run/docker.sock"));
-    candidates
-        .iter()
-        .find(|path| path.exists())
-        .cloned()
-        .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"))
-}
-
-fn connect(socket: &Path) -> Result<Docker, String> {
-    Docker::connect_with_unix(&socket.to_string_lossy(), CALL_TIMEOUT_SECS, &API_VERSION)
-        .map_err(|e| format!("cannot connect to {}: {e}", socket.display()))
-}
-
-/// The create call's body: image, env with `PORT`, labels, the port published on loopback
-/// at an engine-chosen port, limits, and an init process.
-fn create_body(
-    request: &StartRequest,
-    spec: &ContainerSpec,
-    image: &str,
-    (gateway_id, run): (&str, &str),
-    token: &str,
-) -> ContainerCreateBody {
-    // As for processes (`runtime::env`), but no base: the image brings its own PATH.
-    let inherited = crate::runtime::env::inherited(&spec.inherit_env);
-    let own = spec.env.iter().map(|(k, v)| (k.clone(), v.clone()));
-    let injected = crate::runtime::env::injected(&request.app, &request.revision);
-    let mut env: Vec<String> = inherited
-        .into_iter()
-        .chain(own)
-        .chain(injected)
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    env.push(format!("PORT={}", spec.port));
-    env.push(format!("TIDEGATE_INSTANCE={}", request.instance_id));
-    env.push(format!("{TOKEN_ENV}={token}"));
-    let labels = HashMap::from([
-        (LABEL_GATEWAY.to_string(), gateway_id.to_string()),
-        (LABEL_RUN.to_string(), run.to_string()),
-        ("tidegate.app".to_string(), request.app.name.clone()),
-        ("tidegate.revision".to_string(), request.revision.clone()),
-        ("tidegate.instance".to_string(), request.instance_id.clone()),
-    ]);
-    let port_key = format!("{}/tcp", spec.port);
-    ContainerCreateBody {
-        image: Some(image.to_string()),
-        cmd: spec.command.clone(),
-        env: Some(env),
-        labels: Some(labels),
-        exposed_ports: Some(vec![port_key.clone()]),
-        host_config: Some(HostConfig {
-            port_bindings: Some(HashMap::from([(
-                port_key,
-                Some(vec![PortBinding {
-                    host_ip: Some("127.0.0.1".into()),
-                    host_port: Some(String::new()),
-                }]),
-            )])),
-            memory: spec.resources.memory_bytes.map(|bytes| bytes as i64),
-            nano_cpus: spec
-                .resources
-                .cpu_millis
-                .map(|millis| i64::from(millis) * 1_000_000),
-            init: Some(true),
-            ..HostConfig::default()
-        }),
-        ..ContainerCreateBody::default()
-    }
-}
-
-/// Creates the container; a leftover of the same name (an instance id reused after a
-/// restart) is removed first.
-async fn create(docker: &Docker, name: &str, body: ContainerCreateBody) -> Result<(), String> {
-    let options = || Some(CreateContainerOptionsBuilder::new().name(name).build());
-    match docker.create_container(options(), body.clone()).await {
-        Ok(_) => Ok(()),
-        Err(error) if is_name_conflict(&error) => {
-            remove(docker, name).await;
-            docker
-                .create_container(options(), body)
-                .await
-                .map(|_| ())
-                .map_err(|e| format!("the engine could not create it: {}", engine_message(&e)))
-        }
-        Err(error) => Err(format!(
-            "the engine could not create it: {}",
-            engine_message(&error)
-        )),
-    }
-}
-
-/// The host port the engine published for `port`.
-fn published_port(
-    inspect: &bollard::models::ContainerInspectResponse,
-    port: u16,
-) -> Result<u16, String> {
-    inspect
-        .network_settings
-        .as_ref()
-        .and_then(|settings| settings.ports.as_ref())
-        .and_then(|ports| ports.get(&format!("{port}/tcp")).cloned().flatten())
-        .and_then(|bindings| bindings.into_iter().find_map(|b| b.host_port))
-        .and_then(|host_port| host_port.parse().ok())
-        .ok_or_else(|| format!("the engine published no host port for container port {port}"))
-}
-
-/// Removes a container, retrying while the engine is still cleaning up after its exit
-/// (Podman refuses a removal in that moment).
-async fn remove(docker: &Docker, name: &str) {
-    let mut last = None;
-    for _ in 0..20 {
-        match docker
-            .remove_container(
-                name,
-                Some(RemoveContainerOptionsBuilder::new().force(true).build()),
-            )
-            .await
-        {
-            Ok(()) => return,
-            Err(error) if is_not_found(&error) => return,
-            Err(error) => last = Some(engine_message(&error)),
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    tracing::warn!(
-        container = name,
-        error = last.unwrap_or_default(),
-        "could not remove the container"
-    );
-}
-
-fn is_not_found(error: &EngineError) -> bool {
-    matches!(
-        error,
-        EngineError::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
-}
-
-/// Docker answers 409 to a name in use; Podman 4 answers 500 with "already in use".
-fn is_name_conflict(error: &EngineError) -> bool {
-    match error {
-        EngineError::DockerResponseServerError {
-            status_code,
-            message,
-        } => *status_code == 409 || message.contains("already in use"),
-        _ => false,
-    }
-}
-
-/// The engine's own message, without bollard's wrapping.
-fn engine_message(error: &EngineError) -> String {
-    match error {
-        EngineError::DockerResponseServerError { message, .. } => message.clone(),
-        other => other.to_string(),
     }
 }

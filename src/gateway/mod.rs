@@ -8,12 +8,14 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+
+mod reloader;
 
 use crate::admin::Admin;
 use crate::autoscaler::AppRegistry;
@@ -22,9 +24,10 @@ use crate::identity::Identities;
 use crate::metrics::Metrics;
 use crate::proxy::{ConnInfo, ListenerKind, Proxy, ProxyBody};
 use crate::routes::RouteTable;
-use crate::runtime::{ContainerBackend, ProcessBackend, StaticBackend};
-use crate::server::{self, stopped, Handler, ListenerConfig};
+use crate::runtime::{ContainerBackend, ProcessBackend, RuntimeBackend, StaticBackend};
+use crate::server::{self, Handler, ListenerConfig};
 use crate::tls::Tls;
+use reloader::{record_success, report_rejected, Reloader};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -48,30 +51,86 @@ impl From<ConfigErrors> for StartError {
 /// The gateway as a library: what `tidegate serve` runs and what tests start in-process.
 pub struct Gateway;
 
+/// A gateway to be started from a loaded [`Config`]: its runtime backends can be replaced
+/// (tests run process apps on `runtime::MemoryBackend`), and without a config file it has
+/// nothing to watch or reload.
+pub struct GatewayBuilder {
+    config: Config,
+    path: Option<PathBuf>,
+    backends: Vec<Arc<dyn RuntimeBackend>>,
+}
+
 impl Gateway {
-    /// Loads the config at `config_path`, binds every listener and starts serving.
+    /// Loads the config at `config_path`, binds every listener and starts serving; the
+    /// files are watched and reloaded.
     ///
     /// Returns once the listeners are bound, so a client may connect as soon as this returns.
     pub async fn start(config_path: impl AsRef<Path>) -> Result<Handle, StartError> {
         let path = config_path.as_ref().to_path_buf();
         let config = config::load_tolerant(&path, None)?;
+        Gateway::builder(config).config_file(path).start().await
+    }
+
+    /// A gateway for `config`, with the built-in backends.
+    pub fn builder(config: Config) -> GatewayBuilder {
+        GatewayBuilder {
+            config,
+            path: None,
+            backends: Vec::new(),
+        }
+    }
+}
+
+impl GatewayBuilder {
+    /// The gateway file `config` was loaded from: it and the apps directory are watched and
+    /// reloaded.
+    pub fn config_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.path = Some(path.into());
+        self
+    }
+
+    /// Runs the apps whose `runtime` is `backend.kind()` on `backend` instead of the
+    /// built-in backend of that kind.
+    pub fn backend(mut self, backend: Arc<dyn RuntimeBackend>) -> Self {
+        self.backends.retain(|b| b.kind() != backend.kind());
+        self.backends.push(backend);
+        self
+    }
+
+    /// Binds every listener and starts serving. Returns once the listeners are bound.
+    pub async fn start(self) -> Result<Handle, StartError> {
+        let GatewayBuilder {
+            config,
+            path,
+            backends: chosen,
+        } = self;
         let metrics = Metrics::new();
         report_rejected(&config, &metrics);
         let identities = Arc::new(Identities::default());
+        let mut backends = chosen;
+        // The built-in backend of each kind, unless one was given.
+        let given = |kind: &str| backends.iter().any(|backend| backend.kind() == kind);
+        let (has_static, has_process, has_container) =
+            (given("static"), given("process"), given("container"));
+        if !has_static {
+            backends.push(Arc::new(StaticBackend));
+        }
+        if !has_process {
+            backends.push(Arc::new(ProcessBackend::new(
+                config.gateway.logs_dir.clone(),
+                Arc::clone(&identities),
+            )));
+        }
+        if !has_container {
+            backends.push(Arc::new(ContainerBackend::new(
+                &config.gateway.container_engine,
+                config.gateway.logs_dir.clone(),
+                Arc::clone(&identities),
+            )));
+        }
         let registry = Arc::new(AppRegistry::new(
             Arc::clone(&metrics),
-            vec![
-                Arc::new(StaticBackend),
-                Arc::new(ProcessBackend::new(
-                    config.gateway.logs_dir.clone(),
-                    Arc::clone(&identities),
-                )),
-                Arc::new(ContainerBackend::new(
-                    &config.gateway.container_engine,
-                    config.gateway.logs_dir.clone(),
-                    Arc::clone(&identities),
-                )),
-            ],
+            backends,
             Some(config.gateway.state_dir.clone()),
         ));
         let states = registry.apply(&config);
@@ -175,13 +234,15 @@ impl Gateway {
 
         // The watcher starts before `start` returns, so an edit made right after is not missed.
         let (changes_tx, changes_rx) = mpsc::unbounded_channel();
-        let watcher = match ConfigWatcher::start(&path, &config.gateway.apps_dir, changes_tx) {
-            Ok(watcher) => Some(watcher),
-            Err(error) => {
-                tracing::warn!(%error, "cannot watch config files; reload with SIGHUP");
-                None
+        let watcher = path.as_ref().and_then(|path| {
+            match ConfigWatcher::start(path, &config.gateway.apps_dir, changes_tx) {
+                Ok(watcher) => Some(watcher),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot watch config files; reload with SIGHUP");
+                    None
+                }
             }
-        };
+        });
         let (reload_tx, reload_rx) = mpsc::unbounded_channel();
         let reloader = Reloader {
             path: path.clone(),
@@ -196,7 +257,7 @@ impl Gateway {
             http = ?http_addr,
             https = ?https_addr,
             admin = %admin_addr,
-            config = %path.display(),
+            config = %path.as_deref().map_or("(built in)".into(), |p| p.display().to_string()),
             "tidegate started"
         );
         Ok(Handle {
@@ -304,134 +365,6 @@ impl Handler for Proxy {
     {
         crate::proxy::h1::serve(self, io, conn, limits, stop)
     }
-}
-
-/// What a reload cannot change: listener addresses and the TLS settings they were built with.
-type Listeners = (
-    Option<SocketAddr>,
-    Option<SocketAddr>,
-    SocketAddr,
-    Option<crate::config::TlsSettings>,
-);
-
-/// Owns the reload path: file events and explicit requests in, swapped route tables out.
-struct Reloader {
-    path: PathBuf,
-    registry: Arc<AppRegistry>,
-    proxy: Arc<Proxy>,
-    watcher: Option<ConfigWatcher>,
-    /// The config that serves now: a reload keeps a rejected app file's app at its spec here.
-    current: Arc<ArcSwap<Config>>,
-}
-
-impl Reloader {
-    async fn run(
-        mut self,
-        initial: Config,
-        mut requests: mpsc::UnboundedReceiver<oneshot::Sender<Result<(), ConfigErrors>>>,
-        mut changes: mpsc::UnboundedReceiver<()>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
-        let mut listeners = (
-            initial.gateway.http,
-            initial.gateway.https,
-            initial.gateway.admin,
-            initial.gateway.tls.clone(),
-        );
-        loop {
-            let responder = tokio::select! {
-                _ = stopped(&mut shutdown) => break,
-                Some(responder) = requests.recv() => Some(responder),
-                Some(()) = changes.recv() => {
-                    // Wait for the burst of events of one save to settle.
-                    config::watch::settle(&mut changes).await;
-                    None
-                }
-            };
-            let result = self.reload(&mut listeners);
-            if let Some(responder) = responder {
-                let _ = responder.send(result);
-            }
-        }
-    }
-
-    /// Loads the files again and applies what is valid: a gateway-file error keeps the whole
-    /// previous config; a bad app file keeps only its own app at its previous spec while the
-    /// other files apply. Either way the problems are returned (and logged and counted).
-    fn reload(&mut self, listeners: &mut Listeners) -> Result<(), ConfigErrors> {
-        let metrics = &self.proxy.metrics;
-        let previous = self.current.load_full();
-        let config = match config::load_tolerant(&self.path, Some(&previous)) {
-            Ok(config) => config,
-            Err(errors) => {
-                metrics.config_reloads.with_label_values(&["error"]).inc();
-                for issue in &errors.0 {
-                    tracing::error!(%issue, "config reload rejected; the previous config keeps serving");
-                }
-                return Err(errors);
-            }
-        };
-        let now = (
-            config.gateway.http,
-            config.gateway.https,
-            config.gateway.admin,
-            config.gateway.tls.clone(),
-        );
-        if now != *listeners {
-            tracing::warn!("listener addresses or [tls] changed; they take effect on restart");
-        }
-        let states = self.registry.apply(&config);
-        let table = RouteTable::build(&config, &states);
-        self.proxy.routes.store(Arc::new(table));
-        if let Some(watcher) = &mut self.watcher {
-            watcher.rewatch(&config.gateway.apps_dir);
-        }
-        report_rejected(&config, metrics);
-        let rejected: Vec<_> = config
-            .rejected
-            .iter()
-            .flat_map(|file| file.issues.iter().cloned())
-            .collect();
-        tracing::info!(
-            apps = config.apps.len(),
-            rejected_files = config.rejected.len(),
-            "config reloaded"
-        );
-        self.current.store(Arc::new(config));
-        if rejected.is_empty() {
-            record_success(metrics);
-            Ok(())
-        } else {
-            metrics.config_reloads.with_label_values(&["error"]).inc();
-            Err(ConfigErrors(rejected))
-        }
-    }
-}
-
-/// Logs every rejected app file with what serves instead, and sets the gauge of them.
-fn report_rejected(config: &Config, metrics: &Metrics) {
-    metrics
-        .config_rejected_files
-        .set(config.rejected.len() as i64);
-    for file in &config.rejected {
-        let serving = if file.kept_previous {
-            "its previous spec keeps serving"
-        } else {
-            "it is not served"
-        };
-        for issue in &file.issues {
-            tracing::error!(app = %file.app, %issue, "app file rejected; {serving}");
-        }
-    }
-}
-
-fn record_success(metrics: &Metrics) {
-    metrics.config_reloads.with_label_values(&["success"]).inc();
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default();
-    metrics.config_last_success.set(now);
 }
 
 async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
