@@ -5,6 +5,7 @@
 #   benches/load.sh                 # 3 rounds of 10 s, 32 connections
 #   ROUNDS=5 DURATION=20 CONNECTIONS=64 benches/load.sh
 #   ONLY='h2' benches/load.sh       # only the targets whose name matches the regex
+#   BIN=/tmp/tidegate-old benches/load.sh   # another build of tidegate (default: build this one)
 #
 # Fairness (see BENCHMARKS.md): the backend is nginx `return 200` with 1 worker and no access
 # log; wrk (1 thread) and the backend share CPU 0; the proxy under test runs alone on CPU 1
@@ -33,8 +34,11 @@ need h2load nghttp2-client
 H2_CLIENTS=${H2_CLIENTS:-8}
 H2_STREAMS=${H2_STREAMS:-4}
 
-cargo build --release --quiet
-BIN=target/release/tidegate
+# BIN=path compares another tidegate build (an earlier commit's, say) on the same setup.
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --quiet
+  BIN=target/release/tidegate
+fi
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {

@@ -261,3 +261,56 @@ async fn concurrent_streams_each_get_their_own_answer_over_pooled_connections() 
     );
     handle.shutdown().await;
 }
+
+#[tokio::test]
+async fn uploads_and_bodiless_requests_of_every_client_share_one_instance_connection() {
+    // An instance that answers with the length of the body it read, counting connections.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let instance = listener.local_addr().unwrap();
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = std::sync::Arc::clone(&connections);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|request: Request<_>| async move {
+                    use http_body_util::BodyExt;
+                    let body: hyper::body::Incoming = request.into_body();
+                    let length = body.collect().await?.to_bytes().len();
+                    Ok::<_, hyper::Error>(http::Response::new(full(length.to_string())))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let (_config, handle, addr) = gateway_for(instance).await;
+    let mut session = h2_session(TcpStream::connect(addr).await.unwrap()).await;
+    for i in 0..5 {
+        // An upload goes through hyper's client, on a connection of the instance's pool...
+        let upload = Request::post("/up")
+            .header("host", HOST)
+            .body(full(Bytes::from(vec![b'x'; 1000 + i])))
+            .unwrap();
+        let answer = read_answer(session.send_request(upload).await.unwrap()).await;
+        assert_eq!(answer.body, (1000 + i).to_string());
+        // ...which comes back for the engine's next bodiless request, and the next upload.
+        let answer = read_answer(
+            session
+                .send_request(request(Method::GET, "/"))
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!((answer.status, answer.body.as_str()), (StatusCode::OK, "0"));
+    }
+    let answer = get(addr, HOST, "/").await;
+    assert_eq!((answer.status, answer.body.as_str()), (StatusCode::OK, "0"));
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "one pool, one connection"
+    );
+    handle.shutdown().await;
+}

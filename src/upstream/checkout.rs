@@ -23,7 +23,7 @@ pub struct Checkout {
 }
 
 impl Checkout {
-    pub(super) fn new(
+    pub(crate) fn new(
         connection: Box<Connection>,
         reused: bool,
         pool: Arc<InstancePool>,
@@ -37,6 +37,12 @@ impl Checkout {
         }
     }
 
+    /// The socket, for a client that drives the exchange itself (hyper's, for streamed
+    /// bodies); it comes back through a new checkout's `release`.
+    pub fn into_stream(self) -> tokio::net::TcpStream {
+        self.connection.stream
+    }
+
     /// The exchange ended cleanly: the connection goes back to its instance's pool, unless
     /// the instance sent more than its response or closed it.
     pub fn release(self) {
@@ -45,7 +51,7 @@ impl Checkout {
             connection.buffered = BytesMut::with_capacity(BUFFER);
         }
         if connection.finish_exchange() {
-            self.pool.engine.put(connection, self.idle_timeout);
+            self.pool.idle.put(connection, self.idle_timeout);
         }
     }
 }

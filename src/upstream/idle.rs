@@ -1,5 +1,5 @@
-//! The idle list of keep-alive connections to one instance, shared by both upstream clients
-//! (hyper's for HTTP/2 clients and upgrades' siblings, and the HTTP/1.1 engine's own).
+//! The idle list of keep-alive connections to one instance, shared by every upstream client:
+//! the engine's, and hyper's, which drives a connection from it for one exchange.
 //!
 //! The most recently used connection is taken first (the least likely to have been closed
 //! by the instance); the oldest expire from the front.

@@ -114,7 +114,7 @@ impl Upstream {
     ) -> Result<Checkout, UpstreamError> {
         let pool = self.pools.of(instance);
         let idle = pooled
-            .then(|| pool.engine.take(self.idle_timeout, Connection::is_reusable))
+            .then(|| pool.idle.take(self.idle_timeout, Connection::is_reusable))
             .flatten();
         let (connection, reused) = match idle {
             Some(connection) => (connection, true),

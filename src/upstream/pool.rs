@@ -14,18 +14,16 @@ use tokio::time::Instant;
 
 use super::connection::Connection;
 use super::idle::IdleList;
-use super::streaming::Pooled;
 use crate::instance::Instance;
 
 /// How often pools of instances that are gone are dropped, at most.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
-/// One instance's idle connections: the engine's and hyper's (the latter for streamed
-/// request bodies).
+/// One instance's idle connections. Every client uses them: the engine directly, hyper's
+/// client (for streamed request bodies) by driving one for an exchange and giving it back.
 pub struct InstancePool {
     instance: Weak<Instance>,
-    pub(super) engine: IdleList<Connection>,
-    pub(super) hyper: IdleList<Pooled>,
+    pub(super) idle: IdleList<Connection>,
 }
 
 /// Every instance's pool.
@@ -54,8 +52,7 @@ impl Pools {
         }
         let pool = Arc::new(InstancePool {
             instance: Arc::downgrade(instance),
-            engine: IdleList::default(),
-            hyper: IdleList::default(),
+            idle: IdleList::default(),
         });
         // An entry of another instance with the same id is one that is gone: replace it.
         self.pools.insert(instance.id.clone(), Arc::clone(&pool));

@@ -8,10 +8,11 @@
 //! hyper's pooled client runs every upstream connection as a task of its own, so each proxied
 //! request crosses tasks several times (request in, response head out, every body chunk out).
 //! Here the request's own task polls the connection: while waiting for the response head, and
-//! then from the response body's `poll_frame` while the body streams to the client. When the
-//! body ends the connection goes back to its instance's idle list (most recently used first);
-//! a connection taken from the list that turns out closed is dropped and the request, which
-//! hyper hands back unsent, goes out on a fresh one.
+//! then from the response body's `poll_frame` while the body streams to the client. The
+//! connection comes from the instance's one pool (`Upstream::checkout`) and, when the body
+//! ends with the connection idle, hyper hands the socket back (`into_parts`) and it returns
+//! to the pool for any client's next request. A pooled connection that turns out closed is
+//! dropped and the request, which hyper hands back unsent, goes out on a fresh one.
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
@@ -28,6 +29,7 @@ use tokio::net::TcpStream;
 use super::error::{root_cause, ClientBodyFault, Stage, UpstreamError};
 use super::pool::InstancePool;
 use super::Upstream;
+use super::{Checkout, Connection as EngineConnection};
 use crate::instance::Instance;
 use crate::stall::{BodyError, BodyTimeout};
 
@@ -36,7 +38,7 @@ type Connection = http1::Connection<TokioIo<TcpStream>, RequestBody>;
 /// A client's request body on its way to an instance, limited by `client_body_timeout`.
 pub type RequestBody = BodyTimeout<Incoming>;
 
-/// One open connection to an instance.
+/// A pooled connection driven by hyper's client for one exchange.
 pub struct Pooled {
     sender: http1::SendRequest<RequestBody>,
     /// `None` once the connection has ended; dropping it makes hyper hand back a request it
@@ -57,16 +59,11 @@ impl Upstream {
         let pool = self.pools.of(instance);
         let mut pooled_allowed = true;
         loop {
-            let idle = pooled_allowed
-                .then(|| {
-                    pool.hyper
-                        .take(self.idle_timeout, |p| !p.sender.is_closed())
-                })
-                .flatten();
-            let (mut pooled, reused) = match idle {
-                Some(pooled) => (pooled, true),
-                None => (self.connect(instance).await?, false),
-            };
+            // A connection of the instance's one pool, the engine's kind: hyper drives it for
+            // this exchange and gives it back when the response body ends.
+            let checkout = self.checkout(instance, pooled_allowed).await?;
+            let reused = checkout.reused;
+            let mut pooled = drive(checkout.into_stream()).await?;
             if wait_ready(&mut pooled).await.is_err() {
                 let error =
                     UpstreamError::reset("connection closed at once", reused, Stage::Unsent);
@@ -149,18 +146,19 @@ impl Upstream {
             .await
             .map_err(|error| UpstreamError::reset(root_cause(&error), false, Stage::NoResponse))
     }
+}
 
-    async fn connect(&self, instance: &Instance) -> Result<Box<Pooled>, UpstreamError> {
-        let stream = self.connect_stream(instance).await?;
-        let (sender, connection) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|error| UpstreamError::connect(error.to_string()))?;
-        Ok(Box::new(Pooled {
-            sender,
-            connection: Some(connection),
-        }))
-    }
+/// Puts hyper's client on an open connection (no I/O: an HTTP/1.1 handshake only sets up
+/// state).
+async fn drive(stream: TcpStream) -> Result<Box<Pooled>, UpstreamError> {
+    let (sender, connection) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|error| UpstreamError::connect(error.to_string()))?;
+    Ok(Box::new(Pooled {
+        sender,
+        connection: Some(connection),
+    }))
 }
 
 /// Whether a failed exchange failed because of the client's request body, and how. The body
@@ -216,7 +214,7 @@ async fn wait_ready(pooled: &mut Pooled) -> Result<(), ()> {
 }
 
 /// Keeps an upstream connection going while its response body streams, then returns it to
-/// the instance's idle list.
+/// the instance's pool.
 pub struct Driver {
     pooled: Option<Box<Pooled>>,
     pool: Arc<InstancePool>,
@@ -237,16 +235,29 @@ impl Driver {
         }
     }
 
-    /// The response body has ended: keep the connection for the next request. (The next
-    /// user drives it through the end of this exchange before sending.)
+    /// The response body has ended: the connection goes back to the pool for the next
+    /// request, whichever client sends it.
     pub fn finish(&mut self) {
-        if let Some(pooled) = self.pooled.take() {
-            // Only a connection that can take the next request now: one still writing the
-            // previous request's body (the instance answered early) would stall whoever
-            // takes it next.
-            if pooled.sender.is_ready() && pooled.connection.is_some() {
-                self.pool.hyper.put(pooled, self.idle_timeout);
-            }
+        let Some(pooled) = self.pooled.take() else {
+            return;
+        };
+        // Only a connection that can take the next request now: one still writing the
+        // previous request's body (the instance answered early) would stall whoever takes
+        // it next.
+        let Pooled { sender, connection } = *pooled;
+        let (true, Some(connection)) = (sender.is_ready(), connection) else {
+            return;
+        };
+        let parts = connection.into_parts();
+        if !parts.read_buf.is_empty() {
+            return; // the instance sent more than its response
         }
+        let checkout = Checkout::new(
+            EngineConnection::new(parts.io.into_inner()),
+            true,
+            Arc::clone(&self.pool),
+            self.idle_timeout,
+        );
+        checkout.release();
     }
 }
