@@ -32,6 +32,8 @@ pub struct Admin {
     pub registry: Arc<AppRegistry>,
     /// The config that serves, with the app files it rejected.
     pub config: Arc<ArcSwap<Config>>,
+    /// The management API (`/api/...`).
+    pub api: Arc<crate::api::Api>,
 }
 
 impl Admin {
@@ -235,12 +237,14 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 impl Handler for Admin {
     type Body = Full<Bytes>;
 
-    fn call(
+    async fn call(
         self: Arc<Self>,
         _conn: ConnInfo,
         request: Request<Incoming>,
-    ) -> impl std::future::Future<Output = Response<Self::Body>> + Send + 'static {
-        let response = self.respond(&request);
-        async move { response }
+    ) -> Response<Self::Body> {
+        if request.uri().path().starts_with("/api/") {
+            return self.api.handle(request).await;
+        }
+        self.respond(&request)
     }
 }

@@ -15,6 +15,7 @@
 
 pub mod activator;
 pub mod admin;
+pub mod api;
 pub mod apps;
 pub mod autoscaler;
 pub mod config;

@@ -181,7 +181,9 @@ pub(super) fn validate_gateway(
         c.report("gateway.log_retention", "must be longer than 0s");
     }
     let container_engine = container::engine(&mut c, raw.container_engine.as_ref(), file);
+    let admin_token_file = g.admin_token_file.as_deref().map(|path| base.join(path));
     GatewaySettings {
+        admin_token_file,
         container_engine,
         logs_dir,
         log_retention,

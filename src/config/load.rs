@@ -33,6 +33,35 @@ pub fn load_tolerant(
     gateway_file: &Path,
     previous: Option<&Config>,
 ) -> Result<Config, ConfigErrors> {
+    load_with(gateway_file, previous, None)
+}
+
+/// Validates the configuration as it would be with `app_file` holding `text` (`None`: the
+/// file removed), exactly as `tidegate check` would, without writing anything: the problems
+/// of that file (or of the gateway file), if any. Other app files' problems are theirs.
+/// The management API checks every write with this before it writes.
+pub fn check_app_file(
+    gateway_file: &Path,
+    current: &Config,
+    app_file: &Path,
+    text: Option<&str>,
+) -> Result<Config, ConfigErrors> {
+    let config = load_with(gateway_file, Some(current), Some((app_file, text)))?;
+    match config
+        .rejected
+        .iter()
+        .find(|rejected| rejected.file == app_file)
+    {
+        Some(rejected) => Err(ConfigErrors(rejected.issues.clone())),
+        None => Ok(config),
+    }
+}
+
+fn load_with(
+    gateway_file: &Path,
+    previous: Option<&Config>,
+    replaced: Option<(&Path, Option<&str>)>,
+) -> Result<Config, ConfigErrors> {
     let raw: RawGatewayFile = read_toml(gateway_file).map_err(|issue| ConfigErrors(vec![issue]))?;
     let base = gateway_file.parent().unwrap_or(Path::new("."));
     let apps_dir = base.join(raw.gateway.apps_dir.as_deref().unwrap_or("apps"));
@@ -43,11 +72,21 @@ pub fn load_tolerant(
             format!("cannot read directory {}: {error}", apps_dir.display()),
         )
     })?;
+    let mut files = files;
+    if let Some((file, Some(_))) = replaced {
+        if !files.iter().any(|f| f == file) {
+            files.push(file.to_path_buf());
+            files.sort();
+        }
+    }
     let apps: Vec<_> = files
         .into_iter()
-        .map(|file| {
-            let parsed = read_toml::<RawApp>(&file);
-            (file, parsed)
+        .filter_map(|file| {
+            let parsed = match replaced {
+                Some((replaced, text)) if replaced == file => parse_toml::<RawApp>(&file, text?),
+                _ => read_toml::<RawApp>(&file),
+            };
+            Some((file, parsed))
         })
         .collect();
     validate_files(gateway_file, &raw, &apps, previous)
@@ -82,7 +121,17 @@ fn read_toml<T: DeserializeOwned>(file: &Path) -> Result<T, ConfigIssue> {
     };
     let text = std::fs::read_to_string(file)
         .map_err(|error| issue(String::new(), format!("cannot read: {error}")))?;
-    toml::from_str(&text).map_err(|error| {
+    parse_toml(file, &text)
+}
+
+/// Parses `text` as the contents of `file`, with the error's line, column and source line.
+pub fn parse_toml<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, ConfigIssue> {
+    let issue = |field: String, message: String| ConfigIssue {
+        file: file.to_path_buf(),
+        field,
+        message,
+    };
+    toml::from_str(text).map_err(|error| {
         let location = error.span().map(|span| {
             let before = &text[..span.start.min(text.len())];
             let line = before.matches('\n').count() + 1;

@@ -19,7 +19,7 @@ mod validate;
 pub mod watch;
 
 pub use error::{ConfigErrors, ConfigIssue};
-pub use load::{app_files, is_app_file, load, load_tolerant};
+pub use load::{app_files, check_app_file, is_app_file, load, load_tolerant, parse_toml};
 pub use model::{
     AppSpec, Config, ContainerEngineSettings, ContainerSpec, GatewaySettings, HostPattern,
     ImageBuild, ListenerLimits, PullPolicy, RejectedFile, Resources, RevisionRef, RunSpec,

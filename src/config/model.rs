@@ -57,6 +57,9 @@ pub struct GatewaySettings {
     /// (`<state_dir>/revisions/<app>.json`, so revision numbers are never reused), the logs
     /// by default, generated secrets. Default `state` next to the gateway file.
     pub state_dir: PathBuf,
+    /// The management API's bearer token: this file (read at start), or, when `None`, a
+    /// token generated once into `<state_dir>/admin-token` (mode 0600).
+    pub admin_token_file: Option<PathBuf>,
     pub container_engine: ContainerEngineSettings,
 }
 

@@ -53,6 +53,7 @@ pub struct RawGateway {
     pub log_retention: Option<String>,
     /// Where revision history, logs and generated secrets are kept across restarts.
     pub state_dir: Option<String>,
+    pub admin_token_file: Option<String>,
 }
 
 /// The `[tls]` table.

@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 mod reloader;
 
 use crate::admin::Admin;
+use crate::api::{token::Token, Api};
 use crate::autoscaler::AppRegistry;
 use crate::config::{self, watch::ConfigWatcher, Config, ConfigErrors};
 use crate::identity::Identities;
@@ -34,6 +35,8 @@ use reloader::{record_success, report_rejected, Reloader};
 pub enum StartError {
     #[error("invalid configuration:\n{0}")]
     Config(ConfigErrors),
+    #[error("management API token: {0}")]
+    Token(std::io::Error),
     #[error("cannot listen on {addr} ({listener}): {error}")]
     Bind {
         listener: &'static str,
@@ -161,6 +164,16 @@ impl GatewayBuilder {
         if let Some(addr) = https_addr {
             let _ = proxy.https_port.set(addr.port());
         }
+        if let Some(addr) = http_addr {
+            let _ = proxy.http_port.set(addr.port());
+        }
+        let (token, token_file) = Token::load(settings).map_err(StartError::Token)?;
+        let api = Arc::new(Api::new(
+            token,
+            Arc::clone(&current),
+            Arc::clone(&proxy),
+            &metrics,
+        ));
         let tls = settings.tls.as_ref().map(|tls| Tls::load(tls, &metrics));
         let tls_watcher = match &tls {
             Some(tls) => match tls.watch() {
@@ -221,6 +234,7 @@ impl GatewayBuilder {
                 shutting_down: shutdown_rx.clone(),
                 registry: Arc::clone(&registry),
                 config: Arc::clone(&current),
+                api,
             }),
             Arc::clone(&metrics),
             admin_stop_rx,
@@ -257,6 +271,7 @@ impl GatewayBuilder {
             http = ?http_addr,
             https = ?https_addr,
             admin = %admin_addr,
+            api_token = %token_file.display(),
             config = %path.as_deref().map_or("(built in)".into(), |p| p.display().to_string()),
             "tidegate started"
         );

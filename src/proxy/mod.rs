@@ -46,6 +46,8 @@ pub struct Proxy {
     upstream: Upstream,
     /// The bound port of the HTTPS listener, for redirects (the configured one may be 0).
     pub https_port: std::sync::OnceLock<u16>,
+    /// The bound port of the HTTP listener, for the URLs the management API shows.
+    pub http_port: std::sync::OnceLock<u16>,
     /// Open WebSocket sessions.
     pub sessions: Arc<websocket::Sessions>,
     /// Instance tokens, for `project` visibility.
@@ -64,6 +66,7 @@ impl Proxy {
             metrics,
             upstream: Upstream::new(upstream),
             https_port: std::sync::OnceLock::new(),
+            http_port: std::sync::OnceLock::new(),
             sessions: Arc::default(),
             identities,
         }

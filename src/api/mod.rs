@@ -1,0 +1,160 @@
+//! The management API under `/api/v1` on the admin listener: the one way in for the CLI and
+//! the console. JSON in and out; every request needs the bearer token (`token`).
+//!
+//! App files stay the source of truth. A write is checked exactly as `tidegate check`
+//! checks the file (`config::check_app_file`, in the context of every other file), then
+//! written atomically into `apps_dir`; the usual live reload applies it. Reads come from the
+//! files on disk, so an edit by hand shows at once. Writes are serialised, and each names
+//! the version it changes (`If-Match`) if it wants to: a stale one gets 412 and changes
+//! nothing, so two writers never lose an edit. See docs/api.md.
+
+mod apps;
+pub mod document;
+mod reply;
+pub mod token;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use prometheus::IntCounterVec;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::proxy::Proxy;
+use reply::{error, ApiResult};
+use token::Token;
+
+/// The largest request body the API reads.
+const MAX_BODY: usize = 1024 * 1024;
+
+/// The API's state.
+pub struct Api {
+    token: Token,
+    config: Arc<ArcSwap<Config>>,
+    proxy: Arc<Proxy>,
+    /// Writes to app files, one at a time: read, check the version, check, write.
+    writes: tokio::sync::Mutex<()>,
+    /// `tidegate_api_requests_total{code}`.
+    requests: IntCounterVec,
+}
+
+impl Api {
+    pub fn new(
+        token: Token,
+        config: Arc<ArcSwap<Config>>,
+        proxy: Arc<Proxy>,
+        metrics: &Metrics,
+    ) -> Self {
+        let requests = IntCounterVec::new(
+            prometheus::Opts::new(
+                "tidegate_api_requests_total",
+                "Management API requests by status code (401: a missing or wrong token).",
+            ),
+            &["code"],
+        )
+        .expect("valid metric");
+        let _ = metrics.registry.register(Box::new(requests.clone()));
+        Api {
+            token,
+            config,
+            proxy,
+            writes: tokio::sync::Mutex::new(()),
+            requests,
+        }
+    }
+
+    /// Answers one `/api/...` request.
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let authorization = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .map(|value| value.as_bytes());
+        let response = if !self.token.admits(authorization) {
+            let mut response = *error(
+                StatusCode::UNAUTHORIZED,
+                "a bearer token is required (Authorization: Bearer <token>); a local gateway's is in <state_dir>/admin-token",
+            );
+            response.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+            response
+        } else {
+            self.route(request)
+                .await
+                .unwrap_or_else(|refusal| *refusal)
+        };
+        self.requests
+            .with_label_values(&[response.status().as_str()])
+            .inc();
+        response
+    }
+
+    async fn route(&self, request: Request<Incoming>) -> ApiResult {
+        let (parts, body) = request.into_parts();
+        let path = parts.uri.path().trim_end_matches('/').to_string();
+        let query = parts.uri.query().unwrap_or("").to_string();
+        let if_match = parts
+            .headers
+            .get(http::header::IF_MATCH)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string);
+        let segments: Vec<&str> = path
+            .strip_prefix("/api/v1")
+            .unwrap_or("/")
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .collect();
+        match (&parts.method, segments.as_slice()) {
+            (&Method::GET, ["apps"]) => self.list_apps(query_param(&query, "project")),
+            (&Method::POST, ["apps"]) => self.create_app(read_json(body).await?).await,
+            (&Method::GET, ["apps", name]) => self.get_app(name),
+            (&Method::PATCH, ["apps", name]) => {
+                let patch = read_json(body).await?;
+                self.update_app(name, if_match.as_deref(), patch).await
+            }
+            (&Method::DELETE, ["apps", name]) => self.delete_app(name, if_match.as_deref()).await,
+            (&Method::GET, ["projects"]) => self.list_projects(),
+            (_, ["apps"] | ["apps", _] | ["projects"]) => Err(error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{} is not allowed on {path}", parts.method),
+            )),
+            _ => Err(error(
+                StatusCode::NOT_FOUND,
+                format!("no such endpoint: {path} (see docs/api.md)"),
+            )),
+        }
+    }
+}
+
+/// The body as JSON, at most [`MAX_BODY`] bytes.
+async fn read_json(body: Incoming) -> Result<serde_json::Value, reply::Refusal> {
+    let bytes = Limited::new(body, MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| {
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("cannot read the body: {e}"),
+            )
+        })?
+        .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("the body is not JSON: {e}"),
+        )
+    })
+}
+
+fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}

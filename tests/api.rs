@@ -1,0 +1,372 @@
+//! The management API against a real gateway: token auth, apps created, updated and deleted
+//! through it and served, versions (`If-Match`), refused input that writes nothing, and
+//! concurrent writers that never lose an edit.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use serde_json::{json, Value};
+use support::*;
+
+struct Api {
+    addr: std::net::SocketAddr,
+    token: String,
+}
+
+struct Reply {
+    status: StatusCode,
+    body: Value,
+    etag: Option<String>,
+}
+
+impl Api {
+    fn of(config: &ConfigDir, handle: &tidegate::Handle) -> Self {
+        let token = std::fs::read_to_string(config.dir.path().join("state/admin-token")).unwrap();
+        Api {
+            addr: handle.admin_addr(),
+            token: token.trim().to_string(),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        if_match: Option<&str>,
+    ) -> Reply {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "admin")
+            .header("authorization", format!("Bearer {}", self.token));
+        if let Some(tag) = if_match {
+            request = request.header("if-match", tag);
+        }
+        let body = body.map_or(Bytes::new(), |b| Bytes::from(b.to_string()));
+        let answer = send(self.addr, request.body(full(body)).unwrap()).await;
+        Reply {
+            status: answer.status,
+            etag: answer
+                .headers
+                .get("etag")
+                .map(|v| v.to_str().unwrap().to_string()),
+            body: serde_json::from_str(&answer.body)
+                .unwrap_or_else(|_| panic!("not JSON: {}", answer.body)),
+        }
+    }
+}
+
+/// The demo app as the API takes it.
+fn demo(name: &str, greeting: &str) -> Value {
+    json!({
+        "name": name,
+        "project": "p",
+        "run": {
+            "command": [TIDEGATE, "demo-app"],
+            "env": {"GREETING": greeting},
+            "readiness_path": "/healthz",
+        },
+    })
+}
+
+/// Every file in the apps directory with its contents.
+fn apps_dir_contents(config: &ConfigDir) -> Vec<(String, String)> {
+    let mut files: Vec<_> = std::fs::read_dir(config.dir.path().join("apps"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read_to_string(&p).unwrap_or_default(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+async fn answers(handle: &tidegate::Handle, host: &str, path: &str, want: &str) {
+    let addr = handle.http_addr().unwrap();
+    eventually(
+        &format!("{host}{path} to answer {want:?}"),
+        Duration::from_secs(20),
+        || async { (get(addr, host, path).await.body == want).then_some(()) },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn every_api_request_needs_the_token() {
+    let config = ConfigDir::new("", "");
+    let handle = config.start().await;
+    let token_file = config.dir.path().join("state/admin-token");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&token_file).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    for authorization in [None, Some("Bearer wrong"), Some("Basic abc")] {
+        let mut request = Request::get("/api/v1/apps").header("host", "admin");
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        let answer = send(
+            handle.admin_addr(),
+            request.body(full(Bytes::new())).unwrap(),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{authorization:?}");
+        assert_eq!(answer.headers["www-authenticate"], "Bearer");
+    }
+    assert_eq!(
+        metric(&handle, "tidegate_api_requests_total{code=\"401\"}").await,
+        3.0
+    );
+    let api = Api::of(&config, &handle);
+    assert_eq!(
+        api.call(Method::GET, "/api/v1/apps", None, None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // The open endpoints stay open.
+    assert_eq!(admin_get(&handle, "/healthz").await.status, StatusCode::OK);
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_created_updated_and_deleted_through_the_api_is_served_accordingly() {
+    let config = ConfigDir::new("", "");
+    let handle = config.start().await;
+    let api = Api::of(&config, &handle);
+
+    let created = api
+        .call(Method::POST, "/api/v1/apps", Some(demo("web", "one")), None)
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let port = handle.http_addr().unwrap().port();
+    assert_eq!(
+        created.body["url"],
+        format!("http://web.p.test.local:{port}/")
+    );
+    let file = config.app_file("web");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "env values may be secrets");
+    answers(&handle, "web.p.test.local", "/env/GREETING", "one\n").await;
+    assert_eq!(
+        api.call(
+            Method::POST,
+            "/api/v1/apps",
+            Some(demo("web", "again")),
+            None
+        )
+        .await
+        .status,
+        StatusCode::CONFLICT
+    );
+
+    // A stale version changes nothing; the current one lands and rolls a new revision.
+    let version = created.etag.unwrap();
+    let patch = json!({"run": {"env": {"GREETING": "two"}}});
+    let updated = api
+        .call(
+            Method::PATCH,
+            "/api/v1/apps/web",
+            Some(patch),
+            Some(&version),
+        )
+        .await;
+    assert_eq!(updated.status, StatusCode::OK, "{}", updated.body);
+    answers(&handle, "web.p.test.local", "/env/GREETING", "two\n").await;
+    let before = apps_dir_contents(&config);
+    let stale = json!({"run": {"env": {"GREETING": "three"}}});
+    let refused = api
+        .call(
+            Method::PATCH,
+            "/api/v1/apps/web",
+            Some(stale),
+            Some(&version),
+        )
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::PRECONDITION_FAILED,
+        "{}",
+        refused.body
+    );
+    assert_eq!(apps_dir_contents(&config), before);
+
+    // An edit by hand shows at once.
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("\"two\"", "\"by hand\"");
+    write_atomically(&file, &text);
+    let read = api.call(Method::GET, "/api/v1/apps/web", None, None).await;
+    assert_eq!(read.body["spec"]["run"]["env"]["GREETING"], "by hand");
+
+    let listed = api
+        .call(Method::GET, "/api/v1/apps?project=p", None, None)
+        .await;
+    assert_eq!(listed.body["apps"][0]["name"], "web");
+    let projects = api.call(Method::GET, "/api/v1/projects", None, None).await;
+    assert_eq!(
+        projects.body["projects"],
+        json!([{"name": "p", "apps": ["web"]}])
+    );
+
+    let deleted = api
+        .call(Method::DELETE, "/api/v1/apps/web", None, None)
+        .await;
+    assert_eq!(deleted.status, StatusCode::OK, "{}", deleted.body);
+    assert!(!file.exists());
+    let addr = handle.http_addr().unwrap();
+    eventually("web to be gone", Duration::from_secs(10), || async {
+        (get(addr, "web.p.test.local", "/").await.status == StatusCode::NOT_FOUND).then_some(())
+    })
+    .await;
+    assert_eq!(
+        api.call(Method::GET, "/api/v1/apps/web", None, None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn refused_input_says_why_and_writes_nothing() {
+    let config = ConfigDir::new("", "");
+    config.demo_app("web", &[], "");
+    let handle = config.start().await;
+    let api = Api::of(&config, &handle);
+    let before = apps_dir_contents(&config);
+    let mut unknown_field = demo("new", "x");
+    unknown_field["sclae"] = json!({"max_scale": 1});
+    let mut bad_env = demo("new", "x");
+    bad_env["run"]["env"]["1BAD-NAME"] = json!("x");
+    let mut reserved_env = demo("new", "x");
+    reserved_env["run"]["env"]["PORT"] = json!("9000");
+    let mut bad_split = demo("new", "x");
+    bad_split["traffic"] =
+        json!([{"revision": "latest", "percent": 60}, {"revision": "new-00001", "percent": 30}]);
+    let mut unknown_project_host = demo("new", "x");
+    unknown_project_host["project"] = json!("Not A Project");
+    let cases = [
+        (demo("Bad_Name", "x"), "is not an app name"),
+        (unknown_field, "sclae"),
+        (bad_env, "1BAD-NAME"),
+        (reserved_env, "PORT"),
+        (bad_split, "100"),
+        (unknown_project_host, "project"),
+        (json!({"project": "p"}), "needs a \"name\""),
+    ];
+    for (body, says) in cases {
+        let reply = api
+            .call(Method::POST, "/api/v1/apps", Some(body.clone()), None)
+            .await;
+        assert!(reply.status.is_client_error(), "{body}: {}", reply.status);
+        let message = reply.body["error"].as_str().unwrap();
+        assert!(message.contains(says), "{body}: {message}");
+        assert_eq!(apps_dir_contents(&config), before, "{body} wrote something");
+    }
+    let renamed = api
+        .call(
+            Method::PATCH,
+            "/api/v1/apps/web",
+            Some(json!({"name": "other"})),
+            None,
+        )
+        .await;
+    assert_eq!(renamed.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let bad_scale = api
+        .call(
+            Method::PATCH,
+            "/api/v1/apps/web",
+            Some(json!({"scale": {"min_scale": 5, "max_scale": 2}})),
+            None,
+        )
+        .await;
+    assert_eq!(
+        bad_scale.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        bad_scale.body
+    );
+    assert_eq!(
+        bad_scale.body["issues"][0]["field"]
+            .as_str()
+            .map(|f| f.starts_with("scale.")),
+        Some(true),
+        "{}",
+        bad_scale.body
+    );
+    assert_eq!(apps_dir_contents(&config), before);
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_concurrent_updates_each_land_or_are_told_why() {
+    let config = ConfigDir::new("", "");
+    config.demo_app("web", &[], "");
+    let handle = config.start().await;
+    let api = std::sync::Arc::new(Api::of(&config, &handle));
+    let version = api
+        .call(Method::GET, "/api/v1/apps/web", None, None)
+        .await
+        .etag
+        .unwrap();
+
+    // Ten writers without a version: each merges into whatever is there, so all land.
+    // Ten writers that all name the same first version: only one of those can land.
+    let writers: Vec<_> = (0..20)
+        .map(|i| {
+            let (api, version) = (std::sync::Arc::clone(&api), version.clone());
+            tokio::spawn(async move {
+                let patch = json!({"run": {"env": {format!("VAR_{i}"): i.to_string()}}});
+                let if_match = (i >= 10).then_some(version.as_str());
+                (
+                    i,
+                    api.call(Method::PATCH, "/api/v1/apps/web", Some(patch), if_match)
+                        .await
+                        .status,
+                )
+            })
+        })
+        .collect();
+    let mut landed = Vec::new();
+    for writer in writers {
+        let (i, status) = writer.await.unwrap();
+        match status {
+            StatusCode::OK => landed.push(i),
+            StatusCode::PRECONDITION_FAILED => assert!(i >= 10, "writer {i} had no version"),
+            other => panic!("writer {i}: {other}"),
+        }
+    }
+    assert!((0..10).all(|i| landed.contains(&i)), "{landed:?}");
+    assert!(
+        landed.iter().filter(|i| **i >= 10).count() <= 1,
+        "{landed:?}"
+    );
+    let spec = api
+        .call(Method::GET, "/api/v1/apps/web", None, None)
+        .await
+        .body["spec"]
+        .clone();
+    let env = spec["run"]["env"].as_object().unwrap();
+    let mut in_file: Vec<i32> = env
+        .keys()
+        .filter_map(|k| k.strip_prefix("VAR_")?.parse().ok())
+        .collect();
+    in_file.sort();
+    landed.sort();
+    assert_eq!(
+        in_file, landed,
+        "the file holds exactly the updates that landed"
+    );
+    tidegate::config::load(&config.gateway_file()).expect("the final file is valid");
+    handle.shutdown().await;
+}
