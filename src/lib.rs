@@ -18,6 +18,7 @@ pub mod admin;
 pub mod api;
 pub mod apps;
 pub mod autoscaler;
+pub mod cli;
 pub mod config;
 pub mod demo_app;
 mod gateway;

@@ -1,4 +1,5 @@
-//! The `tidegate` command: `serve`, `check` and `demo-app`. Parsing, logging and signals live
+//! The `tidegate` command: `serve`, `check`, `certs`, `demo-app`, and the API client commands
+//! `app` and `project` (`cli`). Parsing, logging and signals live
 //! here; everything else is the library.
 
 use std::path::PathBuf;
@@ -27,6 +28,8 @@ enum LogFormat {
     Json,
 }
 
+// Parsed once per run: the size of its largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway.
@@ -44,6 +47,20 @@ enum Command {
     Certs {
         #[command(subcommand)]
         command: CertsCommand,
+    },
+    /// Apps through the management API: create, update, get, list, delete.
+    App {
+        #[command(flatten)]
+        target: tidegate::cli::Target,
+        #[command(subcommand)]
+        command: tidegate::cli::AppCommand,
+    },
+    /// Projects through the management API.
+    Project {
+        #[command(flatten)]
+        target: tidegate::cli::Target,
+        #[command(subcommand)]
+        command: tidegate::cli::ProjectCommand,
     },
     /// Run the built-in demo app.
     DemoApp {
@@ -84,6 +101,10 @@ fn main() -> ExitCode {
                 port,
                 startup_delay_ms,
             } => demo(port, startup_delay_ms).await,
+            Command::App { target, command } => Ok(tidegate::cli::run_app(&target, command).await),
+            Command::Project { target, command } => {
+                Ok(tidegate::cli::run_project(&target, command).await)
+            }
         }
     });
     match result {

@@ -84,9 +84,7 @@ impl Api {
             );
             response
         } else {
-            self.route(request)
-                .await
-                .unwrap_or_else(|refusal| *refusal)
+            self.route(request).await.unwrap_or_else(|refusal| *refusal)
         };
         self.requests
             .with_label_values(&[response.status().as_str()])

@@ -1,0 +1,176 @@
+//! The CLI's connection to the management API: which server, which token, one request.
+//!
+//! The server is `--server`/`TIDEGATE_SERVER`, else the admin address of the local gateway
+//! file (`--config`, default `config/tidegate.toml`). The token is `TIDEGATE_TOKEN`, else
+//! the local gateway's token file (`admin_token_file`, or the one it generated in its state
+//! directory). Inside an instance `TIDEGATE_TOKEN` is the instance's own identity token,
+//! which the API refuses: pass the API token another way there (docs/cli.md).
+
+use std::path::Path;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::net::TcpStream;
+
+use crate::api::token::GENERATED;
+use crate::config::{validate, GatewaySettings, RawGatewayFile};
+
+/// Why a command failed: the server refused (exit 1), or it could not be asked (exit 1 too,
+/// with what to fix).
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Unreachable(String),
+}
+
+/// Where and how to reach the API.
+pub struct Client {
+    /// `host:port` of the admin listener.
+    authority: String,
+    token: String,
+}
+
+/// A JSON answer.
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Value,
+    pub etag: Option<String>,
+}
+
+impl Client {
+    /// The client for `server` (or the local gateway of `config`) and its token.
+    pub fn resolve(
+        server: Option<&str>,
+        token: Option<&str>,
+        config: &Path,
+    ) -> Result<Self, CliError> {
+        let local = local_settings(config);
+        let authority = match server {
+            Some(server) => server
+                .trim_start_matches("http://")
+                .trim_end_matches('/')
+                .to_string(),
+            None => match &local {
+                Some(settings) => settings.admin.to_string(),
+                None => {
+                    return Err(CliError::Unreachable(format!(
+                        "no server: pass --server HOST:PORT (or set TIDEGATE_SERVER), or run where {} is",
+                        config.display()
+                    )))
+                }
+            },
+        };
+        let token = match token {
+            Some(token) => token.trim().to_string(),
+            None => {
+                let file = local.as_ref().map(|settings| {
+                    settings
+                        .admin_token_file
+                        .clone()
+                        .unwrap_or_else(|| settings.state_dir.join(GENERATED))
+                });
+                let read = file
+                    .as_ref()
+                    .and_then(|file| std::fs::read_to_string(file).ok());
+                match read {
+                    Some(token) => token.trim().to_string(),
+                    None => {
+                        return Err(CliError::Unreachable(
+                            "no token: set TIDEGATE_TOKEN, or run where the gateway's config and state directory are".into(),
+                        ))
+                    }
+                }
+            }
+        };
+        Ok(Client { authority, token })
+    }
+
+    /// Sends one request; a 4xx/5xx answer becomes [`CliError::Refused`] with the server's
+    /// message.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        if_match: Option<&str>,
+    ) -> Result<Answer, CliError> {
+        let answer = self.try_call(method, path, body, if_match).await?;
+        if answer.status.is_client_error() || answer.status.is_server_error() {
+            let message = answer.body["error"].as_str().unwrap_or("(no message)");
+            return Err(CliError::Refused(format!(
+                "{} ({})",
+                message, answer.status
+            )));
+        }
+        Ok(answer)
+    }
+
+    /// Sends one request and returns whatever the server answered.
+    pub async fn try_call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        if_match: Option<&str>,
+    ) -> Result<Answer, CliError> {
+        let unreachable = |e: &dyn std::fmt::Display| {
+            CliError::Unreachable(format!(
+                "cannot reach the management API at {}: {e}",
+                self.authority
+            ))
+        };
+        let stream = TcpStream::connect(&self.authority)
+            .await
+            .map_err(|e| unreachable(&e))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| unreachable(&e))?;
+        tokio::spawn(connection);
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &self.authority)
+            .header("authorization", format!("Bearer {}", self.token))
+            .header("content-type", "application/json");
+        if let Some(tag) = if_match {
+            request = request.header("if-match", tag);
+        }
+        let body = body.map_or_else(Bytes::new, |body| Bytes::from(body.to_string()));
+        let request = request.body(Full::new(body)).expect("a valid request");
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| unreachable(&e))?;
+        let status = response.status();
+        let etag = response
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| unreachable(&e))?
+            .to_bytes();
+        let body = serde_json::from_slice(&bytes).unwrap_or_else(
+            |_| serde_json::json!({ "error": String::from_utf8_lossy(&bytes).trim().to_string() }),
+        );
+        Ok(Answer { status, body, etag })
+    }
+}
+
+/// The local gateway file's settings (admin address, state directory), read without the
+/// apps, which may be in the middle of an edit.
+fn local_settings(config: &Path) -> Option<GatewaySettings> {
+    let text = std::fs::read_to_string(config).ok()?;
+    let raw: RawGatewayFile = toml::from_str(&text).ok()?;
+    validate(config, &raw, &[])
+        .ok()
+        .map(|config| config.gateway)
+}

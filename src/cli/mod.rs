@@ -1,0 +1,83 @@
+//! The `tidegate app|project` commands: a client of the management API (docs/cli.md).
+//!
+//! Exit codes: 0 done, 1 refused by the server (its message on stderr) or unreachable,
+//! 2 a usage error (clap's).
+
+mod apps;
+mod client;
+mod table;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand, ValueEnum};
+
+pub use client::{CliError, Client};
+
+/// Where the API is and how to print answers; shared by every API command.
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// The management API, `HOST:PORT` (default: the admin address of `--config`).
+    #[arg(long, env = "TIDEGATE_SERVER", global = true)]
+    pub server: Option<String>,
+    /// The API token (default: the local gateway's token file).
+    #[arg(long, env = "TIDEGATE_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// The local gateway file, for the default server and token.
+    #[arg(long, default_value = "config/tidegate.toml", global = true)]
+    pub config: PathBuf,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Table, global = true)]
+    pub output: Output,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+/// `tidegate app ...`
+#[derive(Subcommand, Debug)]
+pub enum AppCommand {
+    /// Create an app; waits until its first revision is ready and prints its URL.
+    Create(apps::CreateArgs),
+    /// Change an app; a change of what runs makes a new revision, which it waits for.
+    Update(apps::UpdateArgs),
+    /// An app's URL, status, revisions, traffic and instances.
+    Get { name: String },
+    /// Every app (of one project).
+    List {
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// Delete an app: its instances drain and stop, its file goes.
+    Delete { name: String },
+}
+
+/// `tidegate project ...`
+#[derive(Subcommand, Debug)]
+pub enum ProjectCommand {
+    /// Every project and its apps.
+    List,
+}
+
+/// Runs an app command and maps the outcome to the exit code.
+pub async fn run_app(target: &Target, command: AppCommand) -> ExitCode {
+    exit(apps::run(target, command).await)
+}
+
+/// Runs a project command.
+pub async fn run_project(target: &Target, command: ProjectCommand) -> ExitCode {
+    exit(apps::run_project(target, command).await)
+}
+
+fn exit(result: Result<(), CliError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("tidegate: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! The real `tidegate` binary's `app` and `project` commands against a real gateway: create
+//! from nothing and curl the printed URL, update an env var and see the new revision answer,
+//! read, list, delete, and nothing left behind; exit codes for refusals and usage errors.
+
+mod support;
+
+use std::time::Duration;
+
+use http::StatusCode;
+use support::*;
+
+const HOST: &str = "web.p.test.local";
+
+/// Runs `tidegate <args>` against the gateway; the token comes from the gateway's state
+/// directory through `--config`, as for a local operator.
+async fn tidegate(
+    config: &ConfigDir,
+    handle: &tidegate::Handle,
+    args: &[&str],
+) -> (i32, String, String) {
+    let output = tokio::process::Command::new(TIDEGATE)
+        .args(args)
+        .arg("--server")
+        .arg(handle.admin_addr().to_string())
+        .arg("--config")
+        .arg(config.gateway_file())
+        .env_remove("TIDEGATE_TOKEN")
+        .env_remove("TIDEGATE_SERVER")
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_lives_its_whole_life_through_the_cli() {
+    let config = ConfigDir::new("", "");
+    let handle = config.start().await;
+    let addr = handle.http_addr().unwrap();
+    let command = format!("{TIDEGATE} demo-app");
+
+    let (code, out, err) = tidegate(
+        &config,
+        &handle,
+        &[
+            "app",
+            "create",
+            "web",
+            "--project",
+            "p",
+            "--command",
+            &command,
+            "--env",
+            "GREETING=one",
+            "--max-scale",
+            "2",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        out.trim(),
+        format!("http://{HOST}:{}/", addr.port()),
+        "prints the URL"
+    );
+    // Waited for the first revision: it answers at once.
+    assert_eq!(get(addr, HOST, "/env/GREETING").await.body, "one\n");
+
+    let (code, out, err) = tidegate(
+        &config,
+        &handle,
+        &["app", "update", "web", "--env", "GREETING=two"],
+    )
+    .await;
+    assert_eq!((code, out.trim()), (0, "web-00002"), "{err}");
+    let addr2 = addr;
+    eventually(
+        "the new revision to answer",
+        Duration::from_secs(10),
+        || async move { (get(addr2, HOST, "/env/GREETING").await.body == "two\n").then_some(()) },
+    )
+    .await;
+
+    let (code, out, _) = tidegate(&config, &handle, &["app", "get", "web"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("Status:    ready") && out.contains("web-00002"),
+        "{out}"
+    );
+    let (code, out, _) = tidegate(&config, &handle, &["app", "list", "-o", "json"]).await;
+    assert_eq!(code, 0);
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list["apps"][0]["spec"]["run"]["env"]["GREETING"], "two");
+    let (code, out, _) = tidegate(&config, &handle, &["project", "list"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["p", "1"]),
+        "{out}"
+    );
+
+    let pid: i32 = get(addr, HOST, "/pid").await.body.trim().parse().unwrap();
+    let (code, _, err) = tidegate(&config, &handle, &["app", "delete", "web"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(!config.app_file("web").exists(), "no file left");
+    wait_gone(pid).await;
+    eventually("web to be gone", Duration::from_secs(10), || async move {
+        (get(addr2, HOST, "/").await.status == StatusCode::NOT_FOUND).then_some(())
+    })
+    .await;
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn refusals_exit_1_with_the_servers_message_and_usage_errors_exit_2() {
+    let config = ConfigDir::new("", "");
+    let handle = config.start().await;
+    let (code, _, err) = tidegate(&config, &handle, &["app", "get", "nothing"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("no app named \"nothing\""), "{err}");
+    let (code, _, err) =
+        tidegate(&config, &handle, &["app", "create", "x", "--project", "p"]).await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("--command") && err.contains("--image"),
+        "{err}"
+    );
+    let (code, _, err) = tidegate(
+        &config,
+        &handle,
+        &[
+            "app",
+            "create",
+            "x",
+            "--project",
+            "p",
+            "--command",
+            "srv",
+            "--env",
+            "1BAD=x",
+            "--no-wait",
+        ],
+    )
+    .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("1BAD") && err.contains("422"), "{err}");
+    assert!(!config.app_file("x").exists());
+    let (code, _, _) = tidegate(&config, &handle, &["app", "frobnicate"]).await;
+    assert_eq!(code, 2);
+    handle.shutdown().await;
+}
