@@ -143,6 +143,15 @@ async fn an_app_created_updated_and_deleted_through_the_api_is_served_accordingl
     let handle = config.start().await;
     let api = Api::of(&config, &handle);
 
+    let project = api
+        .call(
+            Method::POST,
+            "/api/v1/projects",
+            Some(json!({"name": "p"})),
+            None,
+        )
+        .await;
+    assert_eq!(project.status, StatusCode::CREATED, "{}", project.body);
     let created = api
         .call(Method::POST, "/api/v1/apps", Some(demo("web", "one")), None)
         .await;
@@ -215,8 +224,12 @@ async fn an_app_created_updated_and_deleted_through_the_api_is_served_accordingl
     let projects = api.call(Method::GET, "/api/v1/projects", None, None).await;
     assert_eq!(
         projects.body["projects"],
-        json!([{"name": "p", "apps": ["web"]}])
+        json!([{"name": "p", "created": true, "apps": ["web"]}])
     );
+    let busy = api
+        .call(Method::DELETE, "/api/v1/projects/p", None, None)
+        .await;
+    assert_eq!(busy.status, StatusCode::CONFLICT, "{}", busy.body);
 
     let deleted = api
         .call(Method::DELETE, "/api/v1/apps/web", None, None)
@@ -234,6 +247,14 @@ async fn an_app_created_updated_and_deleted_through_the_api_is_served_accordingl
             .status,
         StatusCode::NOT_FOUND
     );
+    let emptied = api
+        .call(Method::DELETE, "/api/v1/projects/p", None, None)
+        .await;
+    assert_eq!(emptied.status, StatusCode::OK, "{}", emptied.body);
+    let gone = api
+        .call(Method::GET, "/api/v1/projects/p", None, None)
+        .await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
     handle.shutdown().await;
 }
 
@@ -255,7 +276,10 @@ async fn refused_input_says_why_and_writes_nothing() {
         json!([{"revision": "latest", "percent": 60}, {"revision": "new-00001", "percent": 30}]);
     let mut unknown_project_host = demo("new", "x");
     unknown_project_host["project"] = json!("Not A Project");
+    let mut unknown_project = demo("new", "x");
+    unknown_project["project"] = json!("nope");
     let cases = [
+        (unknown_project, "unknown project \"nope\""),
         (demo("Bad_Name", "x"), "is not an app name"),
         (unknown_field, "sclae"),
         (bad_env, "1BAD-NAME"),
@@ -305,6 +329,23 @@ async fn refused_input_says_why_and_writes_nothing() {
         bad_scale.body
     );
     assert_eq!(apps_dir_contents(&config), before);
+    for (body, status) in [
+        (json!({"name": "p"}), StatusCode::CONFLICT),
+        (
+            json!({"name": "Not-Valid"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (json!({}), StatusCode::BAD_REQUEST),
+    ] {
+        let reply = api
+            .call(Method::POST, "/api/v1/projects", Some(body.clone()), None)
+            .await;
+        assert_eq!(reply.status, status, "{body}: {}", reply.body);
+    }
+    assert!(
+        !config.dir.path().join("projects").exists(),
+        "no project file written"
+    );
     handle.shutdown().await;
 }
 
@@ -368,5 +409,45 @@ async fn twenty_concurrent_updates_each_land_or_are_told_why() {
         "the file holds exactly the updates that landed"
     );
     tidegate::config::load(&config.gateway_file()).expect("the final file is valid");
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_and_projects_made_through_the_api_outlive_a_restart() {
+    let config = ConfigDir::new("", "");
+    let handle = config.start().await;
+    let api = Api::of(&config, &handle);
+    let empty = json!({"name": "empty"});
+    let made = api
+        .call(Method::POST, "/api/v1/projects", Some(empty), None)
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED);
+    let p = json!({"name": "p"});
+    api.call(Method::POST, "/api/v1/projects", Some(p), None)
+        .await;
+    let created = api
+        .call(
+            Method::POST,
+            "/api/v1/apps",
+            Some(demo("web", "kept")),
+            None,
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    handle.shutdown().await;
+
+    let handle = config.start().await;
+    let api = Api::of(&config, &handle);
+    let read = api.call(Method::GET, "/api/v1/apps/web", None, None).await;
+    assert_eq!(read.etag, created.etag, "the same file, the same version");
+    let projects = api.call(Method::GET, "/api/v1/projects", None, None).await;
+    let names: Vec<_> = projects.body["projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["empty", "p"]);
+    answers(&handle, "web.p.test.local", "/env/GREETING", "kept\n").await;
     handle.shutdown().await;
 }

@@ -42,6 +42,8 @@ async fn an_app_lives_its_whole_life_through_the_cli() {
     let handle = config.start().await;
     let addr = handle.http_addr().unwrap();
     let command = format!("{TIDEGATE} demo-app");
+    let (code, out, err) = tidegate(&config, &handle, &["project", "create", "p"]).await;
+    assert_eq!((code, out.trim()), (0, "created project p"), "{err}");
 
     let (code, out, err) = tidegate(
         &config,
@@ -108,6 +110,8 @@ async fn an_app_lives_its_whole_life_through_the_cli() {
     assert_eq!(code, 0, "{err}");
     assert!(!config.app_file("web").exists(), "no file left");
     wait_gone(pid).await;
+    let (code, _, err) = tidegate(&config, &handle, &["project", "delete", "p"]).await;
+    assert_eq!(code, 0, "{err}");
     eventually("web to be gone", Duration::from_secs(10), || async move {
         (get(addr2, HOST, "/").await.status == StatusCode::NOT_FOUND).then_some(())
     })
@@ -122,6 +126,27 @@ async fn refusals_exit_1_with_the_servers_message_and_usage_errors_exit_2() {
     let (code, _, err) = tidegate(&config, &handle, &["app", "get", "nothing"]).await;
     assert_eq!(code, 1);
     assert!(err.contains("no app named \"nothing\""), "{err}");
+    let (code, _, err) = tidegate(
+        &config,
+        &handle,
+        &[
+            "app",
+            "create",
+            "x",
+            "--project",
+            "nope",
+            "--command",
+            "srv",
+        ],
+    )
+    .await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("unknown project \"nope\"") && err.contains("project create nope"),
+        "{err}"
+    );
+    let (code, _, _) = tidegate(&config, &handle, &["project", "create", "p"]).await;
+    assert_eq!(code, 0);
     let (code, _, err) =
         tidegate(&config, &handle, &["app", "create", "x", "--project", "p"]).await;
     assert_eq!(code, 1);

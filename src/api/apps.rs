@@ -1,7 +1,6 @@
 //! `/api/v1/apps` and `/api/v1/projects`: app files read from and written to `apps_dir`,
 //! with the live status of each app.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use http::StatusCode;
@@ -13,11 +12,11 @@ use super::Api;
 use crate::config::{app_files, check_app_file};
 
 /// An app file on disk.
-struct AppFile {
+pub(super) struct AppFile {
     path: PathBuf,
     text: String,
-    name: String,
-    project: String,
+    pub name: String,
+    pub project: String,
 }
 
 impl Api {
@@ -40,18 +39,6 @@ impl Api {
         ))
     }
 
-    pub(super) fn list_projects(&self) -> ApiResult {
-        let mut projects: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for file in self.app_files()? {
-            projects.entry(file.project).or_default().push(file.name);
-        }
-        let list: Vec<Json> = projects
-            .into_iter()
-            .map(|(name, apps)| json!({ "name": name, "apps": apps }))
-            .collect();
-        Ok(json(StatusCode::OK, &json!({ "projects": list })))
-    }
-
     pub(super) async fn create_app(&self, spec: Json) -> ApiResult {
         let Some(name) = spec.get("name").and_then(Json::as_str).map(str::to_string) else {
             return Err(error(
@@ -67,6 +54,13 @@ impl Api {
         }
         let text = document::from_json(&spec).map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
         let _writing = self.writes.lock().await;
+        let project = project_of(&text);
+        if !self.project_exists(&project)? {
+            return Err(error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("unknown project {project:?}: create it first (tidegate project create {project})"),
+            ));
+        }
         if self.find(&name).is_ok() {
             return Err(error(
                 StatusCode::CONFLICT,
@@ -86,7 +80,7 @@ impl Api {
         self.write(&path, &text)?;
         let file = AppFile {
             path,
-            project: project_of(&text),
+            project,
             name,
             text,
         };
@@ -164,7 +158,7 @@ impl Api {
         self.config.load().gateway.apps_dir.clone()
     }
 
-    fn app_files(&self) -> Result<Vec<AppFile>, Refusal> {
+    pub(super) fn app_files(&self) -> Result<Vec<AppFile>, Refusal> {
         let dir = self.apps_dir();
         let paths = app_files(&dir).map_err(|e| {
             error(

@@ -10,6 +10,7 @@
 
 mod apps;
 pub mod document;
+mod projects;
 mod reply;
 pub mod token;
 
@@ -117,7 +118,10 @@ impl Api {
             }
             (&Method::DELETE, ["apps", name]) => self.delete_app(name, if_match.as_deref()).await,
             (&Method::GET, ["projects"]) => self.list_projects(),
-            (_, ["apps"] | ["apps", _] | ["projects"]) => Err(error(
+            (&Method::POST, ["projects"]) => self.create_project(read_json(body).await?).await,
+            (&Method::GET, ["projects", name]) => self.get_project(name),
+            (&Method::DELETE, ["projects", name]) => self.delete_project(name).await,
+            (_, ["apps"] | ["apps", _] | ["projects"] | ["projects", _]) => Err(error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 format!("{} is not allowed on {path}", parts.method),
             )),

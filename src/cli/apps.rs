@@ -139,6 +139,48 @@ pub async fn run_project(target: &Target, command: ProjectCommand) -> Result<(),
             table::print(&["NAME", "APPS"], &rows);
             Ok(())
         }
+        ProjectCommand::Create { name } => {
+            let body = json!({ "name": name });
+            let created = client
+                .call(Method::POST, "/api/v1/projects", Some(&body), None)
+                .await?;
+            match target.output {
+                Output::Json => print_json(&created.body),
+                Output::Table => println!("created project {name}"),
+            }
+            Ok(())
+        }
+        ProjectCommand::Get { name } => {
+            let path = format!("/api/v1/projects/{name}");
+            let project = client.call(Method::GET, &path, None, None).await?.body;
+            match target.output {
+                Output::Json => print_json(&project),
+                Output::Table => {
+                    println!("Name:  {}", text(&project["name"]));
+                    let apps: Vec<String> = project["apps"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(text)
+                        .collect();
+                    println!(
+                        "Apps:  {}",
+                        if apps.is_empty() {
+                            "-".to_string()
+                        } else {
+                            apps.join(", ")
+                        }
+                    );
+                }
+            }
+            Ok(())
+        }
+        ProjectCommand::Delete { name } => {
+            let path = format!("/api/v1/projects/{name}");
+            client.call(Method::DELETE, &path, None, None).await?;
+            println!("deleted project {name}");
+            Ok(())
+        }
     }
 }
 

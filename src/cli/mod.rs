@@ -60,6 +60,12 @@ pub enum AppCommand {
 pub enum ProjectCommand {
     /// Every project and its apps.
     List,
+    /// Create a project for apps to be created in.
+    Create { name: String },
+    /// A project and its apps.
+    Get { name: String },
+    /// Delete an empty project.
+    Delete { name: String },
 }
 
 /// Runs an app command and maps the outcome to the exit code.

@@ -182,8 +182,10 @@ pub(super) fn validate_gateway(
     }
     let container_engine = container::engine(&mut c, raw.container_engine.as_ref(), file);
     let admin_token_file = g.admin_token_file.as_deref().map(|path| base.join(path));
+    let projects_dir = base.join(g.projects_dir.as_deref().unwrap_or("projects"));
     GatewaySettings {
         admin_token_file,
+        projects_dir,
         container_engine,
         logs_dir,
         log_retention,

@@ -27,4 +27,4 @@ pub use model::{
 };
 pub use raw::{RawApp, RawGateway, RawGatewayFile, RawRun, RawScale, RawStatic, RawTls};
 pub use revisions::parse_memory;
-pub use validate::{parse_duration, parse_host_pattern, validate, validate_files};
+pub use validate::{is_dns_label, parse_duration, parse_host_pattern, validate, validate_files};

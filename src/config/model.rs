@@ -60,6 +60,9 @@ pub struct GatewaySettings {
     /// The management API's bearer token: this file (read at start), or, when `None`, a
     /// token generated once into `<state_dir>/admin-token` (mode 0600).
     pub admin_token_file: Option<PathBuf>,
+    /// Projects created through the management API, one `<name>.toml` each. A project also
+    /// exists while an app file names it.
+    pub projects_dir: PathBuf,
     pub container_engine: ContainerEngineSettings,
 }
 

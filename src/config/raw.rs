@@ -54,6 +54,7 @@ pub struct RawGateway {
     /// Where revision history, logs and generated secrets are kept across restarts.
     pub state_dir: Option<String>,
     pub admin_token_file: Option<String>,
+    pub projects_dir: Option<String>,
 }
 
 /// The `[tls]` table.

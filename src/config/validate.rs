@@ -378,7 +378,7 @@ fn check_label(c: &mut Checker<'_>, field: &str, value: &str) {
     }
 }
 
-pub(super) fn is_dns_label(value: &str) -> bool {
+pub fn is_dns_label(value: &str) -> bool {
     !value.is_empty()
         && value.len() <= 63
         && value
