@@ -17,7 +17,7 @@ use crate::config::AppSpec;
 use crate::instance::Instance;
 use crate::metrics::{AppMetrics, Metrics};
 use crate::revision::{RevisionRequest, RevisionState, Traffic};
-pub use crate::status::{AppStatus, InstanceStatus, RevisionStatus};
+pub use crate::status::{AppEvent, AppStatus, InstanceStatus, RevisionStatus};
 
 /// The one revision of an app with fixed instances (`static`).
 const FIXED_REVISION: &str = "static";
@@ -33,8 +33,13 @@ pub struct AppState {
     /// Wakes the app's controller: a request is waiting for an instance.
     poke: Arc<Notify>,
     status: ArcSwap<AppStatus>,
+    /// The last [`MAX_EVENTS`] events, oldest first.
+    events: std::sync::Mutex<std::collections::VecDeque<AppEvent>>,
     pub metrics: AppMetrics,
 }
+
+/// Events kept per app; older ones are dropped.
+pub const MAX_EVENTS: usize = 200;
 
 impl AppState {
     pub(crate) fn new(spec: Arc<AppSpec>, metrics: &Arc<Metrics>) -> Arc<Self> {
@@ -47,6 +52,7 @@ impl AppState {
             revisions: ArcSwap::from_pointee(Vec::new()),
             poke: Arc::new(Notify::new()),
             status: ArcSwap::from_pointee(AppStatus::default()),
+            events: Default::default(),
         })
     }
 
@@ -104,6 +110,26 @@ impl AppState {
                     .collect::<Vec<_>>()
             })
             .collect()
+    }
+
+    /// Records an event (see [`AppEvent`]); the oldest goes beyond [`MAX_EVENTS`].
+    pub fn record(&self, reason: &'static str, message: impl Into<String>) {
+        let event = AppEvent {
+            time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            reason,
+            message: message.into(),
+        };
+        let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        if events.len() == MAX_EVENTS {
+            events.pop_front();
+        }
+        events.push_back(event);
+    }
+
+    /// The recorded events, oldest first.
+    pub fn events(&self) -> Vec<AppEvent> {
+        let events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        events.iter().cloned().collect()
     }
 
     /// Replaces the app's spec after a reload.

@@ -55,6 +55,15 @@ enum Command {
         #[command(subcommand)]
         command: tidegate::cli::AppCommand,
     },
+    /// Revisions through the management API.
+    Revision {
+        #[command(flatten)]
+        target: tidegate::cli::Target,
+        #[command(subcommand)]
+        command: tidegate::cli::RevisionCommand,
+    },
+    /// Print a shell completion script: `tidegate completion bash > /etc/bash_completion.d/tidegate`.
+    Completion { shell: clap_complete::Shell },
     /// Projects through the management API.
     Project {
         #[command(flatten)]
@@ -102,6 +111,15 @@ fn main() -> ExitCode {
                 startup_delay_ms,
             } => demo(port, startup_delay_ms).await,
             Command::App { target, command } => Ok(tidegate::cli::run_app(&target, command).await),
+            Command::Revision { target, command } => {
+                Ok(tidegate::cli::run_revision(&target, command).await)
+            }
+            Command::Completion { shell } => {
+                use clap::CommandFactory;
+                let mut command = Cli::command();
+                clap_complete::generate(shell, &mut command, "tidegate", &mut std::io::stdout());
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Project { target, command } => {
                 Ok(tidegate::cli::run_project(&target, command).await)
             }

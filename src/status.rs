@@ -50,3 +50,14 @@ pub struct InstanceStatus {
     pub addr: Option<String>,
     pub in_flight: u32,
 }
+
+/// One thing that happened to an app, for `GET /api/v1/apps/{name}/events`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppEvent {
+    /// RFC 3339, UTC, seconds.
+    pub time: String,
+    /// `RevisionCreated`, `RevisionReady`, `RevisionFailed`, `Scaled`, `InstanceExited`,
+    /// `ConfigRejected`.
+    pub reason: &'static str,
+    pub message: String,
+}

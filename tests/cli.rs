@@ -87,6 +87,47 @@ async fn an_app_lives_its_whole_life_through_the_cli() {
     )
     .await;
 
+    // Split 50/50: both revisions answer.
+    let (code, _, err) = tidegate(
+        &config,
+        &handle,
+        &["app", "traffic", "web", "web-00001=50", "latest=50"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    for revision in ["revision=web-00001", "revision=web-00002"] {
+        eventually(revision, Duration::from_secs(10), || async move {
+            get(addr2, HOST, "/")
+                .await
+                .body
+                .contains(revision)
+                .then_some(())
+        })
+        .await;
+    }
+    let (code, out, _) = tidegate(&config, &handle, &["revision", "list", "--app", "web"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("web-00001") && out.contains("50%"), "{out}");
+    let (code, out, _) = tidegate(&config, &handle, &["revision", "get", "web-00002"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("\"name\": \"web-00002\""), "{out}");
+    let (code, out, _) = tidegate(&config, &handle, &["app", "events", "web"]).await;
+    assert_eq!(code, 0);
+    for reason in ["RevisionCreated", "RevisionReady", "Scaled"] {
+        assert!(out.contains(reason), "{reason}: {out}");
+    }
+    let (code, out, err) =
+        tidegate(&config, &handle, &["app", "logs", "web", "--tail", "50"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("==> instance web-0000"), "{out}");
+    let completion = tokio::process::Command::new(TIDEGATE)
+        .args(["completion", "bash"])
+        .output()
+        .await
+        .unwrap();
+    assert!(completion.status.success());
+    assert!(String::from_utf8_lossy(&completion.stdout).contains("_tidegate()"));
+
     let (code, out, _) = tidegate(&config, &handle, &["app", "get", "web"]).await;
     assert_eq!(code, 0);
     assert!(

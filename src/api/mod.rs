@@ -10,6 +10,7 @@
 
 mod apps;
 pub mod document;
+mod live;
 mod projects;
 mod reply;
 pub mod token;
@@ -117,6 +118,17 @@ impl Api {
                 self.update_app(name, if_match.as_deref(), patch).await
             }
             (&Method::DELETE, ["apps", name]) => self.delete_app(name, if_match.as_deref()).await,
+            (&Method::GET, ["apps", name, "revisions"]) => self.revisions(name, None),
+            (&Method::GET, ["apps", name, "revisions", revision]) => {
+                self.revisions(name, Some(revision))
+            }
+            (&Method::GET, ["apps", name, "instances"]) => self.instances(name),
+            (&Method::GET, ["apps", name, "events"]) => self.events(name),
+            (&Method::GET, ["apps", name, "logs"]) => self.logs(
+                name,
+                query_param(&query, "instance"),
+                query_param(&query, "tail"),
+            ),
             (&Method::GET, ["projects"]) => self.list_projects(),
             (&Method::POST, ["projects"]) => self.create_project(read_json(body).await?).await,
             (&Method::GET, ["projects", name]) => self.get_project(name),

@@ -39,6 +39,8 @@ pub struct Client {
 pub struct Answer {
     pub status: StatusCode,
     pub body: Value,
+    /// The body as text (logs are plain text).
+    pub text: String,
     pub etag: Option<String>,
 }
 
@@ -161,7 +163,13 @@ impl Client {
         let body = serde_json::from_slice(&bytes).unwrap_or_else(
             |_| serde_json::json!({ "error": String::from_utf8_lossy(&bytes).trim().to_string() }),
         );
-        Ok(Answer { status, body, etag })
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        Ok(Answer {
+            status,
+            body,
+            text,
+            etag,
+        })
     }
 }
 

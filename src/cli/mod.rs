@@ -5,6 +5,8 @@
 
 mod apps;
 mod client;
+mod live;
+mod show;
 mod table;
 
 use std::path::PathBuf;
@@ -53,6 +55,37 @@ pub enum AppCommand {
     },
     /// Delete an app: its instances drain and stop, its file goes.
     Delete { name: String },
+    /// The app's output: every instance's, or one's.
+    Logs {
+        name: String,
+        /// Only this instance (see `app get`).
+        #[arg(long)]
+        instance: Option<String>,
+        /// Only the last N lines.
+        #[arg(long)]
+        tail: Option<usize>,
+    },
+    /// What happened to the app: revisions created, ready or failed, scaling, crashes,
+    /// rejected config.
+    Events { name: String },
+    /// Split the app's traffic: `REVISION=PERCENT[,TAG]`..., REVISION may be `latest`.
+    Traffic {
+        name: String,
+        #[arg(required = true)]
+        split: Vec<String>,
+    },
+}
+
+/// `tidegate revision ...`
+#[derive(Subcommand, Debug)]
+pub enum RevisionCommand {
+    /// The revisions of an app, newest first, with state and traffic.
+    List {
+        #[arg(long)]
+        app: String,
+    },
+    /// One revision, e.g. `web-00002`.
+    Get { name: String },
 }
 
 /// `tidegate project ...`
@@ -71,6 +104,19 @@ pub enum ProjectCommand {
 /// Runs an app command and maps the outcome to the exit code.
 pub async fn run_app(target: &Target, command: AppCommand) -> ExitCode {
     exit(apps::run(target, command).await)
+}
+
+/// Runs a revision command.
+pub async fn run_revision(target: &Target, command: RevisionCommand) -> ExitCode {
+    let result = async {
+        let client = Client::resolve(
+            target.server.as_deref(),
+            target.token.as_deref(),
+            &target.config,
+        )?;
+        live::revision(&client, target.output, command).await
+    };
+    exit(result.await)
 }
 
 /// Runs a project command.

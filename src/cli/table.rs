@@ -1,5 +1,16 @@
 //! Aligned text tables for the CLI's default output.
 
+use serde_json::Value;
+
+/// A JSON value as a table cell: strings bare, `null` as `-`.
+pub fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
 /// Prints `rows` under `header`, each column as wide as its widest cell.
 pub fn print(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();

@@ -95,6 +95,12 @@ impl Reloader {
             tracing::warn!("listener addresses or [tls] changed; they take effect on restart");
         }
         let states = self.registry.apply(&config);
+        for file in &config.rejected {
+            if let Some(app) = states.get(&file.app) {
+                let issues: Vec<String> = file.issues.iter().map(ToString::to_string).collect();
+                app.record("ConfigRejected", issues.join("; "));
+            }
+        }
         let table = RouteTable::build(&config, &states);
         self.proxy.routes.store(Arc::new(table));
         if let Some(watcher) = &mut self.watcher {

@@ -73,6 +73,7 @@ impl Controller {
                         tracing::warn!(app = %self.app.name, instance = %id, reason = %description, "instance crashed; replacing it");
                         self.app.metrics.crashes.inc();
                         let message = format!("instance {id} crashed: {description}");
+                        self.app.record("InstanceExited", message.clone());
                         self.last_error = Some(message.clone());
                         self.members.retain(|m| m.id != id);
                         if let Some(index) = self.unit_index(revision) {
@@ -136,6 +137,10 @@ impl Controller {
                 }
                 unit.last_error = Some(message.clone());
                 unit.prep = Prep::Failed(message.clone());
+                self.app.record(
+                    "RevisionFailed",
+                    format!("revision {} failed: {message}", unit.state.name),
+                );
                 self.last_error = Some(message);
             }
         }
@@ -154,6 +159,7 @@ impl Controller {
         tracing::error!(app = %self.app.name, instance = %id, %reason, "instance failed to start");
         self.app.metrics.crashes.inc();
         let message = format!("instance {id} failed to start: {reason}");
+        self.app.record("RevisionFailed", message.clone());
         self.last_error = Some(message.clone());
         let others_coming = self.members.iter().any(|m| {
             m.revision == revision && (m.state == State::Ready || m.state == State::Starting)

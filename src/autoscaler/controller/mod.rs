@@ -284,7 +284,15 @@ impl Controller {
         for index in 0..self.units.len() {
             let ready = self.ready_count(self.units[index].number) as u32;
             let unit = &mut self.units[index];
+            let before = unit.desired;
             unit.decide(&self.app.name, now, ready, &self.spec.scale);
+            if unit.desired != before {
+                let message = format!(
+                    "revision {} scaled from {before} to {} instances",
+                    unit.state.name, unit.desired
+                );
+                self.app.record("Scaled", message);
+            }
         }
         self.reconcile(now);
     }
@@ -327,6 +335,8 @@ impl Controller {
         if self.latest > 1 {
             tracing::info!(app = %self.app.name, revision = %name, instances = floor, "run spec changed: new revision");
         }
+        self.app
+            .record("RevisionCreated", format!("revision {name} created"));
         // The unfinished rollout of an earlier revision is superseded by this one: it serves
         // on if traffic names it, else `route` retires it.
         for unit in &mut self.units {

@@ -120,6 +120,11 @@ impl Controller {
         if self.latest_ready.is_some() {
             tracing::info!(app = %self.app.name, revision = %unit.state.name, "revision ready; latest traffic moves to it");
         }
+        let message = format!(
+            "revision {} is ready and takes latest traffic",
+            unit.state.name
+        );
+        self.app.record("RevisionReady", message);
         self.latest_ready = Some(number);
         self.route(now);
     }
