@@ -78,6 +78,7 @@ impl Api {
             ));
         }
         self.write(&path, &text)?;
+        self.apply_now().await;
         let file = AppFile {
             path,
             project,
@@ -112,6 +113,7 @@ impl Api {
         let text =
             document::patch(&file.text, &patch).map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
         self.write(&file.path, &text)?;
+        self.apply_now().await;
         let file = AppFile {
             project: project_of(&text),
             text,
@@ -138,6 +140,7 @@ impl Api {
                 format!("cannot remove {}: {e}", file.path.display()),
             )
         })?;
+        self.apply_now().await;
         Ok(json(StatusCode::OK, &json!({ "deleted": name })))
     }
 

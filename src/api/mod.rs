@@ -42,7 +42,15 @@ pub struct Api {
     writes: tokio::sync::Mutex<()>,
     /// `tidegate_api_requests_total{code}`.
     requests: IntCounterVec,
+    /// Asks the reload loop to apply the files now (a write does not wait for the watcher's
+    /// debounce), and says when it has.
+    reload: Reload,
 }
+
+/// The reload loop's request channel: each request carries where to send the outcome.
+pub type Reload = tokio::sync::mpsc::UnboundedSender<
+    tokio::sync::oneshot::Sender<Result<(), crate::config::ConfigErrors>>,
+>;
 
 impl Api {
     pub fn new(
@@ -50,6 +58,7 @@ impl Api {
         config: Arc<ArcSwap<Config>>,
         proxy: Arc<Proxy>,
         metrics: &Metrics,
+        reload: Reload,
     ) -> Self {
         let requests = IntCounterVec::new(
             prometheus::Opts::new(
@@ -66,6 +75,7 @@ impl Api {
             proxy,
             writes: tokio::sync::Mutex::new(()),
             requests,
+            reload,
         }
     }
 
@@ -163,6 +173,18 @@ async fn read_json(body: Incoming) -> Result<serde_json::Value, reply::Refusal> 
             format!("the body is not JSON: {e}"),
         )
     })
+}
+
+impl Api {
+    /// Has the gateway load the files now and waits until it has, so an answer to a write
+    /// already shows the change applied (a new revision rolling out). Problems of other
+    /// files are theirs; this file was checked before it was written.
+    async fn apply_now(&self) {
+        let (done, applied) = tokio::sync::oneshot::channel();
+        if self.reload.send(done).is_ok() {
+            let _ = applied.await;
+        }
+    }
 }
 
 fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {

@@ -168,11 +168,13 @@ impl GatewayBuilder {
             let _ = proxy.http_port.set(addr.port());
         }
         let (token, token_file) = Token::load(settings).map_err(StartError::Token)?;
+        let (reload_tx, reload_rx) = mpsc::unbounded_channel();
         let api = Arc::new(Api::new(
             token,
             Arc::clone(&current),
             Arc::clone(&proxy),
             &metrics,
+            reload_tx.clone(),
         ));
         let tls = settings.tls.as_ref().map(|tls| Tls::load(tls, &metrics));
         let tls_watcher = match &tls {
@@ -257,7 +259,6 @@ impl GatewayBuilder {
                 }
             }
         });
-        let (reload_tx, reload_rx) = mpsc::unbounded_channel();
         let reloader = Reloader {
             path: path.clone(),
             registry: Arc::clone(&registry),

@@ -54,9 +54,12 @@ impl Reloader {
                 _ = stopped(&mut shutdown) => break,
                 Some(responder) = requests.recv() => Some(responder),
                 Some(()) = changes.recv() => {
-                    // Wait for the burst of events of one save to settle.
-                    config::watch::settle(&mut changes).await;
-                    None
+                    // Wait for the burst of events of one save to settle, unless a request
+                    // (the management API after a write, SIGHUP) asks for the reload now.
+                    tokio::select! {
+                        _ = config::watch::settle(&mut changes) => None,
+                        Some(responder) = requests.recv() => Some(responder),
+                    }
                 }
             };
             let result = self.reload(&mut listeners);
