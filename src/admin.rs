@@ -235,7 +235,7 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 }
 
 impl Handler for Admin {
-    type Body = Full<Bytes>;
+    type Body = crate::api::ApiBody;
 
     async fn call(
         self: Arc<Self>,
@@ -245,6 +245,6 @@ impl Handler for Admin {
         if request.uri().path().starts_with("/api/") {
             return self.api.handle(request).await;
         }
-        self.respond(&request)
+        crate::api::boxed(self.respond(&request))
     }
 }

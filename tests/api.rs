@@ -451,3 +451,60 @@ async fn apps_and_projects_made_through_the_api_outlive_a_restart() {
     answers(&handle, "web.p.test.local", "/env/GREETING", "kept\n").await;
     handle.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followed_log_streams_what_instances_write_until_the_client_leaves() {
+    use http_body_util::BodyExt;
+    let config = ConfigDir::new("", "");
+    config.demo_app("web", &[], "");
+    let handle = config.start().await;
+    let api = Api::of(&config, &handle);
+    let stream = tokio::net::TcpStream::connect(handle.admin_addr())
+        .await
+        .unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = Request::get("/api/v1/apps/web/logs?follow=true")
+        .header("host", "admin")
+        .header("authorization", format!("Bearer {}", api.token))
+        .body(full(Bytes::new()))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+
+    // The app is at zero: a request starts an instance, whose start-up line streams in.
+    assert_eq!(
+        get(handle.http_addr().unwrap(), "web.p.test.local", "/")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let mut seen = String::new();
+    while !seen.contains("demo app listening") {
+        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+            .await
+            .expect("output within 10 s")
+            .expect("the stream goes on")
+            .unwrap();
+        if let Some(data) = frame.data_ref() {
+            seen.push_str(&String::from_utf8_lossy(data));
+        }
+    }
+    assert!(seen.starts_with("[web-00001-1] "), "{seen}");
+    drop(body);
+
+    let bad = api
+        .call(
+            Method::GET,
+            "/api/v1/apps/web/logs?follow=true&instance=../../etc",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+    handle.shutdown().await;
+}

@@ -98,6 +98,38 @@ impl Api {
         Ok(response)
     }
 
+    /// `logs?follow=true`: the tail asked for (default none), then the output as it comes.
+    pub(super) fn follow_logs(
+        &self,
+        name: &str,
+        instance: Option<&str>,
+        tail: Option<&str>,
+    ) -> Result<Response<super::follow::Streamed>, Refusal> {
+        self.live(name)?;
+        let logs_dir = self.config.load().gateway.logs_dir.clone();
+        if let Some(id) = instance {
+            instance_log(&logs_dir, name, id)?;
+        }
+        let backlog = match tail {
+            Some(_) => {
+                let response = self.logs(name, instance, tail)?;
+                futures_util::FutureExt::now_or_never(http_body_util::BodyExt::collect(
+                    response.into_body(),
+                ))
+                .and_then(Result::ok)
+                .map(|collected| collected.to_bytes())
+                .unwrap_or_default()
+            }
+            None => Bytes::new(),
+        };
+        Ok(super::follow::follow(
+            &logs_dir,
+            name,
+            instance.map(str::to_string),
+            backlog,
+        ))
+    }
+
     /// The live state of an app the gateway serves.
     fn live(&self, name: &str) -> Result<Arc<AppState>, Refusal> {
         let table = self.proxy.routes.load();

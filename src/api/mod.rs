@@ -10,6 +10,7 @@
 
 mod apps;
 pub mod document;
+mod follow;
 mod live;
 mod projects;
 mod reply;
@@ -29,6 +30,14 @@ use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use reply::{error, ApiResult};
 use token::Token;
+
+/// The body of an API (and admin) response: whole, or streamed (a followed log).
+pub type ApiBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+/// A whole body as an [`ApiBody`].
+pub fn boxed(response: Response<Full<Bytes>>) -> Response<ApiBody> {
+    response.map(|body| body.map_err(|never| match never {}).boxed())
+}
 
 /// The largest request body the API reads.
 const MAX_BODY: usize = 1024 * 1024;
@@ -80,7 +89,7 @@ impl Api {
     }
 
     /// Answers one `/api/...` request.
-    pub async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<ApiBody> {
         let authorization = request
             .headers()
             .get(http::header::AUTHORIZATION)
@@ -95,13 +104,41 @@ impl Api {
                 http::HeaderValue::from_static("Bearer"),
             );
             response
+        } else if let Some(follow) = self.follow(&request) {
+            let response = match follow {
+                Ok(streamed) => streamed.map(|body| body.boxed()),
+                Err(refusal) => boxed(*refusal),
+            };
+            self.requests
+                .with_label_values(&[response.status().as_str()])
+                .inc();
+            return response;
         } else {
             self.route(request).await.unwrap_or_else(|refusal| *refusal)
         };
         self.requests
             .with_label_values(&[response.status().as_str()])
             .inc();
-        response
+        boxed(response)
+    }
+
+    /// `GET /api/v1/apps/{name}/logs?follow=true`, if that is the request.
+    fn follow(
+        &self,
+        request: &Request<Incoming>,
+    ) -> Option<Result<Response<follow::Streamed>, reply::Refusal>> {
+        let query = request.uri().query().unwrap_or("");
+        let name = request
+            .uri()
+            .path()
+            .strip_prefix("/api/v1/apps/")?
+            .strip_suffix("/logs")?;
+        let wanted = matches!(query_param(query, "follow"), Some("true" | "1"));
+        if request.method() != Method::GET || !wanted || name.contains('/') {
+            return None;
+        }
+        let instance = query_param(query, "instance");
+        Some(self.follow_logs(name, instance, query_param(query, "tail")))
     }
 
     async fn route(&self, request: Request<Incoming>) -> ApiResult {

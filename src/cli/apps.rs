@@ -112,7 +112,8 @@ pub async fn run(target: &Target, command: AppCommand) -> Result<(), CliError> {
             name,
             instance,
             tail,
-        } => super::live::logs(&client, &name, instance.as_deref(), tail).await,
+            follow,
+        } => super::live::logs(&client, &name, instance.as_deref(), tail, follow).await,
         AppCommand::Events { name } => super::live::events(&client, target.output, &name).await,
         AppCommand::Traffic { name, split } => super::live::traffic(&client, &name, &split).await,
     }

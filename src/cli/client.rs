@@ -112,6 +112,55 @@ impl Client {
         Ok(answer)
     }
 
+    /// A `GET` whose body streams (a followed log): printed as it comes, until the server
+    /// ends it or the command is interrupted.
+    pub async fn stream(&self, path: &str) -> Result<(), CliError> {
+        use std::io::Write;
+        let unreachable = |e: &dyn std::fmt::Display| {
+            CliError::Unreachable(format!(
+                "cannot reach the management API at {}: {e}",
+                self.authority
+            ))
+        };
+        let stream = TcpStream::connect(&self.authority)
+            .await
+            .map_err(|e| unreachable(&e))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| unreachable(&e))?;
+        tokio::spawn(connection);
+        let request = Request::get(path)
+            .header("host", &self.authority)
+            .header("authorization", format!("Bearer {}", self.token))
+            .body(Full::new(Bytes::new()))
+            .expect("a valid request");
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| unreachable(&e))?;
+        let status = response.status();
+        let mut body = response.into_body();
+        if !status.is_success() {
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|e| unreachable(&e))?
+                .to_bytes();
+            let answer: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            let message = answer["error"].as_str().unwrap_or("(no message)");
+            return Err(CliError::Refused(format!("{message} ({status})")));
+        }
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| unreachable(&e))?;
+            if let Some(data) = frame.data_ref() {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(data);
+                let _ = out.flush();
+            }
+        }
+        Ok(())
+    }
+
     /// Sends one request and returns whatever the server answered.
     pub async fn try_call(
         &self,

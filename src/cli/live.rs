@@ -8,19 +8,25 @@ use super::client::{CliError, Client};
 use super::table::{self, text};
 use super::{Output, RevisionCommand};
 
-/// `app logs`: every instance's output, or one instance's, its last `tail` lines.
+/// `app logs`: every instance's output, or one instance's, its last `tail` lines; with
+/// `follow`, then what they write next, until interrupted.
 pub async fn logs(
     client: &Client,
     name: &str,
     instance: Option<&str>,
     tail: Option<usize>,
+    follow: bool,
 ) -> Result<(), CliError> {
     let mut path = format!("/api/v1/apps/{name}/logs?");
     if let Some(instance) = instance {
         path.push_str(&format!("instance={instance}&"));
     }
     if let Some(tail) = tail {
-        path.push_str(&format!("tail={tail}"));
+        path.push_str(&format!("tail={tail}&"));
+    }
+    if follow {
+        path.push_str("follow=true");
+        return client.stream(&path).await;
     }
     let answer = client.call(Method::GET, &path, None, None).await?;
     print!("{}", answer.text);

@@ -64,6 +64,9 @@ pub enum AppCommand {
         /// Only the last N lines.
         #[arg(long)]
         tail: Option<usize>,
+        /// Keep printing what the instances write, until interrupted.
+        #[arg(short, long)]
+        follow: bool,
     },
     /// What happened to the app: revisions created, ready or failed, scaling, crashes,
     /// rejected config.

@@ -170,9 +170,39 @@ impl Cgroups {
     /// Removes the gateway's parent groups (at shutdown, once every instance is gone).
     pub fn remove(&self) {
         for dir in self.parents() {
-            let _ = std::fs::remove_dir(dir);
+            remove_group_tree(dir);
         }
     }
+
+    /// [`Cgroups::remove`] at shutdown: the kernel may still count a just-reaped instance in
+    /// its group for a moment (rmdir says busy), so this tries again for up to a second
+    /// rather than leave the groups behind.
+    pub async fn remove_patiently(&self) {
+        for _ in 0..50 {
+            self.remove();
+            if self.parents().iter().all(|dir| !dir.exists()) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        for dir in self.parents() {
+            if dir.exists() {
+                tracing::warn!(group = %dir.display(), "cgroup still busy after shutdown; the next start removes it");
+            }
+        }
+    }
+}
+
+/// Removes a gateway's group and its (empty) instance groups.
+fn remove_group_tree(dir: &Path) {
+    if let Ok(instances) = std::fs::read_dir(dir) {
+        for instance in instances.flatten() {
+            if instance.path().is_dir() {
+                let _ = std::fs::remove_dir(instance.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
 }
 
 impl Drop for Cgroups {
@@ -310,14 +340,7 @@ fn remove_stale_groups(base: &Path) {
         if Path::new(&format!("/proc/{pid}")).exists() {
             continue;
         }
-        if let Ok(instances) = std::fs::read_dir(entry.path()) {
-            for instance in instances.flatten() {
-                if instance.path().is_dir() {
-                    let _ = std::fs::remove_dir(instance.path());
-                }
-            }
-        }
-        let _ = std::fs::remove_dir(entry.path());
+        remove_group_tree(&entry.path());
     }
 }
 

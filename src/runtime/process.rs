@@ -364,7 +364,7 @@ impl RuntimeBackend for ProcessBackend {
             let _ = exited.wait_for(Option::is_some).await;
         }
         if let Some(cgroups) = &self.cgroups {
-            cgroups.remove();
+            cgroups.remove_patiently().await;
         }
     }
 }
