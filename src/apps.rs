@@ -212,6 +212,7 @@ impl AppState {
                     state: "ready",
                     addr: Some(instance.addr.to_string()),
                     in_flight: instance.in_flight(),
+                    started_at: None,
                 })
                 .collect(),
             ..AppStatus::default()

@@ -49,6 +49,8 @@ pub struct InstanceStatus {
     pub state: &'static str,
     pub addr: Option<String>,
     pub in_flight: u32,
+    /// When the gateway started it (RFC 3339, UTC); `None` for fixed (static) instances.
+    pub started_at: Option<String>,
 }
 
 /// One thing that happened to an app, for `GET /api/v1/apps/{name}/events`.

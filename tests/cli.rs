@@ -42,6 +42,12 @@ async fn an_app_lives_its_whole_life_through_the_cli() {
     let handle = config.start().await;
     let addr = handle.http_addr().unwrap();
     let command = format!("{TIDEGATE} demo-app");
+    let env_file = config.dir.path().join("web.env");
+    std::fs::write(
+        &env_file,
+        "# settings\nFROM_FILE=yes\n\nGREETING=overridden\n",
+    )
+    .unwrap();
     let (code, out, err) = tidegate(&config, &handle, &["project", "create", "p"]).await;
     assert_eq!((code, out.trim()), (0, "created project p"), "{err}");
 
@@ -58,6 +64,8 @@ async fn an_app_lives_its_whole_life_through_the_cli() {
             &command,
             "--env",
             "GREETING=one",
+            "--env-from-file",
+            env_file.to_str().unwrap(),
             "--max-scale",
             "2",
         ],
@@ -71,6 +79,13 @@ async fn an_app_lives_its_whole_life_through_the_cli() {
     );
     // Waited for the first revision: it answers at once.
     assert_eq!(get(addr, HOST, "/env/GREETING").await.body, "one\n");
+    assert_eq!(get(addr, HOST, "/env/FROM_FILE").await.body, "yes\n");
+    let (_, out, _) = tidegate(&config, &handle, &["app", "get", "web", "-o", "json"]).await;
+    let app: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let started = app["status"]["instances"][0]["started_at"]
+        .as_str()
+        .unwrap();
+    assert!(started.ends_with('Z') && started.len() == 20, "{started}");
 
     let (code, out, err) = tidegate(
         &config,

@@ -23,6 +23,10 @@ pub struct SpecFlags {
     /// An environment variable, `NAME=VALUE`; repeat for more.
     #[arg(long = "env", value_name = "NAME=VALUE")]
     env: Vec<String>,
+    /// Environment variables from a file of `NAME=VALUE` lines (`#` comments and blank
+    /// lines skipped); `--env` flags win over it.
+    #[arg(long, value_name = "FILE")]
+    env_from_file: Option<std::path::PathBuf>,
     /// public, project or private.
     #[arg(long)]
     visibility: Option<String>,
@@ -265,7 +269,19 @@ fn section_patch(flags: &SpecFlags, container: bool, env_rm: &[String]) -> Resul
         section.insert("image".into(), json!(image));
     }
     let mut env = Map::new();
-    for pair in &flags.env {
+    let mut pairs: Vec<String> = Vec::new();
+    if let Some(file) = &flags.env_from_file {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| CliError::Refused(format!("--env-from-file {}: {e}", file.display())))?;
+        pairs.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty() && !line.starts_with('#'))
+                .map(str::to_string),
+        );
+    }
+    pairs.extend(flags.env.iter().cloned());
+    for pair in &pairs {
         let Some((name, value)) = pair.split_once('=') else {
             return Err(CliError::Refused(format!(
                 "--env {pair}: expected NAME=VALUE"

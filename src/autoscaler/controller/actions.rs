@@ -48,6 +48,7 @@ impl Controller {
             state: State::Starting,
             instance: None,
             ready_at: None,
+            started: std::time::SystemTime::now(),
         });
         // The revision's own run spec with the app's current name, project and scale.
         let request = StartRequest {

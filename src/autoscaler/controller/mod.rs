@@ -93,6 +93,8 @@ struct Member {
     state: State,
     instance: Option<Arc<Instance>>,
     ready_at: Option<Instant>,
+    /// When the start was asked for (wall clock, for listings).
+    started: SystemTime,
 }
 
 pub(super) enum Event {

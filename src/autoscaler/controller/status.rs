@@ -76,6 +76,7 @@ impl Controller {
                     state: m.state.name(),
                     addr: m.instance.as_ref().map(|i| i.addr.to_string()),
                     in_flight: m.instance.as_ref().map_or(0, |i| i.in_flight()),
+                    started_at: Some(humantime::format_rfc3339_seconds(m.started).to_string()),
                 })
                 .collect(),
             revisions,
