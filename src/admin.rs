@@ -189,7 +189,7 @@ impl Admin {
                     "draining": status.draining,
                     "panic": status.panic,
                     "last_error": status.last_error,
-                    "instances": live_instances(&route.app),
+                    "instances": route.app.instances_now(),
                     "config_error": rejection(&spec.name),
                 })
             })
@@ -210,18 +210,6 @@ fn rejected_json(file: &RejectedFile) -> serde_json::Value {
         "serving": if file.kept_previous { "previous spec" } else { "nothing" },
         "issues": file.issues.iter().map(ToString::to_string).collect::<Vec<_>>(),
     })
-}
-
-/// The published instance list with in-flight counts read now.
-fn live_instances(app: &crate::apps::AppState) -> Vec<crate::status::InstanceStatus> {
-    let routed = app.instances();
-    let mut list = app.status().instances.clone();
-    for entry in &mut list {
-        if let Some(instance) = routed.iter().find(|i| i.id == entry.id) {
-            entry.in_flight = instance.in_flight();
-        }
-    }
-    list
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {

@@ -132,6 +132,19 @@ impl AppState {
         events.iter().cloned().collect()
     }
 
+    /// The published instance list with each routed instance's in-flight count read now
+    /// (the published one is as of the controller's last step).
+    pub fn instances_now(&self) -> Vec<InstanceStatus> {
+        let routed = self.instances();
+        let mut list = self.status().instances.clone();
+        for entry in &mut list {
+            if let Some(instance) = routed.iter().find(|i| i.id == entry.id) {
+                entry.in_flight = instance.in_flight();
+            }
+        }
+        list
+    }
+
     /// Replaces the app's spec after a reload.
     pub(crate) fn set_spec(&self, spec: Arc<AppSpec>) {
         self.spec.store(spec);

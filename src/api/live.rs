@@ -37,14 +37,10 @@ impl Api {
 
     pub(super) fn instances(&self, name: &str) -> ApiResult {
         let app = self.live(name)?;
-        let routed = app.instances();
-        let mut list = app.status().instances.clone();
-        for entry in &mut list {
-            if let Some(instance) = routed.iter().find(|i| i.id == entry.id) {
-                entry.in_flight = instance.in_flight();
-            }
-        }
-        Ok(json(StatusCode::OK, &json!({ "instances": list })))
+        Ok(json(
+            StatusCode::OK,
+            &json!({ "instances": app.instances_now() }),
+        ))
     }
 
     pub(super) fn events(&self, name: &str) -> ApiResult {

@@ -116,42 +116,21 @@ impl Client {
     /// ends it or the command is interrupted.
     pub async fn stream(&self, path: &str) -> Result<(), CliError> {
         use std::io::Write;
-        let unreachable = |e: &dyn std::fmt::Display| {
-            CliError::Unreachable(format!(
-                "cannot reach the management API at {}: {e}",
-                self.authority
-            ))
-        };
-        let stream = TcpStream::connect(&self.authority)
-            .await
-            .map_err(|e| unreachable(&e))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| unreachable(&e))?;
-        tokio::spawn(connection);
-        let request = Request::get(path)
-            .header("host", &self.authority)
-            .header("authorization", format!("Bearer {}", self.token))
-            .body(Full::new(Bytes::new()))
-            .expect("a valid request");
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| unreachable(&e))?;
+        let response = self.send(Method::GET, path, None, None).await?;
         let status = response.status();
         let mut body = response.into_body();
         if !status.is_success() {
             let bytes = body
                 .collect()
                 .await
-                .map_err(|e| unreachable(&e))?
+                .map_err(|e| self.unreachable(&e))?
                 .to_bytes();
             let answer: Value = serde_json::from_slice(&bytes).unwrap_or_default();
             let message = answer["error"].as_str().unwrap_or("(no message)");
             return Err(CliError::Refused(format!("{message} ({status})")));
         }
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| unreachable(&e))?;
+            let frame = frame.map_err(|e| self.unreachable(&e))?;
             if let Some(data) = frame.data_ref() {
                 let mut out = std::io::stdout().lock();
                 let _ = out.write_all(data);
@@ -169,18 +148,45 @@ impl Client {
         body: Option<&Value>,
         if_match: Option<&str>,
     ) -> Result<Answer, CliError> {
-        let unreachable = |e: &dyn std::fmt::Display| {
-            CliError::Unreachable(format!(
-                "cannot reach the management API at {}: {e}",
-                self.authority
-            ))
-        };
+        let response = self.send(method, path, body, if_match).await?;
+        let status = response.status();
+        let etag = response
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.unreachable(&e))?
+            .to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| serde_json::json!({ "error": text.trim() }));
+        Ok(Answer {
+            status,
+            body,
+            text,
+            etag,
+        })
+    }
+
+    /// Opens a connection and sends one request with the token; the response's body is
+    /// the caller's to read.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        if_match: Option<&str>,
+    ) -> Result<http::Response<hyper::body::Incoming>, CliError> {
         let stream = TcpStream::connect(&self.authority)
             .await
-            .map_err(|e| unreachable(&e))?;
+            .map_err(|e| self.unreachable(&e))?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| unreachable(&e))?;
+            .map_err(|e| self.unreachable(&e))?;
         tokio::spawn(connection);
         let mut request = Request::builder()
             .method(method)
@@ -193,32 +199,17 @@ impl Client {
         }
         let body = body.map_or_else(Bytes::new, |body| Bytes::from(body.to_string()));
         let request = request.body(Full::new(body)).expect("a valid request");
-        let response = sender
+        sender
             .send_request(request)
             .await
-            .map_err(|e| unreachable(&e))?;
-        let status = response.status();
-        let etag = response
-            .headers()
-            .get("etag")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| unreachable(&e))?
-            .to_bytes();
-        let body = serde_json::from_slice(&bytes).unwrap_or_else(
-            |_| serde_json::json!({ "error": String::from_utf8_lossy(&bytes).trim().to_string() }),
-        );
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        Ok(Answer {
-            status,
-            body,
-            text,
-            etag,
-        })
+            .map_err(|e| self.unreachable(&e))
+    }
+
+    fn unreachable(&self, error: &dyn std::fmt::Display) -> CliError {
+        CliError::Unreachable(format!(
+            "cannot reach the management API at {}: {error}",
+            self.authority
+        ))
     }
 }
 

@@ -103,24 +103,7 @@ pub async fn revision(
                 );
                 return Ok(());
             }
-            let rows: Vec<Vec<String>> = list["revisions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|r| {
-                    vec![
-                        text(&r["name"]),
-                        text(&r["state"]),
-                        format!("{}%", r["percent"].as_u64().unwrap_or(0)),
-                        format!(
-                            "{}/{}",
-                            r["ready"].as_u64().unwrap_or(0),
-                            r["desired"].as_u64().unwrap_or(0)
-                        ),
-                    ]
-                })
-                .collect();
-            table::print(&["NAME", "STATE", "TRAFFIC", "READY"], &rows);
+            super::show::print_revisions(&list["revisions"]);
         }
         RevisionCommand::Get { name } => {
             let app = name.rsplit_once('-').map(|(app, _)| app).ok_or_else(|| {

@@ -74,7 +74,31 @@ pub fn print_app(app: &Value) {
         }
     }
     println!("\nRevisions:");
-    let revisions: Vec<Vec<String>> = status["revisions"]
+    print_revisions(&status["revisions"]);
+    println!("\nInstances:");
+    let instances: Vec<Vec<String>> = status["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| {
+            vec![
+                text(&i["id"]),
+                text(&i["revision"]),
+                text(&i["state"]),
+                text(&i["in_flight"]),
+                text(&i["addr"]),
+            ]
+        })
+        .collect();
+    table::print(
+        &["ID", "REVISION", "STATE", "IN-FLIGHT", "ADDRESS"],
+        &instances,
+    );
+}
+
+/// A table of revisions as the API lists them.
+pub fn print_revisions(revisions: &Value) {
+    let rows: Vec<Vec<String>> = revisions
         .as_array()
         .into_iter()
         .flatten()
@@ -97,25 +121,6 @@ pub fn print_app(app: &Value) {
         .collect();
     table::print(
         &["NAME", "STATE", "TRAFFIC", "TAGS", "READY", "LAST ERROR"],
-        &revisions,
-    );
-    println!("\nInstances:");
-    let instances: Vec<Vec<String>> = status["instances"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|i| {
-            vec![
-                text(&i["id"]),
-                text(&i["revision"]),
-                text(&i["state"]),
-                text(&i["in_flight"]),
-                text(&i["addr"]),
-            ]
-        })
-        .collect();
-    table::print(
-        &["ID", "REVISION", "STATE", "IN-FLIGHT", "ADDRESS"],
-        &instances,
+        &rows,
     );
 }

@@ -62,11 +62,6 @@ impl Upstream {
         self.idle_timeout
     }
 
-    /// The connection pools, for inspection.
-    pub fn pools(&self) -> &Pools {
-        &self.pools
-    }
-
     /// Sends `head` (a bodiless request, as the instance is to read it) and reads the
     /// response head with `parse`. `idempotent` is whether the request's method is; it
     /// decides, with [`UpstreamError::may_retry`], whether a pooled connection found closed

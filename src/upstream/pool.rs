@@ -74,12 +74,9 @@ impl Pools {
     }
 
     /// Pools kept now (live instances, and gone ones not swept yet).
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.pools.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.pools.is_empty()
     }
 }
 
