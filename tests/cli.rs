@@ -163,6 +163,12 @@ async fn an_app_lives_its_whole_life_through_the_cli() {
 
     let pid: i32 = get(addr, HOST, "/pid").await.body.trim().parse().unwrap();
     let (code, _, err) = tidegate(&config, &handle, &["app", "delete", "web"]).await;
+    assert_eq!(code, 1, "no terminal, no --force: not deleted");
+    assert!(
+        err.contains("--force") && config.app_file("web").exists(),
+        "{err}"
+    );
+    let (code, _, err) = tidegate(&config, &handle, &["app", "delete", "web", "--force"]).await;
     assert_eq!(code, 0, "{err}");
     assert!(!config.app_file("web").exists(), "no file left");
     wait_gone(pid).await;
@@ -232,5 +238,91 @@ async fn refusals_exit_1_with_the_servers_message_and_usage_errors_exit_2() {
     assert!(!config.app_file("x").exists());
     let (code, _, _) = tidegate(&config, &handle, &["app", "frobnicate"]).await;
     assert_eq!(code, 2);
+    handle.shutdown().await;
+}
+
+/// `--build-source`: a local directory uploaded, built in (`--build-command`) and run in;
+/// the same tree again makes no new revision, a changed one does, and deleting the app
+/// removes what was uploaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_app_is_built_and_run_from_an_uploaded_source() {
+    let config = ConfigDir::new("", "");
+    let handle = config.start().await;
+    let addr = handle.http_addr().unwrap();
+    let source = tempfile::tempdir().unwrap();
+    std::fs::write(
+        source.path().join("serve.sh"),
+        "export GREETING=\"$(cat built.txt)\"\nexec \"$1\" demo-app\n",
+    )
+    .unwrap();
+    std::fs::write(source.path().join("message.txt"), "from-source-1").unwrap();
+    let command = format!("sh serve.sh {TIDEGATE}");
+    let (code, _, err) = tidegate(&config, &handle, &["project", "create", "p"]).await;
+    assert_eq!(code, 0, "{err}");
+    let create = [
+        "app",
+        "create",
+        "built",
+        "--project",
+        "p",
+        "--command",
+        &command,
+        "--build-source",
+        source.path().to_str().unwrap(),
+        "--build-command",
+        "cp message.txt built.txt",
+    ];
+    let (code, out, err) = tidegate(&config, &handle, &create).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let host = "built.p.test.local";
+    assert_eq!(
+        get(addr, host, "/env/GREETING").await.body,
+        "from-source-1\n"
+    );
+    assert!(
+        !source.path().join("built.txt").exists(),
+        "the build ran in the uploaded copy"
+    );
+
+    let update = [
+        "app",
+        "update",
+        "built",
+        "--build-source",
+        source.path().to_str().unwrap(),
+    ];
+    let (code, out, err) = tidegate(&config, &handle, &update).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("built-00001") && out.contains("no new revision"),
+        "{out}"
+    );
+
+    std::fs::write(source.path().join("message.txt"), "from-source-2").unwrap();
+    let (code, out, err) = tidegate(&config, &handle, &update).await;
+    assert_eq!((code, out.trim()), (0, "built-00002"), "{err}");
+    eventually(
+        "the rebuilt revision",
+        Duration::from_secs(10),
+        || async move {
+            (get(addr, host, "/env/GREETING").await.body == "from-source-2\n").then_some(())
+        },
+    )
+    .await;
+
+    let (_, out, _) = tidegate(&config, &handle, &["app", "get", "built", "-o", "json"]).await;
+    let app: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let stored = std::path::PathBuf::from(app["spec"]["run"]["workdir"].as_str().unwrap());
+    let sources = stored.parent().unwrap().to_path_buf();
+    assert_eq!(
+        std::fs::read_dir(&sources).unwrap().count(),
+        2,
+        "both trees kept while named"
+    );
+    let pid: i32 = get(addr, host, "/pid").await.body.trim().parse().unwrap();
+    let (code, _, err) = tidegate(&config, &handle, &["app", "delete", "built", "-f"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(!sources.exists(), "the uploads go with the app");
+    wait_gone(pid).await;
     handle.shutdown().await;
 }

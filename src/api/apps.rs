@@ -14,7 +14,7 @@ use crate::config::{app_files, check_app_file};
 /// An app file on disk.
 pub(super) struct AppFile {
     path: PathBuf,
-    text: String,
+    pub text: String,
     pub name: String,
     pub project: String,
 }
@@ -141,6 +141,7 @@ impl Api {
             )
         })?;
         self.apply_now().await;
+        self.remove_sources(name);
         Ok(json(StatusCode::OK, &json!({ "deleted": name })))
     }
 
@@ -190,7 +191,7 @@ impl Api {
             .collect())
     }
 
-    fn find(&self, name: &str) -> Result<AppFile, Refusal> {
+    pub(super) fn find(&self, name: &str) -> Result<AppFile, Refusal> {
         self.app_files()?
             .into_iter()
             .find(|file| file.name == name)
@@ -267,7 +268,7 @@ fn project_of(text: &str) -> String {
 }
 
 /// A name that is safe as a file name and could be an app name (validation says the rest).
-fn is_file_name(name: &str) -> bool {
+pub(super) fn is_file_name(name: &str) -> bool {
     name.starts_with(|c: char| c.is_ascii_lowercase())
         && name.len() <= 63
         && name

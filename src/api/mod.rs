@@ -14,6 +14,7 @@ mod follow;
 mod live;
 mod projects;
 mod reply;
+mod sources;
 pub mod token;
 
 use std::sync::Arc;
@@ -78,14 +79,16 @@ impl Api {
         )
         .expect("valid metric");
         let _ = metrics.registry.register(Box::new(requests.clone()));
-        Api {
+        let api = Api {
             token,
             config,
             proxy,
             writes: tokio::sync::Mutex::new(()),
             requests,
             reload,
-        }
+        };
+        api.remove_orphaned_sources();
+        api
     }
 
     /// Answers one `/api/...` request.
@@ -169,6 +172,7 @@ impl Api {
             (&Method::GET, ["apps", name, "revisions", revision]) => {
                 self.revisions(name, Some(revision))
             }
+            (&Method::PUT, ["apps", name, "source"]) => self.upload_source(name, body).await,
             (&Method::GET, ["apps", name, "instances"]) => self.instances(name),
             (&Method::GET, ["apps", name, "events"]) => self.events(name),
             (&Method::GET, ["apps", name, "logs"]) => self.logs(

@@ -4,55 +4,13 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use http::Method;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::client::{CliError, Client};
 use super::show::{print_app, print_list};
+use super::spec::{section_patch, upload_source, SpecFlags};
 use super::table::{self, text};
 use super::{AppCommand, Output, ProjectCommand, Target};
-
-/// What runs and how it scales: the flags `create` and `update` share.
-#[derive(Args, Debug, Default)]
-pub struct SpecFlags {
-    /// The program and its arguments, split on spaces (process apps).
-    #[arg(long)]
-    command: Option<String>,
-    /// The image to run (container apps).
-    #[arg(long)]
-    image: Option<String>,
-    /// An environment variable, `NAME=VALUE`; repeat for more.
-    #[arg(long = "env", value_name = "NAME=VALUE")]
-    env: Vec<String>,
-    /// Environment variables from a file of `NAME=VALUE` lines (`#` comments and blank
-    /// lines skipped); `--env` flags win over it.
-    #[arg(long, value_name = "FILE")]
-    env_from_file: Option<std::path::PathBuf>,
-    /// public, project or private.
-    #[arg(long)]
-    visibility: Option<String>,
-    #[arg(long)]
-    min_scale: Option<u32>,
-    #[arg(long)]
-    max_scale: Option<u32>,
-    /// Requests per instance at most.
-    #[arg(long)]
-    concurrency: Option<u32>,
-    /// CPUs per instance, e.g. 0.5.
-    #[arg(long)]
-    cpu: Option<f64>,
-    /// Memory per instance, e.g. 512M.
-    #[arg(long)]
-    memory: Option<String>,
-    /// The port the container listens on (container apps).
-    #[arg(long)]
-    port: Option<u16>,
-    /// Return at once instead of waiting for the revision to be ready.
-    #[arg(long)]
-    no_wait: bool,
-    /// How long to wait for the revision.
-    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
-    wait_timeout: Duration,
-}
 
 #[derive(Args, Debug)]
 pub struct CreateArgs {
@@ -105,7 +63,12 @@ pub async fn run(target: &Target, command: AppCommand) -> Result<(), CliError> {
             }
             Ok(())
         }
-        AppCommand::Delete { name } => {
+        AppCommand::Delete { name, force } => {
+            if !force {
+                confirm(&format!(
+                    "Delete app {name}: its instances stop, its file and revisions go?"
+                ))?;
+            }
             client
                 .call(Method::DELETE, &app_path(&name), None, None)
                 .await?;
@@ -200,17 +163,26 @@ pub async fn run_project(target: &Target, command: ProjectCommand) -> Result<(),
 
 async fn create(client: &Client, output: Output, args: CreateArgs) -> Result<(), CliError> {
     let flags = &args.spec;
-    let container = flags.image.is_some();
-    if container == flags.command.is_some() {
+    let container = flags.image.is_some() || flags.command.is_none();
+    if flags.image.is_some() == (flags.command.is_some() || flags.build_source.is_some()) {
         return Err(CliError::Refused(
-            "give exactly one of --command (a process app) or --image (a container app)".into(),
+            "give --command (a process app, optionally with --build-source), --image or --build-source alone (a container app)".into(),
         ));
     }
     let mut spec = json!({ "name": args.name, "project": args.project });
     if container {
         spec["runtime"] = json!("container");
     }
-    merge(&mut spec, section_patch(flags, container, &[])?);
+    if flags.build_source.is_some() {
+        // Refused before the upload rather than after it.
+        let project = format!("/api/v1/projects/{}", args.project);
+        client.call(Method::GET, &project, None, None).await?;
+    }
+    let source = upload_source(client, &args.name, flags).await?;
+    merge(
+        &mut spec,
+        section_patch(flags, container, &[], source.as_deref())?,
+    );
     let created = client
         .call(Method::POST, "/api/v1/apps", Some(&spec), None)
         .await?;
@@ -230,9 +202,9 @@ async fn update(client: &Client, output: Output, args: UpdateArgs) -> Result<(),
         .call(Method::GET, &app_path(&args.name), None, None)
         .await?;
     let container = before.body["spec"]["runtime"] == "container";
-    let patch = section_patch(&args.spec, container, &args.env_rm)?;
+    let source = upload_source(client, &args.name, &args.spec).await?;
+    let patch = section_patch(&args.spec, container, &args.env_rm, source.as_deref())?;
     let section = if container { "container" } else { "run" };
-    let new_revision = patch.get(section).is_some();
     let old = text(&before.body["status"]["revision"]);
     let updated = client
         .call(
@@ -242,6 +214,13 @@ async fn update(client: &Client, output: Output, args: UpdateArgs) -> Result<(),
             before.etag.as_deref(),
         )
         .await?;
+    // What runs changed (not only scale or visibility): a new revision rolls out.
+    let new_revision = [section, "build"]
+        .iter()
+        .any(|key| updated.body["spec"][key] != before.body["spec"][key]);
+    if !new_revision && output == Output::Table {
+        println!("{old} (what runs is unchanged: no new revision)");
+    }
     if new_revision && !args.spec.no_wait {
         let revision = next_revision(&args.name, &old);
         wait_ready(client, &args.name, &revision, args.spec.wait_timeout).await?;
@@ -255,79 +234,24 @@ async fn update(client: &Client, output: Output, args: UpdateArgs) -> Result<(),
     Ok(())
 }
 
-/// The patch of the spec the flags ask for: the run section (`run` or `container`) and
-/// `scale`, plus `visibility`.
-fn section_patch(flags: &SpecFlags, container: bool, env_rm: &[String]) -> Result<Value, CliError> {
-    let mut section = Map::new();
-    if let Some(command) = &flags.command {
-        section.insert(
-            "command".into(),
-            json!(command.split_whitespace().collect::<Vec<_>>()),
-        );
+/// Asks `question` on the terminal; without one (a script), refuses: a deletion there
+/// must say `--force`.
+fn confirm(question: &str) -> Result<(), CliError> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(CliError::Refused(
+            "not deleting without a terminal to ask on: pass --force".into(),
+        ));
     }
-    if let Some(image) = &flags.image {
-        section.insert("image".into(), json!(image));
+    print!("{question} [y/N] ");
+    let _ = std::io::stdout().flush();
+    let mut answer = String::new();
+    let _ = stdin.lock().read_line(&mut answer);
+    match answer.trim() {
+        "y" | "Y" | "yes" => Ok(()),
+        _ => Err(CliError::Refused("not deleted".into())),
     }
-    let mut env = Map::new();
-    let mut pairs: Vec<String> = Vec::new();
-    if let Some(file) = &flags.env_from_file {
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| CliError::Refused(format!("--env-from-file {}: {e}", file.display())))?;
-        pairs.extend(
-            text.lines()
-                .map(str::trim)
-                .filter(|line| !line.is_empty() && !line.starts_with('#'))
-                .map(str::to_string),
-        );
-    }
-    pairs.extend(flags.env.iter().cloned());
-    for pair in &pairs {
-        let Some((name, value)) = pair.split_once('=') else {
-            return Err(CliError::Refused(format!(
-                "--env {pair}: expected NAME=VALUE"
-            )));
-        };
-        env.insert(name.into(), json!(value));
-    }
-    for name in env_rm {
-        env.insert(name.clone(), Value::Null);
-    }
-    if !env.is_empty() {
-        section.insert("env".into(), Value::Object(env));
-    }
-    if let Some(cpu) = flags.cpu {
-        section.insert("cpu".into(), json!(cpu));
-    }
-    if let Some(memory) = &flags.memory {
-        section.insert("memory".into(), json!(memory));
-    }
-    if let Some(port) = flags.port {
-        section.insert("port".into(), json!(port));
-    }
-    let mut scale = Map::new();
-    for (key, value) in [
-        ("min_scale", flags.min_scale),
-        ("max_scale", flags.max_scale),
-        ("concurrency", flags.concurrency),
-    ] {
-        if let Some(value) = value {
-            scale.insert(key.into(), json!(value));
-        }
-    }
-    let mut patch = Map::new();
-    if !section.is_empty() {
-        patch.insert(
-            if container { "container" } else { "run" }.into(),
-            Value::Object(section),
-        );
-    }
-    if !scale.is_empty() {
-        patch.insert("scale".into(), Value::Object(scale));
-    }
-    if let Some(visibility) = &flags.visibility {
-        patch.insert("visibility".into(), json!(visibility));
-    }
-    Ok(Value::Object(patch))
 }
 
 /// Waits until `revision` is the app's ready one, or has failed (then says why).

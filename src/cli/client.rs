@@ -102,13 +102,7 @@ impl Client {
         if_match: Option<&str>,
     ) -> Result<Answer, CliError> {
         let answer = self.try_call(method, path, body, if_match).await?;
-        if answer.status.is_client_error() || answer.status.is_server_error() {
-            let message = answer.body["error"].as_str().unwrap_or("(no message)");
-            return Err(CliError::Refused(format!(
-                "{} ({})",
-                message, answer.status
-            )));
-        }
+        refused(&answer)?;
         Ok(answer)
     }
 
@@ -148,7 +142,31 @@ impl Client {
         body: Option<&Value>,
         if_match: Option<&str>,
     ) -> Result<Answer, CliError> {
-        let response = self.send(method, path, body, if_match).await?;
+        let body = body.map(|body| ("application/json", Bytes::from(body.to_string())));
+        self.answer(self.send(method, path, body, if_match).await?)
+            .await
+    }
+
+    /// Sends a tar archive (a build source) and reads the JSON answer; a refusal becomes
+    /// [`CliError::Refused`].
+    pub async fn upload(
+        &self,
+        method: Method,
+        path: &str,
+        archive: Bytes,
+    ) -> Result<Answer, CliError> {
+        let response = self
+            .send(method, path, Some(("application/x-tar", archive)), None)
+            .await?;
+        let answer = self.answer(response).await?;
+        refused(&answer)?;
+        Ok(answer)
+    }
+
+    async fn answer(
+        &self,
+        response: http::Response<hyper::body::Incoming>,
+    ) -> Result<Answer, CliError> {
         let status = response.status();
         let etag = response
             .headers()
@@ -178,7 +196,7 @@ impl Client {
         &self,
         method: Method,
         path: &str,
-        body: Option<&Value>,
+        body: Option<(&str, Bytes)>,
         if_match: Option<&str>,
     ) -> Result<http::Response<hyper::body::Incoming>, CliError> {
         let stream = TcpStream::connect(&self.authority)
@@ -192,12 +210,17 @@ impl Client {
             .method(method)
             .uri(path)
             .header("host", &self.authority)
-            .header("authorization", format!("Bearer {}", self.token))
-            .header("content-type", "application/json");
+            .header("authorization", format!("Bearer {}", self.token));
         if let Some(tag) = if_match {
             request = request.header("if-match", tag);
         }
-        let body = body.map_or_else(Bytes::new, |body| Bytes::from(body.to_string()));
+        let body = match body {
+            Some((content_type, body)) => {
+                request = request.header("content-type", content_type);
+                body
+            }
+            None => Bytes::new(),
+        };
         let request = request.body(Full::new(body)).expect("a valid request");
         sender
             .send_request(request)
@@ -211,6 +234,15 @@ impl Client {
             self.authority
         ))
     }
+}
+
+/// A 4xx/5xx answer as [`CliError::Refused`] with the server's message.
+fn refused(answer: &Answer) -> Result<(), CliError> {
+    if answer.status.is_client_error() || answer.status.is_server_error() {
+        let message = answer.body["error"].as_str().unwrap_or("(no message)");
+        return Err(CliError::Refused(format!("{message} ({})", answer.status)));
+    }
+    Ok(())
 }
 
 /// The local gateway file's settings (admin address, state directory), read without the

@@ -7,6 +7,8 @@ mod apps;
 mod client;
 mod live;
 mod show;
+mod source;
+mod spec;
 mod table;
 
 use std::path::PathBuf;
@@ -53,8 +55,14 @@ pub enum AppCommand {
         #[arg(long)]
         project: Option<String>,
     },
-    /// Delete an app: its instances drain and stop, its file goes.
-    Delete { name: String },
+    /// Delete an app: its instances drain and stop, its file goes. Asks first on a
+    /// terminal; elsewhere needs --force.
+    Delete {
+        name: String,
+        /// Delete without asking.
+        #[arg(short, long)]
+        force: bool,
+    },
     /// The app's output: every instance's, or one's.
     Logs {
         name: String,
