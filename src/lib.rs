@@ -6,7 +6,7 @@
 //! WebSockets included). Instances come from a runtime backend (`runtime`); the per-app
 //! controller (`autoscaler`) decides how many and starts and stops them; `identity` tells
 //! instances apart for `project` visibility. The config (`config`) is files operators edit;
-//! it reloads live. Metrics and health are on the admin listener (`admin`, `metrics`).
+//! it reloads live. Jobs (`jobs`) run to completion through the same backends. Metrics and health are on the admin listener (`admin`, `metrics`).
 //! `gateway` wires it together behind [`Gateway::start`].
 
 // Unsafe code is denied everywhere but in the one place that must set the parent-death
@@ -25,6 +25,7 @@ mod gateway;
 pub mod http1;
 pub mod identity;
 pub mod instance;
+pub mod jobs;
 pub mod metrics;
 pub mod proxy;
 pub mod revision;

@@ -9,56 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use serde_json::{json, Value};
+use support::api::Api;
 use support::*;
-
-struct Api {
-    addr: std::net::SocketAddr,
-    token: String,
-}
-
-struct Reply {
-    status: StatusCode,
-    body: Value,
-    etag: Option<String>,
-}
-
-impl Api {
-    fn of(config: &ConfigDir, handle: &tidegate::Handle) -> Self {
-        let token = std::fs::read_to_string(config.dir.path().join("state/admin-token")).unwrap();
-        Api {
-            addr: handle.admin_addr(),
-            token: token.trim().to_string(),
-        }
-    }
-
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-        if_match: Option<&str>,
-    ) -> Reply {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "admin")
-            .header("authorization", format!("Bearer {}", self.token));
-        if let Some(tag) = if_match {
-            request = request.header("if-match", tag);
-        }
-        let body = body.map_or(Bytes::new(), |b| Bytes::from(b.to_string()));
-        let answer = send(self.addr, request.body(full(body)).unwrap()).await;
-        Reply {
-            status: answer.status,
-            etag: answer
-                .headers
-                .get("etag")
-                .map(|v| v.to_str().unwrap().to_string()),
-            body: serde_json::from_str(&answer.body)
-                .unwrap_or_else(|_| panic!("not JSON: {}", answer.body)),
-        }
-    }
-}
 
 /// The demo app as the API takes it.
 fn demo(name: &str, greeting: &str) -> Value {
@@ -224,7 +176,7 @@ async fn an_app_created_updated_and_deleted_through_the_api_is_served_accordingl
     let projects = api.call(Method::GET, "/api/v1/projects", None, None).await;
     assert_eq!(
         projects.body["projects"],
-        json!([{"name": "p", "created": true, "apps": ["web"]}])
+        json!([{"name": "p", "created": true, "apps": ["web"], "jobs": []}])
     );
     let busy = api
         .call(Method::DELETE, "/api/v1/projects/p", None, None)

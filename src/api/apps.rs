@@ -1,23 +1,14 @@
 //! `/api/v1/apps` and `/api/v1/projects`: app files read from and written to `apps_dir`,
 //! with the live status of each app.
 
-use std::path::{Path, PathBuf};
-
 use http::StatusCode;
 use serde_json::{json, Value as Json};
 
 use super::document;
-use super::reply::{error, invalid, json, versioned, ApiResult, Refusal};
+use super::files::{check_version, is_file_name, project_of, DefinitionFile};
+use super::reply::{error, invalid, json, versioned, ApiResult};
 use super::Api;
-use crate::config::{app_files, check_app_file};
-
-/// An app file on disk.
-pub(super) struct AppFile {
-    path: PathBuf,
-    pub text: String,
-    pub name: String,
-    pub project: String,
-}
+use crate::config::check_app_file;
 
 impl Api {
     pub(super) fn list_apps(&self, project: Option<&str>) -> ApiResult {
@@ -79,7 +70,7 @@ impl Api {
         }
         self.write(&path, &text)?;
         self.apply_now().await;
-        let file = AppFile {
+        let file = DefinitionFile {
             path,
             project,
             name,
@@ -114,7 +105,7 @@ impl Api {
             document::patch(&file.text, &patch).map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
         self.write(&file.path, &text)?;
         self.apply_now().await;
-        let file = AppFile {
+        let file = DefinitionFile {
             project: project_of(&text),
             text,
             ..file
@@ -145,61 +136,8 @@ impl Api {
         Ok(json(StatusCode::OK, &json!({ "deleted": name })))
     }
 
-    /// Checks `text` as `path`'s new contents in the context of every other file, then
-    /// writes it atomically (mode 0600: env values may be secrets).
-    fn write(&self, path: &Path, text: &str) -> Result<(), Refusal> {
-        let current = self.config.load_full();
-        check_app_file(&current.source, &current, path, Some(text)).map_err(|e| invalid(&e))?;
-        crate::secret_file::write(path, text.as_bytes()).map_err(|e| {
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot write {}: {e}", path.display()),
-            )
-        })
-    }
-
-    fn apps_dir(&self) -> PathBuf {
-        self.config.load().gateway.apps_dir.clone()
-    }
-
-    pub(super) fn app_files(&self) -> Result<Vec<AppFile>, Refusal> {
-        let dir = self.apps_dir();
-        let paths = app_files(&dir).map_err(|e| {
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot read {}: {e}", dir.display()),
-            )
-        })?;
-        Ok(paths
-            .into_iter()
-            .filter_map(|path| {
-                let text = std::fs::read_to_string(&path).ok()?;
-                let table: Option<toml::Table> = toml::from_str(&text).ok();
-                let stem = path.file_stem()?.to_string_lossy().into_owned();
-                let name = table
-                    .as_ref()
-                    .and_then(|t| t.get("name"))
-                    .and_then(|n| n.as_str())
-                    .map_or(stem, str::to_string);
-                Some(AppFile {
-                    project: project_of(&text),
-                    path,
-                    text,
-                    name,
-                })
-            })
-            .collect())
-    }
-
-    pub(super) fn find(&self, name: &str) -> Result<AppFile, Refusal> {
-        self.app_files()?
-            .into_iter()
-            .find(|file| file.name == name)
-            .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no app named {name:?}")))
-    }
-
     /// An app as the API shows it: its file (as JSON), version, URL and live status.
-    fn view(&self, file: &AppFile) -> Json {
+    fn view(&self, file: &DefinitionFile) -> Json {
         let config = self.config.load();
         let domain = &config.gateway.domain;
         let host = format!("{}.{}.{domain}", file.name, file.project);
@@ -240,38 +178,4 @@ impl Api {
             "config_error": rejected,
         })
     }
-}
-
-fn check_version(file: &AppFile, if_match: Option<&str>) -> Result<(), Refusal> {
-    match if_match {
-        Some(tag) if !document::matches(tag, &document::version(&file.text)) => Err(error(
-            StatusCode::PRECONDITION_FAILED,
-            format!(
-                "{} changed since version {tag} (now {}); read it again and retry",
-                file.name,
-                document::version(&file.text)
-            ),
-        )),
-        _ => Ok(()),
-    }
-}
-
-fn project_of(text: &str) -> String {
-    toml::from_str::<toml::Table>(text)
-        .ok()
-        .and_then(|t| {
-            t.get("project")
-                .and_then(|p| p.as_str())
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| "default".into())
-}
-
-/// A name that is safe as a file name and could be an app name (validation says the rest).
-pub(super) fn is_file_name(name: &str) -> bool {
-    name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }

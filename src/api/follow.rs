@@ -1,6 +1,7 @@
-//! `GET /api/v1/apps/{name}/logs?follow=true`: an app's output as it is written, streamed
-//! (chunked) until the client goes away. Lines are prefixed with their instance's id when
-//! several instances are followed; instances that start later join the stream.
+//! `GET /api/v1/apps/{name}/logs?follow=true` (and a job run's logs): output as it is
+//! written, streamed (chunked) until the client goes away (or the job run ends). Lines are
+//! prefixed with their instance's id when several instances are followed; instances that
+//! start later join the stream.
 //!
 //! The instance log files are polled every [`POLL`]: cheap for the few files of one app, and
 //! it sees rotation (a file that shrank is read again from its start).
@@ -47,21 +48,41 @@ pub fn follow(
     instance: Option<String>,
     backlog: Bytes,
 ) -> Response<Streamed> {
+    let prefix = instance.is_none();
+    let wanted: Filter = Box::new(move |stem| instance.as_deref().is_none_or(|id| stem == id));
+    follow_files(logs_dir.join(app), wanted, prefix, backlog, None)
+}
+
+/// Which log files (by file stem) a stream follows.
+pub type Filter = Box<dyn Fn(&str) -> bool + Send>;
+
+/// Streams what the `*.log` files in `dir` that `wanted` names gain from now on, after
+/// `backlog`; lines are prefixed with their file's stem if `prefix`. The stream ends when
+/// the client goes away, or once `done` says nothing more will be written and all of it
+/// was sent.
+pub fn follow_files(
+    dir: PathBuf,
+    wanted: Filter,
+    prefix: bool,
+    backlog: Bytes,
+    done: Option<Box<dyn Fn() -> bool + Send>>,
+) -> Response<Streamed> {
     let (tx, rx) = mpsc::channel(16);
-    let dir = logs_dir.join(app);
     tokio::spawn(async move {
         if !backlog.is_empty() && tx.send(backlog).await.is_err() {
             return;
         }
         // Files there now are followed from their end; files that appear later from their start.
-        let mut offsets: HashMap<PathBuf, u64> =
-            log_files(&dir, instance.as_deref()).into_iter().collect();
+        let mut offsets: HashMap<PathBuf, u64> = log_files(&dir, &wanted).into_iter().collect();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(POLL) => {}
                 _ = tx.closed() => return,
             }
-            for (path, len) in log_files(&dir, instance.as_deref()) {
+            // Asked before reading, so what was written before it finished is still sent.
+            let finished = done.as_ref().is_some_and(|done| done());
+            let mut sent_all = true;
+            for (path, len) in log_files(&dir, &wanted) {
                 let offset = offsets.entry(path.clone()).or_insert(0);
                 if len < *offset {
                     *offset = 0; // rotated: the file starts again
@@ -72,19 +93,25 @@ pub fn follow(
                 let Ok(text) = read_range(&path, *offset, len.min(*offset + MAX_CHUNK)) else {
                     continue;
                 };
-                // Whole lines only; the rest comes with the next poll.
-                let end = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-                if end == 0 {
-                    continue;
-                }
+                // Whole lines only (while it is written); the rest comes with the next poll.
+                let end = match text.iter().rposition(|b| *b == b'\n') {
+                    Some(i) => i + 1,
+                    None if finished => text.len(),
+                    None => continue,
+                };
                 *offset += end as u64;
-                let chunk = match &instance {
-                    Some(_) => Bytes::copy_from_slice(&text[..end]),
-                    None => prefixed(&path, &text[..end]),
+                sent_all &= *offset >= len;
+                let chunk = if prefix {
+                    prefixed(&path, &text[..end])
+                } else {
+                    Bytes::copy_from_slice(&text[..end])
                 };
                 if tx.send(chunk).await.is_err() {
                     return;
                 }
+            }
+            if finished && sent_all {
+                return;
             }
         }
     });
@@ -96,8 +123,8 @@ pub fn follow(
     response
 }
 
-/// The instance logs in `dir` (only `instance`'s if given) with their lengths.
-fn log_files(dir: &Path, instance: Option<&str>) -> Vec<(PathBuf, u64)> {
+/// The log files in `dir` that `wanted` names, with their lengths.
+fn log_files(dir: &Path, wanted: &Filter) -> Vec<(PathBuf, u64)> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -105,7 +132,11 @@ fn log_files(dir: &Path, instance: Option<&str>) -> Vec<(PathBuf, u64)> {
         .flatten()
         .map(|entry| entry.path())
         .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
-        .filter(|path| instance.is_none_or(|id| path.file_stem().is_some_and(|s| s == id)))
+        .filter(|path| {
+            path.file_stem()
+                .and_then(|s| s.to_str())
+                .is_some_and(wanted)
+        })
         .filter_map(|path| {
             let len = std::fs::metadata(&path).ok()?.len();
             Some((path, len))

@@ -10,7 +10,10 @@
 
 mod apps;
 pub mod document;
+mod files;
 mod follow;
+mod jobruns;
+mod jobs;
 mod live;
 mod projects;
 mod reply;
@@ -27,6 +30,7 @@ use hyper::body::Incoming;
 use prometheus::IntCounterVec;
 
 use crate::config::Config;
+use crate::jobs::Jobs;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use reply::{error, ApiResult};
@@ -48,6 +52,7 @@ pub struct Api {
     token: Token,
     config: Arc<ArcSwap<Config>>,
     proxy: Arc<Proxy>,
+    jobs: Arc<Jobs>,
     /// Writes to app files, one at a time: read, check the version, check, write.
     writes: tokio::sync::Mutex<()>,
     /// `tidegate_api_requests_total{code}`.
@@ -67,6 +72,7 @@ impl Api {
         token: Token,
         config: Arc<ArcSwap<Config>>,
         proxy: Arc<Proxy>,
+        jobs: Arc<Jobs>,
         metrics: &Metrics,
         reload: Reload,
     ) -> Self {
@@ -83,6 +89,7 @@ impl Api {
             token,
             config,
             proxy,
+            jobs,
             writes: tokio::sync::Mutex::new(()),
             requests,
             reload,
@@ -125,19 +132,31 @@ impl Api {
         boxed(response)
     }
 
-    /// `GET /api/v1/apps/{name}/logs?follow=true`, if that is the request.
+    /// `GET /api/v1/apps/{name}/logs?follow=true` (or a job run's), if that is the request.
     fn follow(
         &self,
         request: &Request<Incoming>,
     ) -> Option<Result<Response<follow::Streamed>, reply::Refusal>> {
         let query = request.uri().query().unwrap_or("");
+        let wanted = matches!(query_param(query, "follow"), Some("true" | "1"));
+        if request.method() != Method::GET || !wanted {
+            return None;
+        }
+        if let Some(run) = request
+            .uri()
+            .path()
+            .strip_prefix("/api/v1/jobruns/")
+            .and_then(|rest| rest.strip_suffix("/logs"))
+            .filter(|run| !run.contains('/'))
+        {
+            return Some(self.follow_run_logs(run, query));
+        }
         let name = request
             .uri()
             .path()
             .strip_prefix("/api/v1/apps/")?
             .strip_suffix("/logs")?;
-        let wanted = matches!(query_param(query, "follow"), Some("true" | "1"));
-        if request.method() != Method::GET || !wanted || name.contains('/') {
+        if name.contains('/') {
             return None;
         }
         let instance = query_param(query, "instance");
@@ -180,11 +199,35 @@ impl Api {
                 query_param(&query, "instance"),
                 query_param(&query, "tail"),
             ),
+            (&Method::GET, ["jobs"]) => self.list_jobs(query_param(&query, "project")),
+            (&Method::POST, ["jobs"]) => self.create_job(read_json(body).await?).await,
+            (&Method::GET, ["jobs", name]) => self.get_job(name),
+            (&Method::PATCH, ["jobs", name]) => {
+                let patch = read_json(body).await?;
+                self.update_job(name, if_match.as_deref(), patch).await
+            }
+            (&Method::DELETE, ["jobs", name]) => self.delete_job(name, if_match.as_deref()).await,
+            (&Method::GET, ["jobruns"]) => self.list_runs(query_param(&query, "job")),
+            (&Method::POST, ["jobruns"]) => self.submit_run(read_json(body).await?),
+            (&Method::GET, ["jobruns", name]) => self.get_run(name),
+            (&Method::DELETE, ["jobruns", name]) => self.delete_run(name).await,
+            (&Method::POST, ["jobruns", name, "resubmit"]) => self.resubmit_run(name),
+            (&Method::GET, ["jobruns", name, "logs"]) => self.run_logs(name, &query),
             (&Method::GET, ["projects"]) => self.list_projects(),
             (&Method::POST, ["projects"]) => self.create_project(read_json(body).await?).await,
             (&Method::GET, ["projects", name]) => self.get_project(name),
             (&Method::DELETE, ["projects", name]) => self.delete_project(name).await,
-            (_, ["apps"] | ["apps", _] | ["projects"] | ["projects", _]) => Err(error(
+            (
+                _,
+                ["apps"]
+                | ["apps", _]
+                | ["projects"]
+                | ["projects", _]
+                | ["jobs"]
+                | ["jobs", _]
+                | ["jobruns"]
+                | ["jobruns", _],
+            ) => Err(error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 format!("{} is not allowed on {path}", parts.method),
             )),
@@ -228,7 +271,7 @@ impl Api {
     }
 }
 
-fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+pub(super) fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
     query
         .split('&')
         .filter_map(|pair| pair.split_once('='))

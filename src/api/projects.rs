@@ -1,7 +1,7 @@
-//! `/api/v1/projects`: a project is a group of apps (and later jobs) that share a host suffix
+//! `/api/v1/projects`: a project is a group of apps and jobs that share a host suffix
 //! and `project` visibility. It exists while it has a file in `projects_dir` (made by a
 //! create) or while an app file names it, so configs written by hand need no project files.
-//! A delete refuses while apps remain.
+//! A delete refuses while apps or jobs remain.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,24 +13,34 @@ use super::reply::{error, json, ApiResult, Refusal};
 use super::Api;
 use crate::config::is_dns_label;
 
+/// One project as listed.
+#[derive(Default)]
+struct Project {
+    /// Made by a create (it has a file), not only named by an app or job.
+    created: bool,
+    apps: Vec<String>,
+    jobs: Vec<String>,
+}
+
+impl Project {
+    fn view(&self, name: &str) -> Json {
+        json!({ "name": name, "created": self.created, "apps": self.apps, "jobs": self.jobs })
+    }
+}
+
 impl Api {
     pub(super) fn list_projects(&self) -> ApiResult {
         let list: Vec<Json> = self
             .projects()?
             .into_iter()
-            .map(
-                |(name, (created, apps))| json!({ "name": name, "created": created, "apps": apps }),
-            )
+            .map(|(name, project)| project.view(&name))
             .collect();
         Ok(json(StatusCode::OK, &json!({ "projects": list })))
     }
 
     pub(super) fn get_project(&self, name: &str) -> ApiResult {
         match self.projects()?.remove(name) {
-            Some((created, apps)) => Ok(json(
-                StatusCode::OK,
-                &json!({ "name": name, "created": created, "apps": apps }),
-            )),
+            Some(project) => Ok(json(StatusCode::OK, &project.view(name))),
             None => Err(error(
                 StatusCode::NOT_FOUND,
                 format!("no project named {name:?}"),
@@ -70,13 +80,13 @@ impl Api {
             })?;
         Ok(json(
             StatusCode::CREATED,
-            &json!({ "name": name, "created": true, "apps": [] }),
+            &json!({ "name": name, "created": true, "apps": [], "jobs": [] }),
         ))
     }
 
     pub(super) async fn delete_project(&self, name: &str) -> ApiResult {
         let _writing = self.writes.lock().await;
-        let Some((_, apps)) = self.projects()?.remove(name) else {
+        let Some(Project { apps, jobs, .. }) = self.projects()?.remove(name) else {
             return Err(error(
                 StatusCode::NOT_FOUND,
                 format!("no project named {name:?}"),
@@ -88,6 +98,15 @@ impl Api {
                 format!(
                     "project {name:?} still has apps ({}); delete them first",
                     apps.join(", ")
+                ),
+            ));
+        }
+        if !jobs.is_empty() {
+            return Err(error(
+                StatusCode::CONFLICT,
+                format!(
+                    "project {name:?} still has jobs ({}); delete them first",
+                    jobs.join(", ")
                 ),
             ));
         }
@@ -106,9 +125,9 @@ impl Api {
         Ok(self.projects()?.contains_key(name))
     }
 
-    /// Every project: whether it was created (has a file), and its apps.
-    fn projects(&self) -> Result<BTreeMap<String, (bool, Vec<String>)>, Refusal> {
-        let mut projects: BTreeMap<String, (bool, Vec<String>)> = BTreeMap::new();
+    /// Every project: whether it was created (has a file), its apps and jobs.
+    fn projects(&self) -> Result<BTreeMap<String, Project>, Refusal> {
+        let mut projects: BTreeMap<String, Project> = BTreeMap::new();
         let dir = self.config.load().gateway.projects_dir.clone();
         if let Ok(entries) = std::fs::read_dir(&dir) {
             for path in entries.flatten().map(|entry| entry.path()) {
@@ -117,13 +136,16 @@ impl Api {
                         projects
                             .entry(stem.to_string_lossy().into_owned())
                             .or_default()
-                            .0 = true;
+                            .created = true;
                     }
                 }
             }
         }
         for app in self.app_files()? {
-            projects.entry(app.project).or_default().1.push(app.name);
+            projects.entry(app.project).or_default().apps.push(app.name);
+        }
+        for job in self.job_files()? {
+            projects.entry(job.project).or_default().jobs.push(job.name);
         }
         Ok(projects)
     }

@@ -25,7 +25,7 @@ pub const MAX_SOURCE: u64 = 256 * 1024 * 1024;
 
 impl Api {
     pub(super) async fn upload_source(&self, app: &str, body: Incoming) -> ApiResult {
-        if !super::apps::is_file_name(app) {
+        if !super::files::is_file_name(app) {
             return Err(error(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 format!("{app:?} is not an app name: use lower-case letters, digits and '-', starting with a letter"),

@@ -150,6 +150,19 @@ impl AppRegistry {
             .collect()
     }
 
+    /// App instances that exist now (starting, ready or draining), for `max_instances`.
+    pub fn instance_count(&self) -> usize {
+        let apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        apps.values()
+            .map(|entry| entry.state.status().instances.len())
+            .sum()
+    }
+
+    /// The backends, which the jobs share.
+    pub fn backends(&self) -> &[Arc<dyn RuntimeBackend>] {
+        &self.backends
+    }
+
     fn retire(&self, controller: ControllerHandle) {
         controller.stop();
         let mut retiring = self.retiring.lock().unwrap_or_else(|p| p.into_inner());

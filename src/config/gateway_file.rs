@@ -183,7 +183,25 @@ pub(super) fn validate_gateway(
     let container_engine = container::engine(&mut c, raw.container_engine.as_ref(), file);
     let admin_token_file = g.admin_token_file.as_deref().map(|path| base.join(path));
     let projects_dir = base.join(g.projects_dir.as_deref().unwrap_or("projects"));
+    let jobs_dir = base.join(g.jobs_dir.as_deref().unwrap_or("jobs"));
+    let jobrun_retention = c.duration(
+        "gateway.jobrun_retention",
+        g.jobrun_retention.as_ref(),
+        Duration::from_secs(7 * 24 * 3600),
+    );
+    if jobrun_retention.is_zero() {
+        c.report("gateway.jobrun_retention", "must be longer than 0s");
+    }
+    if g.max_instances == Some(0) {
+        c.report(
+            "gateway.max_instances",
+            "must be 1 or more; leave it out for no limit",
+        );
+    }
     GatewaySettings {
+        jobs_dir,
+        jobrun_retention,
+        max_instances: g.max_instances,
         admin_token_file,
         projects_dir,
         container_engine,

@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 
 use super::error::{ConfigErrors, ConfigIssue};
+use super::jobs::validate_jobs;
 use super::model::Config;
-use super::raw::{RawApp, RawGatewayFile};
+use super::raw::{RawApp, RawGatewayFile, RawJob};
 use super::validate::validate_files;
 
 /// Loads and validates the whole configuration rooted at `gateway_file`, strictly: a problem
@@ -36,10 +37,10 @@ pub fn load_tolerant(
     load_with(gateway_file, previous, None)
 }
 
-/// Validates the configuration as it would be with `app_file` holding `text` (`None`: the
-/// file removed), exactly as `tidegate check` would, without writing anything: the problems
-/// of that file (or of the gateway file), if any. Other app files' problems are theirs.
-/// The management API checks every write with this before it writes.
+/// Validates the configuration as it would be with `app_file` (an app or a job file)
+/// holding `text` (`None`: the file removed), exactly as `tidegate check` would, without
+/// writing anything: the problems of that file (or of the gateway file), if any. Other
+/// files' problems are theirs. The management API checks every write with this first.
 pub fn check_app_file(
     gateway_file: &Path,
     current: &Config,
@@ -72,24 +73,50 @@ fn load_with(
             format!("cannot read directory {}: {error}", apps_dir.display()),
         )
     })?;
-    let mut files = files;
+    let apps = read_all::<RawApp>(files, &apps_dir, replaced);
+    let mut config = validate_files(gateway_file, &raw, &apps, previous)?;
+    // A missing jobs directory is no jobs (most gateways have none).
+    let jobs_dir = config.gateway.jobs_dir.clone();
+    let job_files = app_files(&jobs_dir).unwrap_or_default();
+    let jobs = read_all::<RawJob>(job_files, &jobs_dir, replaced);
+    let mut projects: std::collections::BTreeSet<String> =
+        config.apps.iter().map(|app| app.project.clone()).collect();
+    projects.extend(
+        app_files(&config.gateway.projects_dir)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|file| Some(file.file_stem()?.to_str()?.to_string())),
+    );
+    let previous_jobs = previous.map(|p| p.jobs.as_slice()).unwrap_or_default();
+    let (jobs, rejected) = validate_jobs(&jobs, &config.gateway.domain, &projects, previous_jobs);
+    config.jobs = jobs;
+    config.rejected.extend(rejected);
+    Ok(config)
+}
+
+/// Reads and parses each file of `dir`; `replaced` stands in for one file's contents (or
+/// its absence) when it is in `dir`.
+fn read_all<T: DeserializeOwned>(
+    mut files: Vec<PathBuf>,
+    dir: &Path,
+    replaced: Option<(&Path, Option<&str>)>,
+) -> Vec<(PathBuf, Result<T, ConfigIssue>)> {
     if let Some((file, Some(_))) = replaced {
-        if !files.iter().any(|f| f == file) {
+        if file.parent() == Some(dir) && !files.iter().any(|f| f == file) {
             files.push(file.to_path_buf());
             files.sort();
         }
     }
-    let apps: Vec<_> = files
+    files
         .into_iter()
         .filter_map(|file| {
             let parsed = match replaced {
-                Some((replaced, text)) if replaced == file => parse_toml::<RawApp>(&file, text?),
-                _ => read_toml::<RawApp>(&file),
+                Some((replaced, text)) if replaced == file => parse_toml::<T>(&file, text?),
+                _ => read_toml::<T>(&file),
             };
             Some((file, parsed))
         })
-        .collect();
-    validate_files(gateway_file, &raw, &apps, previous)
+        .collect()
 }
 
 /// The app files in `dir`, sorted by name.

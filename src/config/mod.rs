@@ -10,6 +10,8 @@ mod container;
 pub mod env;
 mod error;
 mod gateway_file;
+mod indices;
+mod jobs;
 mod load;
 mod model;
 mod raw;
@@ -19,12 +21,14 @@ mod validate;
 pub mod watch;
 
 pub use error::{ConfigErrors, ConfigIssue};
+pub use indices::{ArrayIndices, MAX_INDICES};
+pub use jobs::{parse_cron, ConcurrencyPolicy, JobSpec, Schedule, MAX_EXECUTION_TIME};
 pub use load::{app_files, check_app_file, is_app_file, load, load_tolerant, parse_toml};
 pub use model::{
     AppSpec, Config, ContainerEngineSettings, ContainerSpec, GatewaySettings, HostPattern,
     ImageBuild, ListenerLimits, PullPolicy, RejectedFile, Resources, RevisionRef, RunSpec,
     RuntimeSpec, ScaleSpec, TlsSettings, TrafficTarget, UpstreamSettings, Visibility,
 };
-pub use raw::{RawApp, RawGateway, RawGatewayFile, RawRun, RawScale, RawStatic, RawTls};
+pub use raw::{RawApp, RawGateway, RawGatewayFile, RawJob, RawRun, RawScale, RawStatic, RawTls};
 pub use revisions::parse_memory;
 pub use validate::{is_dns_label, parse_duration, parse_host_pattern, validate, validate_files};

@@ -22,7 +22,10 @@ pub struct Config {
     pub gateway: GatewaySettings,
     /// Apps sorted by name, so listings and diffs are stable.
     pub apps: Vec<Arc<AppSpec>>,
-    /// App files that could not be applied (an app there may serve its previous spec).
+    /// Job definitions sorted by name.
+    pub jobs: Vec<Arc<super::JobSpec>>,
+    /// App and job files that could not be applied (an app or job there may keep its
+    /// previous spec).
     pub rejected: Vec<RejectedFile>,
 }
 
@@ -63,6 +66,12 @@ pub struct GatewaySettings {
     /// Projects created through the management API, one `<name>.toml` each. A project also
     /// exists while an app file names it.
     pub projects_dir: PathBuf,
+    /// Job definitions, one `*.toml` each.
+    pub jobs_dir: PathBuf,
+    /// Finished job runs (their records and logs) are deleted after this long.
+    pub jobrun_retention: Duration,
+    /// App and job instances together at most; `None`: no limit.
+    pub max_instances: Option<u32>,
     pub container_engine: ContainerEngineSettings,
 }
 

@@ -55,6 +55,12 @@ pub struct RawGateway {
     pub state_dir: Option<String>,
     pub admin_token_file: Option<String>,
     pub projects_dir: Option<String>,
+    /// Where job definitions live, one `*.toml` each (default `jobs`).
+    pub jobs_dir: Option<String>,
+    /// How long finished job runs are kept (default 7 days).
+    pub jobrun_retention: Option<String>,
+    /// Instances of apps and jobs together at most (default: unlimited).
+    pub max_instances: Option<u32>,
 }
 
 /// The `[tls]` table.
@@ -177,4 +183,24 @@ pub struct RawBuild {
 pub struct RawStatic {
     #[serde(default)]
     pub upstreams: Vec<String>,
+}
+
+/// One `jobs/<job>.toml` file: an app's runtime tables plus the job keys.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJob {
+    pub name: Option<String>,
+    pub project: Option<String>,
+    pub runtime: Option<String>,
+    pub run: Option<RawRun>,
+    pub container: Option<RawContainer>,
+    pub build: Option<RawBuild>,
+    pub array_indices: Option<String>,
+    pub retry_limit: Option<i64>,
+    pub max_execution_time: Option<String>,
+    pub max_parallel: Option<i64>,
+    pub stop_grace: Option<String>,
+    pub schedule: Option<String>,
+    pub timezone: Option<String>,
+    pub concurrency_policy: Option<String>,
 }

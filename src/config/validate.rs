@@ -159,6 +159,7 @@ pub fn validate_files(
         source: gateway_file.to_path_buf(),
         gateway,
         apps,
+        jobs: Vec::new(),
         rejected,
     })
 }
@@ -263,7 +264,7 @@ fn validate_app(
     })
 }
 
-fn validate_runtime(c: &mut Checker<'_>, raw: &RawApp) -> Option<RuntimeSpec> {
+pub(super) fn validate_runtime(c: &mut Checker<'_>, raw: &RawApp) -> Option<RuntimeSpec> {
     let base = c.file.parent().unwrap_or(Path::new(".")).to_path_buf();
     match raw.runtime.as_deref().unwrap_or("process") {
         "static" => {

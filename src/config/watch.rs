@@ -34,14 +34,16 @@ pub async fn settle(changes: &mut tokio::sync::mpsc::UnboundedReceiver<()>) -> b
 #[derive(Debug, Clone)]
 struct Interest {
     gateway_file: PathBuf,
-    apps_dir: PathBuf,
+    /// `apps_dir` and `jobs_dir`.
+    dirs: Vec<PathBuf>,
 }
 
 impl Interest {
     fn matches(&self, path: &Path) -> bool {
         path == self.gateway_file
-            || path == self.apps_dir
-            || (path.parent() == Some(self.apps_dir.as_path()) && is_app_file(path))
+            || self.dirs.iter().any(|dir| {
+                path == dir || (path.parent() == Some(dir.as_path()) && is_app_file(path))
+            })
     }
 }
 
@@ -52,16 +54,16 @@ pub struct ConfigWatcher {
 }
 
 impl ConfigWatcher {
-    /// Starts watching the gateway file's directory and `apps_dir`; each relevant change sends
-    /// one `()` on `changes`.
+    /// Starts watching the gateway file's directory and `dirs` (`apps_dir`, `jobs_dir`);
+    /// each relevant change sends one `()` on `changes`.
     pub fn start(
         gateway_file: &Path,
-        apps_dir: &Path,
+        dirs: &[&Path],
         changes: UnboundedSender<()>,
     ) -> notify::Result<Self> {
         let interest = Arc::new(RwLock::new(Interest {
             gateway_file: absolute(gateway_file),
-            apps_dir: absolute(apps_dir),
+            dirs: Vec::new(),
         }));
         let shared = Arc::clone(&interest);
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -78,25 +80,32 @@ impl ConfigWatcher {
         let gateway_dir = this.gateway_dir();
         this.watcher
             .watch(&gateway_dir, RecursiveMode::NonRecursive)?;
-        this.rewatch(apps_dir);
+        this.rewatch(dirs);
         Ok(this)
     }
 
-    /// Watches `apps_dir` (again): after a reload that moved it, or after the directory was
-    /// replaced. A directory that does not exist yet is picked up through the parent's watch
-    /// when it is inside the gateway file's directory.
-    pub fn rewatch(&mut self, apps_dir: &Path) {
-        let apps_dir = absolute(apps_dir);
+    /// Watches `dirs` (again): after a reload that moved them, or after a directory was
+    /// replaced or made. A directory that does not exist yet is picked up through the
+    /// parent's watch when it is inside the gateway file's directory, and by the next
+    /// reload's rewatch otherwise.
+    pub fn rewatch(&mut self, dirs: &[&Path]) {
+        let dirs: Vec<PathBuf> = dirs.iter().map(|dir| absolute(dir)).collect();
         let old = {
             let mut interest = self.interest.write().unwrap_or_else(|p| p.into_inner());
-            std::mem::replace(&mut interest.apps_dir, apps_dir.clone())
+            std::mem::replace(&mut interest.dirs, dirs.clone())
         };
-        if old != self.gateway_dir() {
-            let _ = self.watcher.unwatch(&old);
+        let gateway_dir = self.gateway_dir();
+        for dir in old {
+            if dir != gateway_dir {
+                let _ = self.watcher.unwatch(&dir);
+            }
         }
-        if apps_dir != self.gateway_dir() {
-            if let Err(error) = self.watcher.watch(&apps_dir, RecursiveMode::NonRecursive) {
-                tracing::warn!(dir = %apps_dir.display(), %error, "cannot watch the apps directory; edits there need SIGHUP");
+        for dir in dirs.iter().filter(|dir| **dir != gateway_dir) {
+            if !dir.exists() {
+                continue;
+            }
+            if let Err(error) = self.watcher.watch(dir, RecursiveMode::NonRecursive) {
+                tracing::warn!(dir = %dir.display(), %error, "cannot watch the directory; edits there need SIGHUP");
             }
         }
     }

@@ -22,6 +22,7 @@ use crate::api::{token::Token, Api};
 use crate::autoscaler::AppRegistry;
 use crate::config::{self, watch::ConfigWatcher, Config, ConfigErrors};
 use crate::identity::Identities;
+use crate::jobs::Jobs;
 use crate::metrics::Metrics;
 use crate::proxy::{ConnInfo, ListenerKind, Proxy, ProxyBody};
 use crate::routes::RouteTable;
@@ -169,10 +170,22 @@ impl GatewayBuilder {
         }
         let (token, token_file) = Token::load(settings).map_err(StartError::Token)?;
         let (reload_tx, reload_rx) = mpsc::unbounded_channel();
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let jobs = {
+            let registry = Arc::clone(&registry);
+            Jobs::start(
+                Arc::clone(&current),
+                registry.backends().to_vec(),
+                &metrics,
+                Arc::new(move || registry.instance_count()),
+                shutdown_rx.clone(),
+            )
+        };
         let api = Arc::new(Api::new(
             token,
             Arc::clone(&current),
             Arc::clone(&proxy),
+            Arc::clone(&jobs),
             &metrics,
             reload_tx.clone(),
         ));
@@ -189,7 +202,6 @@ impl GatewayBuilder {
         };
         let admin_addr = local_addr(&admin);
 
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
         let mut public = Vec::new();
         if let Some(listener) = http {
@@ -251,7 +263,11 @@ impl GatewayBuilder {
         // The watcher starts before `start` returns, so an edit made right after is not missed.
         let (changes_tx, changes_rx) = mpsc::unbounded_channel();
         let watcher = path.as_ref().and_then(|path| {
-            match ConfigWatcher::start(path, &config.gateway.apps_dir, changes_tx) {
+            let dirs = [
+                config.gateway.apps_dir.as_path(),
+                config.gateway.jobs_dir.as_path(),
+            ];
+            match ConfigWatcher::start(path, &dirs, changes_tx) {
                 Ok(watcher) => Some(watcher),
                 Err(error) => {
                     tracing::warn!(%error, "cannot watch config files; reload with SIGHUP");
@@ -283,6 +299,7 @@ impl GatewayBuilder {
             admin_addr,
             proxy,
             registry,
+            jobs,
             shutdown_tx,
             admin_stop_tx,
             reload_tx,
@@ -302,6 +319,7 @@ pub struct Handle {
     admin_addr: SocketAddr,
     proxy: Arc<Proxy>,
     registry: Arc<AppRegistry>,
+    jobs: Arc<Jobs>,
     shutdown_tx: watch::Sender<bool>,
     admin_stop_tx: watch::Sender<bool>,
     reload_tx: mpsc::UnboundedSender<oneshot::Sender<Result<(), ConfigErrors>>>,
@@ -351,6 +369,7 @@ impl Handle {
         let _ = self.reload_task.await;
         // WebSocket sessions outlive their HTTP connections: give them their grace too.
         self.proxy.sessions.close_all().await;
+        self.jobs.shutdown().await;
         self.registry.shutdown().await;
         let _ = self.admin_stop_tx.send(true);
         let _ = self.admin_task.await;

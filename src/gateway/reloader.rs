@@ -99,6 +99,10 @@ impl Reloader {
         }
         let states = self.registry.apply(&config);
         for file in &config.rejected {
+            // A job file's problems are the job's, not those of an app of the same name.
+            if file.file.parent() != Some(config.gateway.apps_dir.as_path()) {
+                continue;
+            }
             if let Some(app) = states.get(&file.app) {
                 let issues: Vec<String> = file.issues.iter().map(ToString::to_string).collect();
                 app.record("ConfigRejected", issues.join("; "));
@@ -107,7 +111,7 @@ impl Reloader {
         let table = RouteTable::build(&config, &states);
         self.proxy.routes.store(Arc::new(table));
         if let Some(watcher) = &mut self.watcher {
-            watcher.rewatch(&config.gateway.apps_dir);
+            watcher.rewatch(&[&config.gateway.apps_dir, &config.gateway.jobs_dir]);
         }
         report_rejected(&config, metrics);
         let rejected: Vec<_> = config

@@ -15,7 +15,10 @@
 //! | `CE_DOMAIN` | the gateway's `domain` |
 //! | `K_REVISION` | the revision's name |
 //! | `TIDEGATE_APP`, `TIDEGATE_REVISION`, `TIDEGATE_INSTANCE` | app, revision, instance |
-//! | `TIDEGATE_TOKEN` | the instance's identity for `project` visibility (apps only) |
+//! | `TIDEGATE_TOKEN` | the instance's identity for `project` visibility |
+//!
+//! A job's instance gets no port and none of the app names; instead `JOB_INDEX`,
+//! `JOB_ARRAY_SIZE`, `JOB_ATTEMPT`, `CE_JOB`, `CE_JOBRUN` and `CE_PROJECT` ([`job`]).
 
 use crate::config::AppSpec;
 
@@ -64,5 +67,26 @@ pub fn injected(app: &AppSpec, revision: &str) -> Env {
     ]
     .into_iter()
     .map(|(name, value)| (name.to_string(), value.to_string()))
+    .collect()
+}
+
+/// The variables a job's instance gets (Code Engine's): which index of how many, which
+/// attempt, and the job, run and project.
+pub fn job(
+    job: &str,
+    project: &str,
+    run: &str,
+    (index, array_size, attempt): (u32, usize, u32),
+) -> Env {
+    [
+        ("JOB_INDEX", index.to_string()),
+        ("JOB_ARRAY_SIZE", array_size.to_string()),
+        ("JOB_ATTEMPT", attempt.to_string()),
+        ("CE_JOB", job.to_string()),
+        ("CE_JOBRUN", run.to_string()),
+        ("CE_PROJECT", project.to_string()),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_string(), value))
     .collect()
 }

@@ -45,6 +45,21 @@ pub struct LogTarget {
 }
 
 impl LogTarget {
+    /// Where a started instance's output goes: its app's directory under `logs_dir`, or
+    /// the job run's own file.
+    pub fn of(logs_dir: &Path, request: &super::StartRequest) -> Self {
+        let mut target = Self::new(
+            logs_dir,
+            &request.app.name,
+            &request.revision,
+            &request.instance_id,
+        );
+        if let Some(job) = &request.job {
+            target.file = job.log.clone();
+        }
+        target
+    }
+
     pub fn new(logs_dir: &Path, app: &str, revision: &str, instance: &str) -> Self {
         LogTarget {
             app: app.to_string(),

@@ -56,6 +56,7 @@ impl MemoryBackend {
             id,
             Exit::Crashed {
                 description: description.to_string(),
+                code: None,
                 out_of_memory: false,
             },
         )

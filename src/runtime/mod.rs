@@ -51,6 +51,19 @@ pub struct StartRequest {
     pub instance_id: String,
     /// What [`RuntimeBackend::prepare`] made for the revision.
     pub prepared: Arc<Prepared>,
+    /// Set when the instance is one attempt of a job index rather than an app's server.
+    pub job: Option<JobInstance>,
+}
+
+/// What makes a job's instance differ from an app's: it runs to completion, so it gets no
+/// port, and the job variables (`JOB_INDEX`, `CE_JOBRUN`, ...) replace the app ones; its
+/// output goes to the run's own log file, kept with the run's record.
+#[derive(Debug, Clone)]
+pub struct JobInstance {
+    /// The injected variables, after the job's own `env`.
+    pub env: env::Env,
+    /// Where its output goes.
+    pub log: std::path::PathBuf,
 }
 
 /// What the reconciler asks a backend to prepare: one revision, before its first instance.
@@ -78,6 +91,8 @@ pub enum Exit {
     /// Ended by itself: the exit code, or the signal that killed it.
     Crashed {
         description: String,
+        /// The exit code, when it exited by itself (not killed by a signal).
+        code: Option<i32>,
         /// Killed by the kernel for exceeding its memory limit.
         out_of_memory: bool,
     },

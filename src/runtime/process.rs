@@ -212,9 +212,7 @@ impl RuntimeBackend for ProcessBackend {
             .envs(env::process_base())
             .envs(env::inherited(&run.inherit_env))
             .envs(&run.env)
-            .envs(env::injected(&request.app, &request.revision))
-            .env("PORT", port.to_string())
-            .env(&run.port_env, port.to_string())
+            .envs(instance_env(&request, &run.port_env, port))
             .env("TIDEGATE_INSTANCE", &request.instance_id)
             .env(TOKEN_ENV, &token)
             .stdin(Stdio::null())
@@ -261,12 +259,7 @@ impl RuntimeBackend for ProcessBackend {
         };
         let pgid = Pid::from_raw(pid as i32);
 
-        let target = LogTarget::new(
-            &self.logs_dir,
-            &request.app.name,
-            &request.revision,
-            &request.instance_id,
-        );
+        let target = LogTarget::of(&self.logs_dir, &request);
         if let Some(stdout) = child.stdout.take() {
             tokio::spawn(capture(stdout, target.clone(), "stdout"));
         }
@@ -295,7 +288,12 @@ impl RuntimeBackend for ProcessBackend {
             let exit = if entry.stopping.load(Ordering::Acquire) {
                 Exit::Stopped
             } else {
+                let code = match &status {
+                    Ok(status) if !out_of_memory => status.code(),
+                    _ => None,
+                };
                 Exit::Crashed {
+                    code,
                     description: match (status, &group) {
                         (Ok(_), Some(group)) if out_of_memory => format!(
                             "killed for exceeding its memory limit of {} (out of memory)",
@@ -365,6 +363,19 @@ impl RuntimeBackend for ProcessBackend {
         }
         if let Some(cgroups) = &self.cgroups {
             cgroups.remove_patiently().await;
+        }
+    }
+}
+
+/// The injected variables: an app instance's and its port, or a job attempt's.
+fn instance_env(request: &StartRequest, port_env: &str, port: u16) -> env::Env {
+    match &request.job {
+        Some(job) => job.env.clone(),
+        None => {
+            let mut vars = env::injected(&request.app, &request.revision);
+            vars.push(("PORT".into(), port.to_string()));
+            vars.push((port_env.to_string(), port.to_string()));
+            vars
         }
     }
 }

@@ -3,6 +3,8 @@
 //! sleep.
 #![allow(dead_code)]
 
+pub mod api;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;

@@ -56,6 +56,7 @@ impl Controller {
             revision: unit.state.name.clone(),
             instance_id: id.clone(),
             prepared,
+            job: None,
         };
         let readiness_path = unit.runtime.readiness_path().map(str::to_string);
         let timeout = self.spec.scale.startup_timeout;

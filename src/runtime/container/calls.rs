@@ -70,14 +70,20 @@ pub(super) fn create_body(
     // As for processes (`runtime::env`), but no base: the image brings its own PATH.
     let inherited = crate::runtime::env::inherited(&spec.inherit_env);
     let own = spec.env.iter().map(|(k, v)| (k.clone(), v.clone()));
-    let injected = crate::runtime::env::injected(&request.app, &request.revision);
+    let injected = match &request.job {
+        Some(job) => job.env.clone(),
+        None => {
+            let mut vars = crate::runtime::env::injected(&request.app, &request.revision);
+            vars.push(("PORT".into(), spec.port.to_string()));
+            vars
+        }
+    };
     let mut env: Vec<String> = inherited
         .into_iter()
         .chain(own)
         .chain(injected)
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    env.push(format!("PORT={}", spec.port));
     env.push(format!("TIDEGATE_INSTANCE={}", request.instance_id));
     env.push(format!("{TOKEN_ENV}={token}"));
     let labels = HashMap::from([

@@ -124,14 +124,17 @@ pub(super) async fn await_exit(docker: &Docker, socket: &Path, entry: &Entry) ->
             ..
         } => Exit::Crashed {
             description: "container killed for exceeding its memory limit (out of memory)".into(),
+            code: None,
             out_of_memory: true,
         },
         RunState::Exited { code, .. } => Exit::Crashed {
             description: format!("container exited with code {code}"),
+            code: i32::try_from(code).ok(),
             out_of_memory: false,
         },
         _ => Exit::Crashed {
             description: "container was removed outside the gateway".into(),
+            code: None,
             out_of_memory: false,
         },
     }

@@ -326,12 +326,7 @@ impl RuntimeBackend for ContainerBackend {
             }
         };
 
-        let target = LogTarget::new(
-            &self.logs_dir,
-            &request.app.name,
-            &request.revision,
-            &request.instance_id,
-        );
+        let target = LogTarget::of(&self.logs_dir, &request);
         let log = target.file.clone();
         tokio::spawn(output::follow_logs(
             docker.clone(),

@@ -1,0 +1,248 @@
+//! Jobs against a real gateway with real processes: retries until success or the limit,
+//! parallelism held to `max_parallel`, attempts killed at `max_execution_time`, cancel,
+//! logs per index and attempt, records that outlive the gateway.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use serde_json::{json, Value};
+use support::api::Api;
+use support::*;
+
+/// `sh -c script` as a job's command.
+fn sh(script: &str) -> Value {
+    json!(["sh", "-c", script])
+}
+
+async fn gateway() -> (ConfigDir, tidegate::Handle, Api) {
+    let config = ConfigDir::new("", "");
+    let handle = config.start().await;
+    let api = Api::of(&config, &handle);
+    let made = api
+        .call(
+            Method::POST,
+            "/api/v1/projects",
+            Some(json!({"name": "p"})),
+            None,
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
+    (config, handle, api)
+}
+
+async fn create_job(api: &Api, spec: Value) {
+    let made = api
+        .call(Method::POST, "/api/v1/jobs", Some(spec), None)
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
+    assert_eq!(made.body["served"], true, "{}", made.body);
+}
+
+async fn submit(api: &Api, job: &str, overrides: Value) -> String {
+    let mut body = overrides;
+    body["job"] = json!(job);
+    let run = api
+        .call(Method::POST, "/api/v1/jobruns", Some(body), None)
+        .await;
+    assert_eq!(run.status, StatusCode::CREATED, "{}", run.body);
+    run.body["name"].as_str().unwrap().to_string()
+}
+
+/// The run's record once it has finished.
+async fn finished(api: &Api, run: &str) -> Value {
+    let path = format!("/api/v1/jobruns/{run}");
+    eventually(
+        &format!("{run} to finish"),
+        Duration::from_secs(60),
+        || async {
+            let record = api.call(Method::GET, &path, None, None).await.body;
+            let state = record["state"].as_str().unwrap_or("");
+            (!matches!(state, "pending" | "running")).then_some(record)
+        },
+    )
+    .await
+}
+
+fn attempts(record: &Value, index: u64) -> Vec<Value> {
+    record["indices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["index"] == index)
+        .map(|i| i["attempts"].as_array().unwrap().clone())
+        .unwrap()
+}
+
+fn pids_in(dir: &Path) -> Vec<i32> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok()?.trim().parse().ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_indices_are_retried_until_they_succeed_or_reach_the_limit() {
+    let (_config, handle, api) = gateway().await;
+    let markers = tempfile::tempdir().unwrap();
+    // Odd indices fail their first attempt (a marker file says it was made).
+    let flaky = "if [ $((JOB_INDEX % 2)) = 1 ] && [ ! -e \"$DIR/$JOB_INDEX\" ]; then touch \"$DIR/$JOB_INDEX\"; echo failing; exit 1; fi; echo \"index $JOB_INDEX attempt $JOB_ATTEMPT of $JOB_ARRAY_SIZE in $CE_JOBRUN of $CE_JOB ($CE_PROJECT)\"";
+    create_job(
+        &api,
+        json!({
+            "name": "flaky", "project": "p", "array_indices": "0-9",
+            "run": {"command": sh(flaky), "env": {"DIR": markers.path().to_str().unwrap()}},
+        }),
+    )
+    .await;
+    let run = submit(&api, "flaky", json!({})).await;
+    assert_eq!(run, "flaky-run-1");
+    let record = finished(&api, &run).await;
+    assert_eq!(record["state"], "succeeded", "{record:#}");
+    assert_eq!(record["counts"], json!({"succeeded": 10}));
+    for index in 0..10u64 {
+        let tries = attempts(&record, index);
+        if index % 2 == 1 {
+            assert_eq!(tries.len(), 2, "index {index}: {tries:?}");
+            assert_eq!(tries[0]["exit_code"], 1);
+            assert_eq!(tries[0]["reason"], "exited with code 1");
+            assert_eq!(tries[1]["exit_code"], 0);
+            assert_eq!(tries[1]["reason"], Value::Null);
+        } else {
+            assert_eq!(tries.len(), 1, "index {index}: {tries:?}");
+        }
+    }
+    let (status, log) = api
+        .text(&format!("/api/v1/jobruns/{run}/logs?index=3"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(log, "index 3 attempt 2 of 10 in flaky-run-1 of flaky (p)\n");
+    let (_, first) = api
+        .text(&format!("/api/v1/jobruns/{run}/logs?index=3&attempt=1"))
+        .await;
+    assert_eq!(first, "failing\n", "every attempt's output is kept");
+    let (_, all) = api.text(&format!("/api/v1/jobruns/{run}/logs")).await;
+    assert!(
+        all.contains("==> index 9 attempt 2 <==\nindex 9 attempt 2"),
+        "{all}"
+    );
+
+    create_job(
+        &api,
+        json!({
+            "name": "broken", "project": "p", "array_indices": "0-4", "retry_limit": 2,
+            "run": {"command": sh("[ \"$JOB_INDEX\" != 3 ]")},
+        }),
+    )
+    .await;
+    let run = submit(&api, "broken", json!({})).await;
+    let record = finished(&api, &run).await;
+    assert_eq!(record["state"], "failed", "{record:#}");
+    assert_eq!(record["counts"], json!({"failed": 1, "succeeded": 4}));
+    assert_eq!(attempts(&record, 3).len(), 3, "retry_limit + 1 attempts");
+    assert_eq!(attempts(&record, 2).len(), 1);
+    assert_eq!(
+        metric(
+            &handle,
+            "tidegate_jobruns_total{job=\"broken\",result=\"failed\"}"
+        )
+        .await,
+        1.0
+    );
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_more_than_max_parallel_indices_run_at_once() {
+    let (_config, handle, api) = gateway().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Each instance counts the others running beside it; three at once leaves a mark.
+    let script = "touch \"$DIR/run-$JOB_INDEX\"; n=$(ls \"$DIR\" | grep -c '^run-'); [ \"$n\" -le 2 ] || touch \"$DIR/too-many\"; sleep 0.2; rm \"$DIR/run-$JOB_INDEX\"";
+    create_job(
+        &api,
+        json!({
+            "name": "pair", "project": "p", "array_indices": "0-7", "max_parallel": 2,
+            "run": {"command": sh(script), "env": {"DIR": dir.path().to_str().unwrap()}},
+        }),
+    )
+    .await;
+    let run = submit(&api, "pair", json!({})).await;
+    let path = format!("/api/v1/jobruns/{run}");
+    let mut most = 0;
+    loop {
+        let record = api.call(Method::GET, &path, None, None).await.body;
+        most = most.max(record["counts"]["running"].as_u64().unwrap_or(0));
+        if record["state"] != "running" && record["state"] != "pending" {
+            assert_eq!(record["state"], "succeeded", "{record:#}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(most <= 2 && most > 0, "at most 2 running, saw {most}");
+    assert!(
+        !dir.path().join("too-many").exists(),
+        "3 instances ran at once"
+    );
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_past_its_time_is_killed_and_a_cancel_stops_everything() {
+    let (_config, handle, api) = gateway().await;
+    let pids = tempfile::tempdir().unwrap();
+    create_job(
+        &api,
+        json!({
+            "name": "slow", "project": "p", "retry_limit": 0,
+            "max_execution_time": "1s", "stop_grace": "1s",
+            "run": {"command": sh("echo $$ > \"$DIR/$CE_JOBRUN-$JOB_INDEX\"; exec sleep 30"),
+                    "env": {"DIR": pids.path().to_str().unwrap()}},
+        }),
+    )
+    .await;
+    let run = submit(&api, "slow", json!({})).await;
+    let record = finished(&api, &run).await;
+    assert_eq!(record["state"], "failed");
+    let tries = attempts(&record, 0);
+    assert!(
+        tries[0]["reason"].as_str().unwrap().starts_with("timeout"),
+        "{tries:?}"
+    );
+    for pid in pids_in(pids.path()) {
+        wait_gone(pid).await;
+    }
+
+    // Four indices running: a delete stops them and keeps the record as cancelled.
+    let run = submit(
+        &api,
+        "slow",
+        json!({"array_indices": "0-3", "max_execution_time": "60s"}),
+    )
+    .await;
+    let path = format!("/api/v1/jobruns/{run}");
+    eventually("4 indices running", Duration::from_secs(10), || async {
+        let record = api.call(Method::GET, &path, None, None).await.body;
+        (record["counts"]["running"] == 4 && pids_in(pids.path()).len() == 5).then_some(())
+    })
+    .await;
+    let cancelled = api.call(Method::DELETE, &path, None, None).await;
+    assert_eq!(cancelled.status, StatusCode::OK);
+    assert_eq!(cancelled.body["state"], "cancelled", "{}", cancelled.body);
+    assert_eq!(cancelled.body["counts"], json!({"cancelled": 4}));
+    for pid in pids_in(pids.path()) {
+        wait_gone(pid).await;
+    }
+    let kept = api.call(Method::GET, &path, None, None).await;
+    assert_eq!(kept.body["state"], "cancelled");
+    // A finished run's delete removes it.
+    let gone = api.call(Method::DELETE, &path, None, None).await;
+    assert_eq!(gone.body["deleted"], run.as_str());
+    assert_eq!(
+        api.call(Method::GET, &path, None, None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    handle.shutdown().await;
+}

@@ -1,0 +1,74 @@
+//! A client of the management API for tests: JSON in and out, with the gateway's token.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use serde_json::Value;
+
+use super::{full, send, ConfigDir};
+
+pub struct Api {
+    pub addr: SocketAddr,
+    pub token: String,
+}
+
+/// An answer: status, JSON body, `ETag`.
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+    pub etag: Option<String>,
+}
+
+impl Api {
+    /// The client of a gateway started from `config`, with its generated token.
+    pub fn of(config: &ConfigDir, handle: &tidegate::Handle) -> Self {
+        let token = std::fs::read_to_string(config.dir.path().join("state/admin-token")).unwrap();
+        Api {
+            addr: handle.admin_addr(),
+            token: token.trim().to_string(),
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        if_match: Option<&str>,
+    ) -> Reply {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "admin")
+            .header("authorization", format!("Bearer {}", self.token));
+        if let Some(tag) = if_match {
+            request = request.header("if-match", tag);
+        }
+        let body = body.map_or(Bytes::new(), |b| Bytes::from(b.to_string()));
+        let answer = send(self.addr, request.body(full(body)).unwrap()).await;
+        Reply {
+            status: answer.status,
+            etag: answer
+                .headers
+                .get("etag")
+                .map(|v| v.to_str().unwrap().to_string()),
+            body: serde_json::from_str(&answer.body)
+                .unwrap_or_else(|_| panic!("not JSON: {}", answer.body)),
+        }
+    }
+}
+
+impl Api {
+    /// A `GET` whose answer is text (logs).
+    pub async fn text(&self, path: &str) -> (StatusCode, String) {
+        let request = Request::builder()
+            .uri(path)
+            .header("host", "admin")
+            .header("authorization", format!("Bearer {}", self.token))
+            .body(full(Bytes::new()))
+            .unwrap();
+        let answer = send(self.addr, request).await;
+        (answer.status, answer.body)
+    }
+}
