@@ -1,5 +1,5 @@
 //! The `tidegate` command: `serve`, `check`, `certs`, `demo-app`, and the API client commands
-//! `app` and `project` (`cli`). Parsing, logging and signals live
+//! `app`, `revision`, `project`, `job` and `jobrun` (`cli`). Parsing, logging and signals live
 //! here; everything else is the library.
 
 use std::path::PathBuf;
@@ -62,6 +62,20 @@ enum Command {
         #[command(subcommand)]
         command: tidegate::cli::RevisionCommand,
     },
+    /// Jobs through the management API: create, update, get, list, delete.
+    Job {
+        #[command(flatten)]
+        target: tidegate::cli::Target,
+        #[command(subcommand)]
+        command: tidegate::cli::JobCommand,
+    },
+    /// Job runs through the management API: submit, resubmit, get, list, delete, logs.
+    Jobrun {
+        #[command(flatten)]
+        target: tidegate::cli::Target,
+        #[command(subcommand)]
+        command: tidegate::cli::JobRunCommand,
+    },
     /// Print a shell completion script: `tidegate completion bash > /etc/bash_completion.d/tidegate`.
     Completion { shell: clap_complete::Shell },
     /// Projects through the management API.
@@ -123,6 +137,10 @@ fn main() -> ExitCode {
             Command::Project { target, command } => {
                 Ok(tidegate::cli::run_project(&target, command).await)
             }
+            Command::Job { target, command } => Ok(tidegate::cli::run_job(&target, command).await),
+            Command::Jobrun { target, command } => {
+                Ok(tidegate::cli::run_jobrun(&target, command).await)
+            }
         }
     });
     match result {
@@ -169,7 +187,12 @@ fn stop_now() -> ExitCode {
 fn check(config: PathBuf) -> anyhow::Result<ExitCode> {
     match tidegate::config::load(&config) {
         Ok(loaded) => {
-            println!("{}: ok ({} apps)", config.display(), loaded.apps.len());
+            println!(
+                "{}: ok ({} apps, {} jobs)",
+                config.display(),
+                loaded.apps.len(),
+                loaded.jobs.len()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Err(errors) => {

@@ -7,34 +7,10 @@ mod support;
 use std::time::Duration;
 
 use http::StatusCode;
+use support::cli::tidegate;
 use support::*;
 
 const HOST: &str = "web.p.test.local";
-
-/// Runs `tidegate <args>` against the gateway; the token comes from the gateway's state
-/// directory through `--config`, as for a local operator.
-async fn tidegate(
-    config: &ConfigDir,
-    handle: &tidegate::Handle,
-    args: &[&str],
-) -> (i32, String, String) {
-    let output = tokio::process::Command::new(TIDEGATE)
-        .args(args)
-        .arg("--server")
-        .arg(handle.admin_addr().to_string())
-        .arg("--config")
-        .arg(config.gateway_file())
-        .env_remove("TIDEGATE_TOKEN")
-        .env_remove("TIDEGATE_SERVER")
-        .output()
-        .await
-        .unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_lives_its_whole_life_through_the_cli() {

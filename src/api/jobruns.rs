@@ -178,11 +178,7 @@ impl Api {
         ))
     }
 
-    fn log_request(
-        &self,
-        name: &str,
-        query: &str,
-    ) -> Result<LogRequest, Refusal> {
+    fn log_request(&self, name: &str, query: &str) -> Result<LogRequest, Refusal> {
         let run = self.jobs.get(name).ok_or_else(|| no_run(name))?.snapshot();
         let number = |key: &str| -> Result<Option<u32>, Refusal> {
             match super::query_param(query, key) {

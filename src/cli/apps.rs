@@ -4,13 +4,13 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use http::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::client::{CliError, Client};
 use super::show::{print_app, print_list};
 use super::spec::{section_patch, upload_source, SpecFlags};
 use super::table::{self, text};
-use super::{AppCommand, Output, ProjectCommand, Target};
+use super::{confirm, merge, print_json, AppCommand, Output, ProjectCommand, Target};
 
 #[derive(Args, Debug)]
 pub struct CreateArgs {
@@ -234,26 +234,6 @@ async fn update(client: &Client, output: Output, args: UpdateArgs) -> Result<(),
     Ok(())
 }
 
-/// Asks `question` on the terminal; without one (a script), refuses: a deletion there
-/// must say `--force`.
-fn confirm(question: &str) -> Result<(), CliError> {
-    use std::io::{BufRead, IsTerminal, Write};
-    let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
-        return Err(CliError::Refused(
-            "not deleting without a terminal to ask on: pass --force".into(),
-        ));
-    }
-    print!("{question} [y/N] ");
-    let _ = std::io::stdout().flush();
-    let mut answer = String::new();
-    let _ = stdin.lock().read_line(&mut answer);
-    match answer.trim() {
-        "y" | "Y" | "yes" => Ok(()),
-        _ => Err(CliError::Refused("not deleted".into())),
-    }
-}
-
 /// Waits until `revision` is the app's ready one, or has failed (then says why).
 async fn wait_ready(
     client: &Client,
@@ -314,17 +294,4 @@ fn next_revision(app: &str, current: &str) -> String {
 
 fn app_path(name: &str) -> String {
     format!("/api/v1/apps/{name}")
-}
-
-fn merge(into: &mut Value, patch: Value) {
-    if let (Value::Object(into), Value::Object(patch)) = (into, patch) {
-        into.extend(patch);
-    }
-}
-
-fn print_json(value: &Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_default()
-    );
 }

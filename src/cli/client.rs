@@ -92,6 +92,15 @@ impl Client {
         Ok(Client { authority, token })
     }
 
+    /// The client the command-line flags name.
+    pub fn from_target(target: &super::Target) -> Result<Self, CliError> {
+        Self::resolve(
+            target.server.as_deref(),
+            target.token.as_deref(),
+            &target.config,
+        )
+    }
+
     /// Sends one request; a 4xx/5xx answer becomes [`CliError::Refused`] with the server's
     /// message.
     pub async fn call(

@@ -1,10 +1,13 @@
-//! The `tidegate app|project` commands: a client of the management API (docs/cli.md).
+//! The `tidegate app|revision|project|job|jobrun` commands: a client of the management API
+//! (docs/cli.md).
 //!
 //! Exit codes: 0 done, 1 refused by the server (its message on stderr) or unreachable,
 //! 2 a usage error (clap's).
 
 mod apps;
 mod client;
+mod jobruns;
+mod jobs;
 mod live;
 mod show;
 mod source;
@@ -17,6 +20,8 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand, ValueEnum};
 
 pub use client::{CliError, Client};
+pub use jobruns::JobRunCommand;
+pub use jobs::JobCommand;
 
 /// Where the API is and how to print answers; shared by every API command.
 #[derive(Args, Debug, Clone)]
@@ -143,4 +148,48 @@ fn exit(result: Result<(), CliError>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs a job command.
+pub async fn run_job(target: &Target, command: JobCommand) -> ExitCode {
+    exit(jobs::run(target, command).await)
+}
+
+/// Runs a job run command.
+pub async fn run_jobrun(target: &Target, command: JobRunCommand) -> ExitCode {
+    exit(jobruns::run(target, command).await)
+}
+
+/// Asks `question` on the terminal; without one (a script), refuses: a deletion there
+/// must say `--force`.
+fn confirm(question: &str) -> Result<(), CliError> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(CliError::Refused(
+            "not deleting without a terminal to ask on: pass --force".into(),
+        ));
+    }
+    print!("{question} [y/N] ");
+    let _ = std::io::stdout().flush();
+    let mut answer = String::new();
+    let _ = stdin.lock().read_line(&mut answer);
+    match answer.trim() {
+        "y" | "Y" | "yes" => Ok(()),
+        _ => Err(CliError::Refused("not deleted".into())),
+    }
+}
+
+/// Adds `patch`'s members to `into` (both JSON objects).
+fn merge(into: &mut serde_json::Value, patch: serde_json::Value) {
+    if let (serde_json::Value::Object(into), serde_json::Value::Object(patch)) = (into, patch) {
+        into.extend(patch);
+    }
+}
+
+fn print_json(value: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
 }
