@@ -164,6 +164,40 @@ pub fn section_patch(
     Ok(Value::Object(patch))
 }
 
+/// The `env` member of a patch: `--env-from-file` lines, then `--env NAME=VALUE` pairs
+/// (which win), and `null` for each `--env-rm` name.
+pub fn env_patch(
+    pairs_given: &[String],
+    from_file: Option<&std::path::Path>,
+    env_rm: &[String],
+) -> Result<Map<String, Value>, CliError> {
+    let mut env = Map::new();
+    let mut pairs: Vec<String> = Vec::new();
+    if let Some(file) = from_file {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| CliError::Refused(format!("--env-from-file {}: {e}", file.display())))?;
+        pairs.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty() && !line.starts_with('#'))
+                .map(str::to_string),
+        );
+    }
+    pairs.extend(pairs_given.iter().cloned());
+    for pair in &pairs {
+        let Some((name, value)) = pair.split_once('=') else {
+            return Err(CliError::Refused(format!(
+                "--env {pair}: expected NAME=VALUE"
+            )));
+        };
+        env.insert(name.into(), json!(value));
+    }
+    for name in env_rm {
+        env.insert(name.clone(), Value::Null);
+    }
+    Ok(env)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,38 +245,4 @@ mod tests {
         let refused = section_patch(&flags, false, &[], None).unwrap_err();
         assert!(refused.to_string().contains("--build-source"), "{refused}");
     }
-}
-
-/// The `env` member of a patch: `--env-from-file` lines, then `--env NAME=VALUE` pairs
-/// (which win), and `null` for each `--env-rm` name.
-pub fn env_patch(
-    pairs_given: &[String],
-    from_file: Option<&std::path::Path>,
-    env_rm: &[String],
-) -> Result<Map<String, Value>, CliError> {
-    let mut env = Map::new();
-    let mut pairs: Vec<String> = Vec::new();
-    if let Some(file) = from_file {
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| CliError::Refused(format!("--env-from-file {}: {e}", file.display())))?;
-        pairs.extend(
-            text.lines()
-                .map(str::trim)
-                .filter(|line| !line.is_empty() && !line.starts_with('#'))
-                .map(str::to_string),
-        );
-    }
-    pairs.extend(pairs_given.iter().cloned());
-    for pair in &pairs {
-        let Some((name, value)) = pair.split_once('=') else {
-            return Err(CliError::Refused(format!(
-                "--env {pair}: expected NAME=VALUE"
-            )));
-        };
-        env.insert(name.into(), json!(value));
-    }
-    for name in env_rm {
-        env.insert(name.clone(), Value::Null);
-    }
-    Ok(env)
 }
