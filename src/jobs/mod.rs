@@ -22,7 +22,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use chrono::Utc;
 use tokio::task::JoinSet;
 
 use crate::config::{Config, JobSpec};
@@ -63,7 +62,7 @@ impl Jobs {
         for mut run in store.load_all() {
             if !run.state.is_finished() {
                 let reason = "interrupted: the gateway stopped while it ran";
-                run.finish_unfinished(State::Interrupted, reason, Utc::now());
+                run.finish_unfinished(State::Interrupted, reason, record::now());
                 run.message = Some(reason.into());
                 if let Err(error) = store.save(&run) {
                     tracing::warn!(run = %run.name, %error, "cannot save the job run's record");
@@ -115,7 +114,7 @@ impl Jobs {
             project: spec.project.clone(),
             state: State::Pending,
             scheduled,
-            submitted_at: Utc::now(),
+            submitted_at: record::now(),
             started_at: None,
             finished_at: None,
             message: None,
@@ -255,7 +254,7 @@ impl Jobs {
         let Ok(retention) = chrono::Duration::from_std(retention) else {
             return;
         };
-        let cutoff = Utc::now() - retention;
+        let cutoff = record::now() - retention;
         let old: Vec<String> = self
             .lock_runs()
             .values()

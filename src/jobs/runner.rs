@@ -10,7 +10,6 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -88,7 +87,7 @@ impl Runner {
         pending.add(count as i64);
         self.live.update(|record| {
             record.state = State::Running;
-            record.started_at = Some(Utc::now());
+            record.started_at = Some(super::record::now());
         });
         let prepared = match self.prepare(&run).await {
             Ok(prepared) => Arc::new(prepared),
@@ -96,7 +95,7 @@ impl Runner {
                 pending.sub(count as i64);
                 self.live.update(|record| {
                     record.message = Some(reason.clone());
-                    record.finish_unfinished(State::Failed, &reason, Utc::now());
+                    record.finish_unfinished(State::Failed, &reason, super::record::now());
                 });
                 return self.finish();
             }
@@ -143,8 +142,8 @@ impl Runner {
         pending.sub(queue.len() as i64);
         let stopped = *stop.borrow_and_update();
         self.live.update(|record| match stopped {
-            Some(state) => record.finish_unfinished(state, state.as_str(), Utc::now()),
-            None => record.conclude(Utc::now()),
+            Some(state) => record.finish_unfinished(state, state.as_str(), super::record::now()),
+            None => record.conclude(super::record::now()),
         });
         self.finish();
     }
@@ -223,7 +222,7 @@ impl Runner {
                 entry.attempts.push(Attempt {
                     number: attempt,
                     instance: instance.clone(),
-                    started_at: Utc::now(),
+                    started_at: super::record::now(),
                     ended_at: None,
                     exit_code: None,
                     reason: None,
@@ -261,7 +260,7 @@ impl Runner {
                 Outcome::Stopped => (None, Some("stopped".to_string())),
             };
             if let Some(open) = entry.attempts.iter_mut().find(|a| a.number == attempt) {
-                open.ended_at = Some(Utc::now());
+                open.ended_at = Some(super::record::now());
                 open.exit_code = code;
                 open.reason.clone_from(&reason);
             }
