@@ -140,6 +140,12 @@ impl Runner {
             }
         }
         pending.sub(queue.len() as i64);
+        // What the build made is the run's alone (a built image): it goes with the run.
+        let request = PrepareRequest {
+            app: Arc::new(as_app(&self.spec)),
+            revision: run.clone(),
+        };
+        self.backend.forget(request, Some(prepared)).await;
         let stopped = *stop.borrow_and_update();
         self.live.update(|record| match stopped {
             Some(state) => record.finish_unfinished(state, state.as_str(), super::record::now()),

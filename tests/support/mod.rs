@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod engine;
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -94,20 +94,24 @@ pub(super) fn create_body(
         ("tidegate.instance".to_string(), request.instance_id.clone()),
     ]);
     let port_key = format!("{}/tcp", spec.port);
+    // A job's instance serves nothing: no port is published for it.
+    let serves = request.job.is_none();
     ContainerCreateBody {
         image: Some(image.to_string()),
         cmd: spec.command.clone(),
         env: Some(env),
         labels: Some(labels),
-        exposed_ports: Some(vec![port_key.clone()]),
+        exposed_ports: serves.then(|| vec![port_key.clone()]),
         host_config: Some(HostConfig {
-            port_bindings: Some(HashMap::from([(
-                port_key,
-                Some(vec![PortBinding {
-                    host_ip: Some("127.0.0.1".into()),
-                    host_port: Some(String::new()),
-                }]),
-            )])),
+            port_bindings: serves.then(|| {
+                HashMap::from([(
+                    port_key,
+                    Some(vec![PortBinding {
+                        host_ip: Some("127.0.0.1".into()),
+                        host_port: Some(String::new()),
+                    }]),
+                )])
+            }),
             memory: spec.resources.memory_bytes.map(|bytes| bytes as i64),
             nano_cpus: spec
                 .resources

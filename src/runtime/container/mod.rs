@@ -309,6 +309,10 @@ impl RuntimeBackend for ContainerBackend {
                 .start_container(&name, None)
                 .await
                 .map_err(|e| format!("the engine could not start it: {}", engine_message(&e)))?;
+            if request.job.is_some() {
+                // Nothing published; and a short job may be gone before an inspect.
+                return Ok(0);
+            }
             let inspect = docker
                 .inspect_container(&name, None::<InspectContainerOptions>)
                 .await
@@ -328,7 +332,7 @@ impl RuntimeBackend for ContainerBackend {
 
         let target = LogTarget::of(&self.logs_dir, &request);
         let log = target.file.clone();
-        tokio::spawn(output::follow_logs(
+        let output = tokio::spawn(output::follow_logs(
             docker.clone(),
             self.socket.clone(),
             name.clone(),
@@ -340,6 +344,9 @@ impl RuntimeBackend for ContainerBackend {
         let socket = self.socket.clone();
         tokio::spawn(async move {
             let exit = exits::await_exit(&docker, &socket, &entry).await;
+            // Its last output is in the log before anyone hears it ended (a job's record
+            // points at that log), and before the container, which holds it, goes.
+            let _ = tokio::time::timeout(Duration::from_secs(10), output).await;
             identities.revoke(&token);
             containers
                 .lock()

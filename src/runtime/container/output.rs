@@ -18,8 +18,10 @@ use crate::runtime::logs::{capture, LogTarget};
 pub(super) async fn follow_logs(docker: Docker, socket: PathBuf, name: String, target: LogTarget) {
     let (out_reader, mut out_writer) = tokio::io::duplex(64 * 1024);
     let (err_reader, mut err_writer) = tokio::io::duplex(64 * 1024);
-    tokio::spawn(capture(out_reader, target.clone(), "stdout"));
-    tokio::spawn(capture(err_reader, target, "stderr"));
+    let captures = [
+        tokio::spawn(capture(out_reader, target.clone(), "stdout")),
+        tokio::spawn(capture(err_reader, target, "stderr")),
+    ];
     let mut since = 0;
     let mut pause = Duration::from_millis(500);
     loop {
@@ -42,6 +44,13 @@ pub(super) async fn follow_logs(docker: Docker, socket: PathBuf, name: String, t
                 return;
             }
         }
+        // Ended because the container did: everything it wrote has been read.
+        if !matches!(
+            engine::run_state(&socket, &name).await,
+            Ok(engine::RunState::Running) | Err(_)
+        ) {
+            break;
+        }
         since = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i32);
@@ -55,13 +64,21 @@ pub(super) async fn follow_logs(docker: Docker, socket: PathBuf, name: String, t
         // Reopen while the container runs; while the engine does not answer (its service is
         // restarting), ask again for up to two minutes.
         let unanswered_since = std::time::Instant::now();
-        loop {
+        let reopen = loop {
             tokio::time::sleep(pause).await;
             match engine::run_state(&socket, &name).await {
-                Ok(engine::RunState::Running) => break,
+                Ok(engine::RunState::Running) => break true,
                 Err(_) if unanswered_since.elapsed() < Duration::from_secs(120) => {}
-                _ => return,
+                _ => break false,
             }
+        };
+        if !reopen {
+            break;
         }
+    }
+    // The writers go, so the captures see the end and finish their files.
+    drop((out_writer, err_writer));
+    for capture in captures {
+        let _ = capture.await;
     }
 }

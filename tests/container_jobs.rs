@@ -1,0 +1,65 @@
+//! A job on the container runtime against a real engine: its image built once per run
+//! from a `[build]` context, indices retried, each attempt's output kept, and no container
+//! or built image left after the run.
+
+mod support;
+
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use serde_json::json;
+use support::api::Api;
+use support::engine::{engine, job_containerfile, Engine};
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_job_runs_its_indices_and_leaves_nothing_behind() {
+    let engine_guard = Engine::new("job");
+    let config = &engine_guard.config;
+    job_containerfile(config);
+    std::fs::create_dir_all(config.dir.path().join("jobs")).unwrap();
+    std::fs::create_dir_all(config.dir.path().join("projects")).unwrap();
+    std::fs::write(config.dir.path().join("projects/p.toml"), "").unwrap();
+    std::fs::write(
+        config.dir.path().join("jobs/cjob.toml"),
+        "project = \"p\"\nruntime = \"container\"\narray_indices = \"0-2\"\n\
+         [container]\ncommand = [\"echo index $JOB_INDEX attempt $JOB_ATTEMPT of $CE_JOB says $WORD; [ $JOB_INDEX != 1 ] || [ $JOB_ATTEMPT -gt 1 ]\"]\n\
+         env = { WORD = \"hi\" }\n[build]\ncontext = \"../ctx\"\ndockerfile = \"Job.Containerfile\"\n",
+    )
+    .unwrap();
+    let handle = config.start().await;
+    let api = Api::of(config, &handle);
+    let run = api
+        .call(
+            Method::POST,
+            "/api/v1/jobruns",
+            Some(json!({"job": "cjob"})),
+            None,
+        )
+        .await;
+    assert_eq!(run.status, StatusCode::CREATED, "{}", run.body);
+    let path = "/api/v1/jobruns/cjob-run-1";
+    let record = eventually("the run to finish", Duration::from_secs(120), || async {
+        let record = api.call(Method::GET, path, None, None).await.body;
+        (!matches!(record["state"].as_str(), Some("pending" | "running"))).then_some(record)
+    })
+    .await;
+    assert_eq!(record["state"], "succeeded", "{record:#}");
+    let attempts = |index: usize| {
+        record["indices"][index]["attempts"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!((attempts(0), attempts(1), attempts(2)), (1, 2, 1));
+    assert_eq!(record["indices"][1]["attempts"][0]["exit_code"], 1);
+    let (status, log) = api.text(&format!("{path}/logs?index=1")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(log, "index 1 attempt 2 of cjob says hi\n");
+    engine_guard
+        .wait_containers("every job container removed", |n| n == 0)
+        .await;
+    let image = engine().inspect_image("tidegate/cjob:cjob-run-1").await;
+    assert!(image.is_err(), "the run's image is removed with the run");
+    handle.shutdown().await;
+}
