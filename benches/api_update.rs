@@ -12,11 +12,6 @@ use support::*;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
-
 const TIDEGATE: &str = env!("CARGO_BIN_EXE_tidegate");
 
 #[tokio::main]
@@ -82,28 +77,4 @@ async fn wait_for(addr: SocketAddr, value: &str) {
         );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-}
-
-/// One management API request that must succeed.
-async fn api(admin: SocketAddr, token: &str, method: &str, path: &str, body: &str) {
-    let stream = TcpStream::connect(admin).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    let request = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "admin")
-        .header("authorization", format!("Bearer {token}"))
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    let status = response.status();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    assert!(
-        status.is_success(),
-        "{method} {path}: {status} {}",
-        String::from_utf8_lossy(&body)
-    );
 }

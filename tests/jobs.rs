@@ -246,3 +246,44 @@ async fn an_attempt_past_its_time_is_killed_and_a_cancel_stops_everything() {
     );
     handle.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_indices_wait_while_apps_and_jobs_fill_max_instances() {
+    let config = ConfigDir::new("max_instances = 2", "");
+    // One app instance that stays: one slot is left for the jobs.
+    config.demo_app("web", &[], "min_scale = 1");
+    let handle = config.start().await;
+    let api = Api::of(&config, &handle);
+    eventually("the app's instance", Duration::from_secs(10), || async {
+        (app_status(&handle, "web").await["instances"]
+            .as_array()
+            .map_or(0, Vec::len)
+            == 1)
+            .then_some(())
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let script = "touch \"$DIR/run-$JOB_INDEX\"; n=$(ls \"$DIR\" | grep -c '^run-'); [ \"$n\" -le 1 ] || touch \"$DIR/too-many\"; sleep 0.2; rm \"$DIR/run-$JOB_INDEX\"";
+    create_job(
+        &api,
+        json!({
+            "name": "squeezed", "project": "p", "array_indices": "0-3",
+            "run": {"command": sh(script), "env": {"DIR": dir.path().to_str().unwrap()}},
+        }),
+    )
+    .await;
+    let run = submit(&api, "squeezed", json!({})).await;
+    let pending = "tidegate_job_instances{job=\"squeezed\",state=\"pending\"}";
+    eventually("indices held pending", Duration::from_secs(5), || async {
+        (metric(&handle, pending).await >= 2.0).then_some(())
+    })
+    .await;
+    let record = finished(&api, &run).await;
+    assert_eq!(record["state"], "succeeded", "{record:#}");
+    assert!(
+        !dir.path().join("too-many").exists(),
+        "more than max_instances ran"
+    );
+    assert_eq!(metric(&handle, pending).await, 0.0);
+    handle.shutdown().await;
+}

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -53,4 +53,26 @@ pub fn config_dir() -> tempfile::TempDir {
     )
     .unwrap();
     dir
+}
+
+/// One management API request that must succeed.
+pub async fn api(admin: SocketAddr, token: &str, method: &str, path: &str, body: &str) -> String {
+    let stream = TcpStream::connect(admin).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "admin")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body = String::from_utf8_lossy(&body).into_owned();
+    assert!(status.is_success(), "{method} {path}: {status} {body}");
+    body
 }

@@ -202,7 +202,11 @@ impl RuntimeBackend for ProcessBackend {
         let RuntimeSpec::Process(run) = &request.app.runtime else {
             return Err(failed("not a process app".into()));
         };
-        let port = free_port().map_err(|e| failed(format!("no free port: {e}")))?;
+        // A job's instance serves nothing, so it needs no port.
+        let port = match request.job {
+            Some(_) => 0,
+            None => free_port().map_err(|e| failed(format!("no free port: {e}")))?,
+        };
         let program = self.program(&run.command[0]);
         let token = self.identities.issue(&request.app.project);
         let mut command = Command::new(&program);
