@@ -38,7 +38,12 @@ fn table() -> RouteTable {
         &apps,
     )
     .expect("valid");
-    let registry = AppRegistry::new(Metrics::new(), vec![Arc::new(StaticBackend)], None);
+    let registry = AppRegistry::new(
+        Metrics::new(),
+        vec![Arc::new(StaticBackend)],
+        None,
+        tidegate::autoscaler::InstanceBudget::unlimited(),
+    );
     let states = registry.apply(&config);
     RouteTable::build(&config, &states)
 }

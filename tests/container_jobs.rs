@@ -59,7 +59,17 @@ async fn a_container_job_runs_its_indices_and_leaves_nothing_behind() {
     engine_guard
         .wait_containers("every job container removed", |n| n == 0)
         .await;
-    let image = engine().inspect_image("tidegate/cjob:cjob-run-1").await;
-    assert!(image.is_err(), "the run's image is removed with the run");
+    eventually(
+        "the run's image to be removed with the run",
+        Duration::from_secs(10),
+        || async {
+            engine()
+                .inspect_image("tidegate/cjob:cjob-run-1")
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
     handle.shutdown().await;
 }

@@ -248,18 +248,14 @@ async fn an_attempt_past_its_time_is_killed_and_a_cancel_stops_everything() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn job_indices_wait_while_apps_and_jobs_fill_max_instances() {
+async fn max_instances_caps_apps_and_jobs_take_only_what_apps_leave() {
     let config = ConfigDir::new("max_instances = 2", "");
-    // One app instance that stays: one slot is left for the jobs.
-    config.demo_app("web", &[], "min_scale = 1");
+    // The app asks for three instances; the limit gives it two.
+    config.demo_app("web", &[], "min_scale = 3");
     let handle = config.start().await;
     let api = Api::of(&config, &handle);
-    eventually("the app's instance", Duration::from_secs(10), || async {
-        (app_status(&handle, "web").await["instances"]
-            .as_array()
-            .map_or(0, Vec::len)
-            == 1)
-            .then_some(())
+    eventually("two app instances", Duration::from_secs(10), || async {
+        (app_instances(&handle).await == 2).then_some(())
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
@@ -274,10 +270,28 @@ async fn job_indices_wait_while_apps_and_jobs_fill_max_instances() {
     .await;
     let run = submit(&api, "squeezed", json!({})).await;
     let pending = "tidegate_job_instances{job=\"squeezed\",state=\"pending\"}";
-    eventually("indices held pending", Duration::from_secs(5), || async {
-        (metric(&handle, pending).await >= 2.0).then_some(())
-    })
+    eventually(
+        "every index held pending",
+        Duration::from_secs(5),
+        || async { (metric(&handle, pending).await == 4.0).then_some(()) },
+    )
     .await;
+    assert_eq!(
+        app_instances(&handle).await,
+        2,
+        "the app stays at the limit"
+    );
+    let record = api
+        .call(Method::GET, &format!("/api/v1/jobruns/{run}"), None, None)
+        .await;
+    assert_eq!(
+        record.body["counts"],
+        json!({"pending": 4}),
+        "apps hold every place"
+    );
+
+    // The app shrinks to one instance: one place for the job, whose indices take turns.
+    config.demo_app("web", &[], "min_scale = 1");
     let record = finished(&api, &run).await;
     assert_eq!(record["state"], "succeeded", "{record:#}");
     assert!(
@@ -285,5 +299,12 @@ async fn job_indices_wait_while_apps_and_jobs_fill_max_instances() {
         "more than max_instances ran"
     );
     assert_eq!(metric(&handle, pending).await, 0.0);
+    assert_eq!(app_instances(&handle).await, 1);
     handle.shutdown().await;
+}
+
+async fn app_instances(handle: &tidegate::Handle) -> usize {
+    app_status(handle, "web").await["instances"]
+        .as_array()
+        .map_or(0, Vec::len)
 }

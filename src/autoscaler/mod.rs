@@ -1,6 +1,8 @@
 //! Autoscaling: the KPA decision (`kpa`), the per-app controller that acts on it
-//! (`controller`), and the registry that keeps one controller per app (`registry`).
+//! (`controller`), the registry that keeps one controller per app (`registry`), and the
+//! apps' share of `max_instances` (`budget`).
 
+pub mod budget;
 pub mod controller;
 mod history;
 pub mod kpa;
@@ -9,4 +11,5 @@ mod planner;
 pub mod registry;
 mod unit;
 
+pub use budget::InstanceBudget;
 pub use registry::AppRegistry;

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use super::budget::InstanceBudget;
 use super::controller::{Controller, ControllerHandle};
 use crate::apps::AppState;
 use crate::config::{AppSpec, Config};
@@ -25,6 +26,8 @@ pub struct AppRegistry {
     backends: Vec<Arc<dyn RuntimeBackend>>,
     /// Where controllers keep revision history; fixed at start (a change needs a restart).
     state_dir: Option<std::path::PathBuf>,
+    /// `max_instances` across apps; fixed at start.
+    budget: Arc<InstanceBudget>,
 }
 
 impl AppRegistry {
@@ -32,8 +35,10 @@ impl AppRegistry {
         metrics: Arc<Metrics>,
         backends: Vec<Arc<dyn RuntimeBackend>>,
         state_dir: Option<std::path::PathBuf>,
+        budget: InstanceBudget,
     ) -> Self {
         AppRegistry {
+            budget: Arc::new(budget),
             state_dir,
             apps: Mutex::new(HashMap::new()),
             retiring: Mutex::new(Vec::new()),
@@ -84,6 +89,7 @@ impl AppRegistry {
                                 Arc::clone(backend),
                                 Arc::clone(spec),
                                 self.state_dir.as_deref(),
+                                Arc::clone(&self.budget),
                             ));
                         }
                     },
@@ -152,10 +158,7 @@ impl AppRegistry {
 
     /// App instances that exist now (starting, ready or draining), for `max_instances`.
     pub fn instance_count(&self) -> usize {
-        let apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
-        apps.values()
-            .map(|entry| entry.state.status().instances.len())
-            .sum()
+        self.budget.apps()
     }
 
     /// The backends, which the jobs share.

@@ -20,6 +20,7 @@ mod reloader;
 use crate::admin::Admin;
 use crate::api::{token::Token, Api};
 use crate::autoscaler::AppRegistry;
+use crate::autoscaler::InstanceBudget;
 use crate::config::{self, watch::ConfigWatcher, Config, ConfigErrors};
 use crate::identity::Identities;
 use crate::jobs::Jobs;
@@ -136,6 +137,7 @@ impl GatewayBuilder {
             Arc::clone(&metrics),
             backends,
             Some(config.gateway.state_dir.clone()),
+            InstanceBudget::new(config.gateway.max_instances),
         ));
         let states = registry.apply(&config);
         let table = RouteTable::build(&config, &states);

@@ -145,7 +145,8 @@ impl Runner {
             app: Arc::new(as_app(&self.spec)),
             revision: run.clone(),
         };
-        self.backend.forget(request, Some(prepared)).await;
+        let backend = Arc::clone(&self.backend);
+        tokio::spawn(async move { backend.forget(request, Some(prepared)).await });
         let stopped = *stop.borrow_and_update();
         self.live.update(|record| match stopped {
             Some(state) => record.finish_unfinished(state, state.as_str(), super::record::now()),

@@ -38,6 +38,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
+use super::budget::InstanceBudget;
 use super::history::HistoryStore;
 use super::lifecycle;
 use super::planner::State;
@@ -150,6 +151,9 @@ pub struct Controller {
     /// What each revision's preparation made, so a revision is built once even if its unit
     /// is retired and later brought back by traffic.
     prepared: HashMap<u32, Arc<Prepared>>,
+    /// `max_instances` across apps, and how many of its places this app holds.
+    budget: Arc<InstanceBudget>,
+    reported: usize,
 }
 
 impl Controller {
@@ -159,6 +163,7 @@ impl Controller {
         backend: Arc<dyn RuntimeBackend>,
         spec: Arc<AppSpec>,
         state_dir: Option<&Path>,
+        budget: Arc<InstanceBudget>,
     ) -> ControllerHandle {
         let (spec_tx, spec_rx) = watch::channel(Arc::clone(&spec));
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -182,6 +187,8 @@ impl Controller {
             starts: tokio::task::JoinSet::new(),
             store: state_dir.map(|dir| HistoryStore::new(dir, &app_name)),
             prepared: HashMap::new(),
+            budget,
+            reported: 0,
         };
         if let Some(store) = &controller.store {
             (controller.history, controller.latest) = store.load();
@@ -272,6 +279,7 @@ impl Controller {
                     self.reconcile(now);
                 }
             }
+            self.budget.report(&mut self.reported, self.members.len());
         }
         self.shutdown(events).await;
     }
@@ -448,6 +456,7 @@ impl Controller {
             });
         }
         while stops.join_next().await.is_some() {}
+        self.budget.report(&mut self.reported, 0);
     }
 }
 

@@ -80,6 +80,15 @@ impl Controller {
                 Action::Start { revision, count } => {
                     if let Some(index) = self.unit_index(revision) {
                         for _ in 0..count {
+                            if !self.budget.try_take() {
+                                tracing::info!(
+                                    app = %self.app.name,
+                                    max_instances = ?self.budget.max(),
+                                    "max_instances reached: the start waits for an instance to end"
+                                );
+                                break;
+                            }
+                            self.reported += 1;
                             self.start_instance(index);
                         }
                     }

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use super::Controller;
 use crate::apps::AppState;
+use crate::autoscaler::InstanceBudget;
 use crate::config::{validate, AppSpec, RawApp, RawGatewayFile};
 use crate::metrics::Metrics;
 use crate::runtime::memory::MemoryBackend;
@@ -73,7 +74,13 @@ async fn scales_from_zero_to_several_and_back_to_zero_in_well_under_a_second() {
     let backend = MemoryBackend::new("process");
     let spec = app_spec("concurrency = 10\nscale_to_zero_grace = \"30s\"");
     let app = AppState::new(Arc::clone(&spec), &Metrics::new());
-    let controller = Controller::spawn(Arc::clone(&app), backend.clone(), spec, None);
+    let controller = Controller::spawn(
+        Arc::clone(&app),
+        backend.clone(),
+        spec,
+        None,
+        Arc::new(InstanceBudget::unlimited()),
+    );
     assert_eq!(backend.starts(), 0, "nothing starts before a request");
 
     // 30 slow requests at 10 per instance, aiming at 70%: 5 instances.
@@ -102,7 +109,13 @@ async fn a_crashed_instance_is_replaced_and_repeated_crashes_back_off() {
     let backend = MemoryBackend::new("process");
     let spec = app_spec("min_scale = 1");
     let app = AppState::new(Arc::clone(&spec), &Metrics::new());
-    let controller = Controller::spawn(Arc::clone(&app), backend.clone(), spec, None);
+    let controller = Controller::spawn(
+        Arc::clone(&app),
+        backend.clone(),
+        spec,
+        None,
+        Arc::new(InstanceBudget::unlimited()),
+    );
     status_until(&app, "1 ready", |status| status.ready == 1).await;
 
     let started = tokio::time::Instant::now();

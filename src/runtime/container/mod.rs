@@ -201,8 +201,10 @@ impl RuntimeBackend for ContainerBackend {
         }
     }
 
-    /// Removes the image built for a revision that left the history. An image still in use
-    /// (another tag, a running container) stays: the engine refuses, and that is fine.
+    /// Removes the image built for a revision that left the history (or for a job run
+    /// that ended). An image in use by a container that is still being removed is tried
+    /// again for a few seconds; one in use for good (another tag) stays: the engine
+    /// refuses, and that is fine.
     async fn forget(&self, revision: PrepareRequest, prepared: Option<Arc<Prepared>>) {
         let RuntimeSpec::Container(spec) = &revision.app.runtime else {
             return;
@@ -213,38 +215,41 @@ impl RuntimeBackend for ContainerBackend {
         let Ok(docker) = self.docker() else { return };
         let tag = format!("tidegate/{}:{}", revision.app.name, revision.revision);
         // The tag only while it still points at this gateway's build; else the build by id.
-        if let Some(id) = prepared.as_ref().and_then(|p| p.image.clone()) {
-            let tagged = docker
-                .inspect_image(&tag)
+        let built = prepared.as_ref().and_then(|p| p.image.clone());
+        let target = match &built {
+            Some(id) => {
+                let tagged = docker
+                    .inspect_image(&tag)
+                    .await
+                    .ok()
+                    .and_then(|image| image.id);
+                if tagged.as_deref() == Some(id.as_str()) {
+                    tag.clone()
+                } else {
+                    id.clone()
+                }
+            }
+            None => tag.clone(),
+        };
+        for _ in 0..20 {
+            match docker
+                .remove_image(
+                    &target,
+                    None::<bollard::query_parameters::RemoveImageOptions>,
+                    None,
+                )
                 .await
-                .ok()
-                .and_then(|image| image.id);
-            if tagged.as_deref() != Some(id.as_str()) {
-                let _ = docker
-                    .remove_image(
-                        &id,
-                        None::<bollard::query_parameters::RemoveImageOptions>,
-                        None,
-                    )
-                    .await;
-                return;
+            {
+                Ok(_) => {
+                    tracing::info!(image = %tag, "removed the image of a revision that left the history");
+                    return;
+                }
+                Err(error) if is_not_found(&error) => return,
+                Err(error) => {
+                    tracing::debug!(image = %tag, error = %engine_message(&error), "image not removed (yet)");
+                }
             }
-        }
-        match docker
-            .remove_image(
-                &tag,
-                None::<bollard::query_parameters::RemoveImageOptions>,
-                None,
-            )
-            .await
-        {
-            Ok(_) => {
-                tracing::info!(image = %tag, "removed the image of a revision that left the history")
-            }
-            Err(error) if is_not_found(&error) => {}
-            Err(error) => {
-                tracing::debug!(image = %tag, error = %engine_message(&error), "image not removed")
-            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
 
