@@ -315,3 +315,37 @@ async fn bad_definitions_are_refused_by_field_and_a_live_job_keeps_its_last_good
     assert_eq!(run.body["array_size"], 2, "the last good definition runs");
     handle.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_runs_older_than_the_retention_are_pruned_with_their_logs() {
+    let config = config_with_job("old", "[run]\ncommand = [\"true\"]\n");
+    config.write_gateway("jobrun_retention = \"2d\"", "");
+    // Records as a gateway left them: one finished three days ago, one an hour ago.
+    let stamp = |ago: i64| (chrono::Utc::now() - chrono::Duration::seconds(ago)).to_rfc3339();
+    for (run, ago) in [("old-run-1", 3 * 86_400), ("old-run-2", 3600)] {
+        let dir = config.dir.path().join("state/jobruns").join(run);
+        std::fs::create_dir_all(dir.join("logs")).unwrap();
+        std::fs::write(dir.join("logs/0-1.log"), "done\n").unwrap();
+        let record = json!({
+            "name": run, "job": "old", "project": "p", "state": "succeeded",
+            "submitted_at": stamp(ago + 10), "started_at": stamp(ago + 9),
+            "finished_at": stamp(ago), "message": null,
+            "settings": {"array_indices": "0", "retry_limit": 3, "max_execution_time": 7200,
+                         "max_parallel": null, "env": {}},
+            "indices": [{"index": 0, "state": "succeeded", "attempts": []}],
+        });
+        std::fs::write(dir.join("record.json"), record.to_string()).unwrap();
+    }
+    let handle = config.start().await;
+    let api = Api::of(&config, &handle);
+    assert_eq!(
+        record(&api, "old-run-1").await["error"],
+        "no job run named \"old-run-1\""
+    );
+    assert!(
+        !config.dir.path().join("state/jobruns/old-run-1").exists(),
+        "logs go too"
+    );
+    assert_eq!(record(&api, "old-run-2").await["state"], "succeeded");
+    handle.shutdown().await;
+}
