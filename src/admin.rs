@@ -1,4 +1,5 @@
-//! The admin listener: metrics, health, readiness and the apps listing.
+//! The admin listener: metrics, health, readiness, the apps listing, the management API
+//! (`api`) and the web console (`console`).
 //!
 //! It runs on its own address (loopback by default) and never on a public listener, so
 //! operational data is not exposed to end users. `/healthz` says the process is alive;
@@ -232,6 +233,9 @@ impl Handler for Admin {
     ) -> Response<Self::Body> {
         if request.uri().path().starts_with("/api/") {
             return self.api.handle(request).await;
+        }
+        if crate::console::serves(request.uri().path()) {
+            return crate::api::boxed(crate::console::handle(&self.api, request).await);
         }
         crate::api::boxed(self.respond(&request))
     }

@@ -104,6 +104,17 @@ impl RouteTable {
     pub fn routes(&self) -> &[Arc<Route>] {
         &self.routes
     }
+
+    /// Every app once (a tag host's route is the same app).
+    pub fn apps(&self) -> Vec<Arc<AppState>> {
+        let mut apps: Vec<Arc<AppState>> = Vec::new();
+        for route in &self.routes {
+            if !apps.iter().any(|app| Arc::ptr_eq(app, &route.app)) {
+                apps.push(Arc::clone(&route.app));
+            }
+        }
+        apps
+    }
 }
 
 /// Reduces a Host header or URI authority to the name used for routing: the port, a trailing

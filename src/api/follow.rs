@@ -26,6 +26,13 @@ const MAX_CHUNK: u64 = 256 * 1024;
 /// A streamed response body fed by a task; dropping it (the client left) ends the task.
 pub struct Streamed(mpsc::Receiver<Bytes>);
 
+impl Streamed {
+    /// A body of what `chunks` receives, until its sender goes.
+    pub fn new(chunks: mpsc::Receiver<Bytes>) -> Self {
+        Streamed(chunks)
+    }
+}
+
 impl Body for Streamed {
     type Data = Bytes;
     type Error = std::io::Error;
@@ -50,21 +57,22 @@ pub fn follow(
 ) -> Response<Streamed> {
     let prefix = instance.is_none();
     let wanted: Filter = Box::new(move |stem| instance.as_deref().is_none_or(|id| stem == id));
-    follow_files(logs_dir.join(app), wanted, prefix, backlog, None)
+    follow_files(logs_dir.join(app), wanted, prefix, backlog, false, None)
 }
 
 /// Which log files (by file stem) a stream follows.
 pub type Filter = Box<dyn Fn(&str) -> bool + Send>;
 
-/// Streams what the `*.log` files in `dir` that `wanted` names gain from now on, after
-/// `backlog`; lines are prefixed with their file's stem if `prefix`. The stream ends when
-/// the client goes away, or once `done` says nothing more will be written and all of it
-/// was sent.
+/// Streams what the `*.log` files in `dir` that `wanted` names gain from now on (or all of
+/// them, `from_start`), after `backlog`; lines are prefixed with their file's stem if
+/// `prefix`. The stream ends when the client goes away, or once `done` says nothing more
+/// will be written and all of it was sent.
 pub fn follow_files(
     dir: PathBuf,
     wanted: Filter,
     prefix: bool,
     backlog: Bytes,
+    from_start: bool,
     done: Option<Box<dyn Fn() -> bool + Send>>,
 ) -> Response<Streamed> {
     let (tx, rx) = mpsc::channel(16);
@@ -72,8 +80,13 @@ pub fn follow_files(
         if !backlog.is_empty() && tx.send(backlog).await.is_err() {
             return;
         }
-        // Files there now are followed from their end; files that appear later from their start.
-        let mut offsets: HashMap<PathBuf, u64> = log_files(&dir, &wanted).into_iter().collect();
+        // Files there now are followed from their end (unless `from_start`); files that
+        // appear later from their start.
+        let mut offsets: HashMap<PathBuf, u64> = if from_start {
+            HashMap::new()
+        } else {
+            log_files(&dir, &wanted).into_iter().collect()
+        };
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(POLL) => {}

@@ -174,6 +174,7 @@ impl Api {
             wanted,
             index.is_none(),
             Bytes::new(),
+            true,
             Some(done),
         ))
     }

@@ -127,7 +127,7 @@ impl Api {
     }
 
     /// The live state of an app the gateway serves.
-    fn live(&self, name: &str) -> Result<Arc<AppState>, Refusal> {
+    pub(super) fn live(&self, name: &str) -> Result<Arc<AppState>, Refusal> {
         let table = self.proxy.routes.load();
         table
             .routes()

@@ -9,6 +9,7 @@
 //! nothing, so two writers never lose an edit. See docs/api.md.
 
 mod apps;
+mod auth;
 pub mod document;
 mod files;
 mod follow;
@@ -17,8 +18,10 @@ mod jobs;
 mod live;
 mod projects;
 mod reply;
+pub mod session;
 mod sources;
 pub mod token;
+mod watch;
 
 use std::sync::Arc;
 
@@ -33,7 +36,8 @@ use crate::config::Config;
 use crate::jobs::Jobs;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
-use reply::{error, ApiResult};
+use crate::stats::History;
+use reply::{error, json, ApiResult};
 use token::Token;
 
 /// The body of an API (and admin) response: whole, or streamed (a followed log).
@@ -50,9 +54,13 @@ const MAX_BODY: usize = 1024 * 1024;
 /// The API's state.
 pub struct Api {
     token: Token,
+    /// Console sessions, an alternative to the bearer token (`session`).
+    sessions: session::Sessions,
     config: Arc<ArcSwap<Config>>,
     proxy: Arc<Proxy>,
     jobs: Arc<Jobs>,
+    /// The apps' last 15 minutes, for the console's charts.
+    history: Arc<History>,
     /// Writes to app files, one at a time: read, check the version, check, write.
     writes: tokio::sync::Mutex<()>,
     /// `tidegate_api_requests_total{code}`.
@@ -73,6 +81,7 @@ impl Api {
         config: Arc<ArcSwap<Config>>,
         proxy: Arc<Proxy>,
         jobs: Arc<Jobs>,
+        history: Arc<History>,
         metrics: &Metrics,
         reload: Reload,
     ) -> Self {
@@ -87,9 +96,11 @@ impl Api {
         let _ = metrics.registry.register(Box::new(requests.clone()));
         let api = Api {
             token,
+            sessions: session::Sessions::default(),
             config,
             proxy,
             jobs,
+            history,
             writes: tokio::sync::Mutex::new(()),
             requests,
             reload,
@@ -100,21 +111,26 @@ impl Api {
 
     /// Answers one `/api/...` request.
     pub async fn handle(&self, request: Request<Incoming>) -> Response<ApiBody> {
-        let authorization = request
-            .headers()
-            .get(http::header::AUTHORIZATION)
-            .map(|value| value.as_bytes());
-        let response = if !self.token.admits(authorization) {
-            let mut response = *error(
-                StatusCode::UNAUTHORIZED,
-                "a bearer token is required (Authorization: Bearer <token>); a local gateway's is in <state_dir>/admin-token",
-            );
-            response.headers_mut().insert(
-                http::header::WWW_AUTHENTICATE,
-                http::HeaderValue::from_static("Bearer"),
-            );
-            response
-        } else if let Some(follow) = self.follow(&request) {
+        let response = match self.caller(&request) {
+            Err(refusal) => *refusal,
+            Ok(csrf) if request.uri().path() == "/api/v1/session" => json(
+                StatusCode::OK,
+                &serde_json::json!({ "csrf": csrf, "via": if csrf.is_some() { "session" } else { "token" } }),
+            ),
+            Ok(_) => return self.authorized(request).await,
+        };
+        self.requests
+            .with_label_values(&[response.status().as_str()])
+            .inc();
+        boxed(response)
+    }
+
+    async fn authorized(&self, request: Request<Incoming>) -> Response<ApiBody> {
+        if request.method() == Method::GET && request.uri().path() == "/api/v1/watch" {
+            self.requests.with_label_values(&["200"]).inc();
+            return self.watch().map(|body| body.boxed());
+        }
+        let response = if let Some(follow) = self.follow(&request) {
             let response = match follow {
                 Ok(streamed) => streamed.map(|body| body.boxed()),
                 Err(refusal) => boxed(*refusal),
@@ -192,6 +208,7 @@ impl Api {
                 self.revisions(name, Some(revision))
             }
             (&Method::PUT, ["apps", name, "source"]) => self.upload_source(name, body).await,
+            (&Method::GET, ["apps", name, "stats"]) => self.stats(name),
             (&Method::GET, ["apps", name, "instances"]) => self.instances(name),
             (&Method::GET, ["apps", name, "events"]) => self.events(name),
             (&Method::GET, ["apps", name, "logs"]) => self.logs(

@@ -37,16 +37,14 @@ impl Token {
 
     /// Whether an `Authorization` header value carries this token.
     pub fn admits(&self, authorization: Option<&[u8]>) -> bool {
-        let Some(presented) = authorization.and_then(|value| value.strip_prefix(b"Bearer ")) else {
-            return false;
-        };
-        let expected = self.0.as_bytes();
-        presented.len() == expected.len()
-            && presented
-                .iter()
-                .zip(expected)
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        authorization
+            .and_then(|value| value.strip_prefix(b"Bearer "))
+            .is_some_and(|presented| self.matches(presented))
+    }
+
+    /// Whether `presented` is the token (the console's login form).
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        super::session::same_secret(presented, self.0.as_bytes())
     }
 }
 

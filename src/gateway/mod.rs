@@ -29,6 +29,7 @@ use crate::proxy::{ConnInfo, ListenerKind, Proxy, ProxyBody};
 use crate::routes::RouteTable;
 use crate::runtime::{ContainerBackend, ProcessBackend, RuntimeBackend, StaticBackend};
 use crate::server::{self, Handler, ListenerConfig};
+use crate::stats::History;
 use crate::tls::Tls;
 use reloader::{record_success, report_rejected, Reloader};
 
@@ -183,11 +184,21 @@ impl GatewayBuilder {
                 shutdown_rx.clone(),
             )
         };
+        let history = History::new();
+        {
+            let proxy = Arc::clone(&proxy);
+            tokio::spawn(crate::stats::run(
+                Arc::clone(&history),
+                move || proxy.routes.load().apps(),
+                shutdown_rx.clone(),
+            ));
+        }
         let api = Arc::new(Api::new(
             token,
             Arc::clone(&current),
             Arc::clone(&proxy),
             Arc::clone(&jobs),
+            history,
             &metrics,
             reload_tx.clone(),
         ));

@@ -1,0 +1,127 @@
+//! What the console watches: each app's last 15 minutes (`GET /api/v1/apps/{name}/stats`)
+//! and a Server-Sent Events stream (`GET /api/v1/watch`) that sends every app's state and
+//! newest chart point, and the recent job runs, once a second, so pages move without
+//! reloading.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use serde_json::{json, Value as Json};
+use tokio::sync::mpsc;
+
+use super::follow::Streamed;
+use super::reply::{json, ApiResult};
+use super::Api;
+use crate::config::Config;
+use crate::jobs::Jobs;
+use crate::proxy::Proxy;
+use crate::stats::History;
+
+/// How many job runs the stream carries (the newest).
+const RUNS: usize = 50;
+
+impl Api {
+    pub(super) fn stats(&self, name: &str) -> ApiResult {
+        self.live(name)?;
+        Ok(json(
+            StatusCode::OK,
+            &json!({
+                "every_ms": crate::stats::EVERY.as_millis() as u64,
+                "points": self.history.points(name),
+            }),
+        ))
+    }
+
+    /// `GET /api/v1/watch`: an `event: state` with the whole picture now, then again every
+    /// second while it changes, until the client goes away.
+    pub(super) fn watch(&self) -> Response<Streamed> {
+        let (tx, rx) = mpsc::channel(4);
+        let sources = Sources {
+            proxy: Arc::clone(&self.proxy),
+            history: Arc::clone(&self.history),
+            jobs: Arc::clone(&self.jobs),
+            config: Arc::clone(&self.config),
+        };
+        tokio::spawn(async move {
+            let mut last = String::new();
+            loop {
+                let state = sources.snapshot().to_string();
+                if state != last {
+                    let event = format!("event: state\ndata: {state}\n\n");
+                    if tx.send(Bytes::from(event)).await.is_err() {
+                        return;
+                    }
+                    last = state;
+                } else if tx.send(Bytes::from_static(b": idle\n\n")).await.is_err() {
+                    // A comment keeps proxies from closing an idle stream, and shows us
+                    // a client that left.
+                    return;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        let mut response = Response::new(Streamed::new(rx));
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+}
+
+/// What a snapshot is made of.
+struct Sources {
+    proxy: Arc<Proxy>,
+    history: Arc<History>,
+    jobs: Arc<Jobs>,
+    config: Arc<ArcSwap<Config>>,
+}
+
+impl Sources {
+    fn snapshot(&self) -> Json {
+        let table = self.proxy.routes.load();
+        let points = self.history.latest();
+        let config = self.config.load();
+        let apps: Vec<Json> = table
+            .apps()
+            .iter()
+            .map(|app| {
+                let spec = app.spec();
+                let status = app.status();
+                json!({
+                    "name": app.name,
+                    "project": spec.project,
+                    "revision": status.revision,
+                    "latest_ready": status.latest_ready,
+                    "desired": status.desired,
+                    "ready": status.ready,
+                    "starting": status.starting,
+                    "draining": status.draining,
+                    "in_flight": app.in_flight(),
+                    "last_error": status.last_error,
+                    "instances": app.instances_now(),
+                    "revisions": status.revisions,
+                    "config_error": config.rejected.iter().any(|r| r.app == app.name && r.file.parent() == Some(config.gateway.apps_dir.as_path())),
+                    "point": points.get(&app.name),
+                })
+            })
+            .collect();
+        let runs: Vec<Json> = self
+            .jobs
+            .list(None)
+            .iter()
+            .rev()
+            .take(RUNS)
+            .map(super::jobruns::summary)
+            .collect();
+        json!({ "apps": apps, "jobruns": runs })
+    }
+}

@@ -1,0 +1,256 @@
+//! The web console in a real headless Chromium against a real gateway: login, an app
+//! created through the form and served from zero while the page watches its instance
+//! count move, an env change rolling out a new revision, a bad form's field error, logs,
+//! jobs; and without a session only the login page and 401s. Screenshots of each page go
+//! to target/console-screenshots/.
+
+mod support;
+
+use std::time::Duration;
+
+use fantoccini::Locator;
+use http::{Method, StatusCode};
+use serde_json::json;
+use support::api::Api;
+use support::browser::Browser;
+use support::*;
+
+const HOST: &str = "web.shop.test.local";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_creates_watches_and_changes_an_app_in_a_browser() {
+    let config = ConfigDir::new("", "");
+    let handle = config.start().await;
+    let api = Api::of(&config, &handle);
+    let console = format!("http://{}/", handle.admin_addr());
+    let browser = Browser::start().await;
+    let c = &browser.client;
+
+    // No session: the login page, and the API says 401.
+    c.goto(&console).await.unwrap();
+    c.wait()
+        .for_element(Locator::Css("form#login"))
+        .await
+        .unwrap();
+    let unauthorized = get(handle.admin_addr(), "admin", "/api/v1/apps").await;
+    assert_eq!(unauthorized.status, StatusCode::UNAUTHORIZED);
+    browser.screenshot("login").await;
+    c.find(Locator::Css("#token"))
+        .await
+        .unwrap()
+        .send_keys("not-the-token")
+        .await
+        .unwrap();
+    c.find(Locator::Css("form#login button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .text_of("#login-error", "a wrong token refused", |t| {
+            t.contains("not the API token")
+        })
+        .await;
+    c.find(Locator::Css("#token"))
+        .await
+        .unwrap()
+        .send_keys(&api.token)
+        .await
+        .unwrap();
+    c.find(Locator::Css("form#login button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .text_of("main h1", "the overview", |t| t == "Overview")
+        .await;
+    let cookie = c.get_named_cookie("tidegate_session").await.unwrap();
+    assert_eq!(cookie.http_only(), Some(true));
+    assert!(!c.current_url().await.unwrap().as_str().contains(&api.token));
+
+    // Create an app through the form, in a new project.
+    // (The gateway runs inside this test binary: the demo app is named by its path.)
+    let demo = format!("{TIDEGATE} demo-app");
+    c.goto(&format!("{console}console/#/new")).await.unwrap();
+    c.wait()
+        .for_element(Locator::Css("#app-form"))
+        .await
+        .unwrap();
+    for (field, value) in [
+        ("#name", "web"),
+        ("#new-project", "shop"),
+        ("#command", demo.as_str()),
+        ("#env", "GREETING=hello"),
+        ("#max_scale", "2"),
+    ] {
+        c.find(Locator::Css(field))
+            .await
+            .unwrap()
+            .send_keys(value)
+            .await
+            .unwrap();
+    }
+    browser.screenshot("create-app").await;
+    c.find(Locator::Css("#save"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .text_of("main h1", "the app page", |t| t.starts_with("web"))
+        .await;
+    let url = browser
+        .text_of("#url", "its URL", |t| t.contains(HOST))
+        .await;
+    assert!(url.starts_with("http://web.shop.test.local:"), "{url}");
+
+    // Listed on the overview with its URL.
+    c.goto(&format!("{console}console/#/")).await.unwrap();
+    browser
+        .text_of("table.apps", "the app listed", |t| {
+            t.contains("web") && t.contains(HOST)
+        })
+        .await;
+    browser
+        .text_of(
+            "tr[data-app=\"web\"] .instances",
+            "its live instance count",
+            |t| t == "0/0",
+        )
+        .await;
+    browser.screenshot("overview").await;
+
+    // Requested: the app page sees its instance come, without a reload.
+    c.goto(&format!("{console}console/#/apps/web"))
+        .await
+        .unwrap();
+    browser
+        .text_of("#instances", "no instance yet", |t| t.contains("none"))
+        .await;
+    let addr = handle.http_addr().unwrap();
+    let answer = get(addr, HOST, "/env/GREETING").await;
+    assert_eq!(answer.body, "hello\n");
+    browser
+        .text_of("#instances", "the instance to show up", |t| {
+            t.contains("web-00001-") && t.contains("ready")
+        })
+        .await;
+    browser
+        .text_of("#log", "its output in the log", |t| !t.is_empty())
+        .await;
+    browser.screenshot("app").await;
+
+    // Change an env var: a new revision appears and takes the traffic.
+    c.goto(&format!("{console}console/#/apps/web/edit"))
+        .await
+        .unwrap();
+    let env = c.wait().for_element(Locator::Css("#env")).await.unwrap();
+    env.clear().await.unwrap();
+    env.send_keys("GREETING=bonjour").await.unwrap();
+    browser.screenshot("edit-app").await;
+    c.find(Locator::Css("#save"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .text_of("#revisions", "web-00002 taking the traffic", |t| {
+            t.lines()
+                .any(|l| l.contains("web-00002") && l.contains("active") && l.contains("100%"))
+        })
+        .await;
+    eventually(
+        "the new revision to answer",
+        Duration::from_secs(10),
+        || async { (get(addr, HOST, "/env/GREETING").await.body == "bonjour\n").then_some(()) },
+    )
+    .await;
+
+    // A bad form: the API's refusal shows next to its field, and nothing is written.
+    c.goto(&format!("{console}console/#/new")).await.unwrap();
+    c.wait()
+        .for_element(Locator::Css("#app-form"))
+        .await
+        .unwrap();
+    for (field, value) in [
+        ("#name", "broken"),
+        ("#command", demo.as_str()),
+        ("#env", "1BAD=x"),
+    ] {
+        c.find(Locator::Css(field))
+            .await
+            .unwrap()
+            .send_keys(value)
+            .await
+            .unwrap();
+    }
+    c.find(Locator::Css("#save"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .text_of("[data-for=\"env\"]", "the env field's error", |t| {
+            t.contains("1BAD")
+        })
+        .await;
+    browser.screenshot("form-error").await;
+    assert!(!config.app_file("broken").exists());
+
+    // Jobs: submit a run from the page and see its indices.
+    let made = api
+        .call(
+            Method::POST,
+            "/api/v1/jobs",
+            Some(
+                json!({"name": "batch", "project": "shop", "array_indices": "0-5",
+                        "run": {"command": ["sh", "-c", "echo index $JOB_INDEX"]}}),
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
+    c.goto(&format!("{console}console/#/jobs")).await.unwrap();
+    c.wait()
+        .for_element(Locator::Css("button.submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .text_of("#summary", "the run to succeed", |t| {
+            t.contains("succeeded") && t.contains("6 succeeded")
+        })
+        .await;
+    c.find(Locator::Css(".cell[data-index=\"3\"]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .text_of("#index-log", "index 3's log", |t| t.contains("index 3"))
+        .await;
+    browser.screenshot("jobrun").await;
+
+    // A change without the session's CSRF header is refused, even with the cookie.
+    let refused = c
+        .execute(
+            "return fetch('/api/v1/apps/web', {method: 'DELETE'}).then(r => r.status);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused, json!(403));
+    assert!(config.app_file("web").exists());
+
+    browser.close().await;
+    handle.shutdown().await;
+}
