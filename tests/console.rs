@@ -148,7 +148,11 @@ async fn the_console_creates_watches_and_changes_an_app_in_a_browser() {
     c.goto(&format!("{console}console/#/apps/web/edit"))
         .await
         .unwrap();
-    let env = c.wait().for_element(Locator::Css("#env")).await.unwrap();
+    let env = c
+        .wait()
+        .for_element(Locator::Css("#app-form #env"))
+        .await
+        .unwrap();
     env.clear().await.unwrap();
     env.send_keys("GREETING=bonjour").await.unwrap();
     browser.screenshot("edit-app").await;
@@ -251,6 +255,67 @@ async fn the_console_creates_watches_and_changes_an_app_in_a_browser() {
     assert_eq!(refused, json!(403));
     assert!(config.app_file("web").exists());
 
+    browser.close().await;
+    handle.shutdown().await;
+}
+
+/// An app whose instance takes 1.5 s to listen, with the starting page after 300 ms.
+fn slow_app(config: &ConfigDir, name: &str) {
+    config.write_app(
+        name,
+        &format!(
+            "project = \"p\"\ncold_start_page = true\ncold_start_page_after = \"300ms\"\n\
+             [run]\ncommand = [\"{TIDEGATE}\", \"demo-app\"]\nenv = {{ STARTUP_DELAY_MS = \"1500\" }}\n\
+             readiness_path = \"/healthz\"\n"
+        ),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_waiting_for_a_cold_start_gets_the_starting_page_then_the_app() {
+    let config = ConfigDir::new("", "");
+    slow_app(&config, "slow");
+    slow_app(&config, "later");
+    let handle = config.start().await;
+    let addr = handle.http_addr().unwrap();
+
+    // A page load gets the page after 300 ms; a request that is not one waits for the app.
+    let page_load = http::Request::get("/")
+        .header("host", "slow.p.test.local")
+        .header("accept", "text/html,application/xhtml+xml,*/*;q=0.8")
+        .body(full(bytes::Bytes::new()))
+        .unwrap();
+    let plain = tokio::spawn(get(addr, "slow.p.test.local", "/"));
+    let started = std::time::Instant::now();
+    let page = send(addr, page_load).await;
+    assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        started.elapsed() < Duration::from_millis(1400),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(page.body.contains("slow is starting"), "{}", page.body);
+    assert!(page.body.contains("http-equiv=\"refresh\""));
+    assert_eq!(page.headers["content-type"], "text/html; charset=utf-8");
+    assert_eq!(page.headers["retry-after"], "1");
+    let plain = plain.await.unwrap();
+    assert_eq!(plain.status, StatusCode::OK, "{}", plain.body);
+    assert!(plain.body.starts_with("instance="), "{}", plain.body);
+
+    // A browser sees the page, and lands on the app once it serves.
+    let browser = Browser::start().await;
+    browser
+        .client
+        .goto(&format!("http://later.p.test.local:{}/", addr.port()))
+        .await
+        .unwrap();
+    browser
+        .text_of("h1", "the starting page", |t| t == "later is starting")
+        .await;
+    browser.screenshot("cold-start-page").await;
+    browser
+        .text_of("body", "the app itself", |t| t.starts_with("instance="))
+        .await;
     browser.close().await;
     handle.shutdown().await;
 }

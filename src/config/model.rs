@@ -166,6 +166,9 @@ pub struct AppSpec {
     pub traffic: Vec<TrafficTarget>,
     /// Revision specs kept so traffic entries can name older revisions.
     pub revision_history: usize,
+    /// `cold_start_page`: a browser's page load that has waited this long for a cold start
+    /// gets a page saying the app is starting; `None`: off.
+    pub cold_start_page: Option<Duration>,
 }
 
 /// The revision a traffic entry names.

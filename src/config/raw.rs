@@ -119,6 +119,9 @@ pub struct RawApp {
     pub traffic: Option<Vec<RawTraffic>>,
     /// How many revisions (specs, not instances) to keep for traffic entries to name.
     pub revision_history: Option<u32>,
+    /// Browsers waiting for a cold start get a "starting" page after `cold_start_page_after`.
+    pub cold_start_page: Option<bool>,
+    pub cold_start_page_after: Option<String>,
 }
 
 /// One `[[traffic]]` entry (Knative's `spec.traffic`).

@@ -244,10 +244,27 @@ fn validate_app(
         );
     }
 
+    let cold_start_page = match (raw.cold_start_page, &raw.cold_start_page_after) {
+        (Some(true), after) => Some(c.duration(
+            "cold_start_page_after",
+            after.as_ref(),
+            Duration::from_secs(1),
+        )),
+        (_, Some(_)) => {
+            c.report(
+                "cold_start_page_after",
+                "is used only with cold_start_page = true; set that too, or leave this out",
+            );
+            None
+        }
+        _ => None,
+    };
+
     if c.issues.len() > issues_before {
         return None;
     }
     Some(AppSpec {
+        cold_start_page,
         name,
         project,
         domain: domain.to_string(),

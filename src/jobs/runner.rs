@@ -355,5 +355,6 @@ pub fn as_app(job: &JobSpec) -> AppSpec {
         websocket_idle_timeout: None,
         traffic: Vec::new(),
         revision_history: 1,
+        cold_start_page: None,
     }
 }

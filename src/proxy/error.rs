@@ -55,6 +55,10 @@ pub enum GatewayError {
     QueueFull { app: String, reason: String },
     #[error("app {app:?}: {reason}")]
     ColdStartTimeout { app: String, reason: String },
+    /// A browser waited `cold_start_page_after` for a cold start: it gets a page that says
+    /// so and reloads itself (the wait goes on without it).
+    #[error("app {app:?} is starting (cold_start_page)")]
+    Starting { app: String },
     #[error("app {app:?}: could not connect to instance {addr}: {cause}")]
     UpstreamConnect {
         app: String,
@@ -135,9 +139,9 @@ impl GatewayError {
             GatewayError::ForeignHost(_) => StatusCode::MISDIRECTED_REQUEST,
             GatewayError::Connect => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::NotPublic { .. } => StatusCode::FORBIDDEN,
-            GatewayError::NoInstance { .. } | GatewayError::QueueFull { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            GatewayError::NoInstance { .. }
+            | GatewayError::QueueFull { .. }
+            | GatewayError::Starting { .. } => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::ColdStartTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::UpstreamConnect { .. }
             | GatewayError::UpstreamReset { .. }
@@ -178,8 +182,17 @@ impl GatewayError {
             GatewayError::NoInstance { .. }
                 | GatewayError::QueueFull { .. }
                 | GatewayError::ColdStartTimeout { .. }
+                | GatewayError::Starting { .. }
         ) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let GatewayError::Starting { app } = self {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            return (self.status(), headers, starting_page(app));
         }
         if let GatewayError::HttpsRedirect(location) = self {
             if let Ok(value) = HeaderValue::try_from(location.as_str()) {
@@ -207,4 +220,31 @@ fn not_public_reason(visibility: &Visibility, peer: &IpAddr) -> String {
         }
         _ => format!("requests from {peer} are refused (outside private_networks)"),
     }
+}
+
+/// The page a browser gets while its app starts: it says so and loads the same address
+/// again every second, which lands on the app once it serves.
+fn starting_page(app: &str) -> Bytes {
+    let app: String = app
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    Bytes::from(format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta http-equiv=\"refresh\" content=\"1\"><title>{app} is starting</title>\
+         <style>body{{font:16px system-ui,sans-serif;color:#1d2330;display:flex;\
+         align-items:center;justify-content:center;height:90vh}}</style></head>\
+         <body><main><h1>{app} is starting</h1><p>It was scaled to zero and gets an \
+         instance now; this page reloads until it answers.</p></main></body></html>\n"
+    ))
+}
+
+/// Whether a request is a browser's page load: a GET that accepts HTML.
+pub fn wants_page(method: &http::Method, accept: Option<&[u8]>) -> bool {
+    method == http::Method::GET
+        && accept.is_some_and(|accept| {
+            accept
+                .windows(b"text/html".len())
+                .any(|window| window.eq_ignore_ascii_case(b"text/html"))
+        })
 }

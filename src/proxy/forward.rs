@@ -39,7 +39,15 @@ impl Proxy {
             (h2_websocket || http1_websocket).then(|| hyper::upgrade::on(&mut request));
         let (mut parts, body) = request.into_parts();
         let admission = self.admit(table, conn, &RequestFacts::of(&parts), record)?;
-        let lease = self.lease(&admission, record).await?;
+        let page = admission.route.spec.cold_start_page.is_some()
+            && super::error::wants_page(
+                &parts.method,
+                parts
+                    .headers
+                    .get(http::header::ACCEPT)
+                    .map(|v| v.as_bytes()),
+            );
+        let lease = self.lease(&admission, record, page).await?;
         Self::prepare_upstream(&mut parts, conn, &admission);
         let route = admission.route;
         let app = &route.app;

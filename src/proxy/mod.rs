@@ -206,10 +206,14 @@ impl Proxy {
 
     /// Waits for an instance of the revision `admit` routed the request to (through a cold
     /// start if need be) and notes its address in `record`.
+    ///
+    /// A browser's page load (`page`) to an app with `cold_start_page` waits only
+    /// `cold_start_page_after`, then gets the starting page.
     async fn lease(
         &self,
         admission: &Admission<'_>,
         record: &mut RequestRecord,
+        page: bool,
     ) -> Result<Lease, GatewayError> {
         let scale = &admission.route.spec.scale;
         let revision = record
@@ -217,20 +221,30 @@ impl Proxy {
             .as_ref()
             .and_then(InFlight::revision)
             .expect("admit routed the request to a revision");
-        let lease = revision
+        let acquire = revision
             .activator
-            .acquire(scale.queue_depth, scale.cold_start_timeout)
-            .await
-            .map_err(|error| {
-                let timed_out = matches!(error, AcquireError::Timeout(_));
-                let mut error = GatewayError::from_acquire(&admission.route.app.name, error);
-                if let (true, Some(note)) = (timed_out, revision.start_note()) {
-                    // Say what the wait was for: an instance that does not answer where the
-                    // gateway looks for it is the usual reason.
-                    error = error.with_detail(&note.to_string());
+            .acquire(scale.queue_depth, scale.cold_start_timeout);
+        let acquired = match admission.route.spec.cold_start_page.filter(|_| page) {
+            Some(after) => match tokio::time::timeout(after, acquire).await {
+                Ok(acquired) => acquired,
+                Err(_) => {
+                    return Err(GatewayError::Starting {
+                        app: admission.route.app.name.clone(),
+                    })
                 }
-                error
-            })?;
+            },
+            None => acquire.await,
+        };
+        let lease = acquired.map_err(|error| {
+            let timed_out = matches!(error, AcquireError::Timeout(_));
+            let mut error = GatewayError::from_acquire(&admission.route.app.name, error);
+            if let (true, Some(note)) = (timed_out, revision.start_note()) {
+                // Say what the wait was for: an instance that does not answer where the
+                // gateway looks for it is the usual reason.
+                error = error.with_detail(&note.to_string());
+            }
+            error
+        })?;
         record.upstream = Some(lease.instance().addr);
         Ok(lease)
     }

@@ -43,7 +43,9 @@ impl Browser {
                 "binary": "/usr/bin/chromium",
                 "args": ["--headless", "--no-sandbox", "--disable-gpu",
                          "--disable-background-networking", "--disable-component-update",
-                         "--no-first-run", "--window-size=1280,1000"],
+                         "--no-first-run", "--window-size=1280,1000",
+                         // App hosts (`<app>.<project>.test.local`) reach the gateway.
+                         "--host-resolver-rules=MAP *.test.local 127.0.0.1"],
             }),
         );
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();

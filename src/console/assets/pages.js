@@ -80,7 +80,7 @@ export async function appPage(page, name) {
     <h2>Revisions</h2><table><thead><tr><th>Revision</th><th>State</th><th>Traffic</th><th>Tags</th><th>Ready</th><th>Last error</th></tr></thead><tbody id="revisions"></tbody></table>
     <h2>Instances</h2><table><thead><tr><th>ID</th><th>Revision</th><th>State</th><th>In flight</th><th>Age</th></tr></thead><tbody id="instances"></tbody></table>
     <div class="row">
-      <div><h2>Environment</h2><dl class="kv" id="env">${env.map(([k, v]) => `<dt class="mono">${esc(k)}</dt><dd class="mono">${SECRET.test(k)
+      <div><h2>Environment</h2><dl class="kv" id="env-list">${env.map(([k, v]) => `<dt class="mono">${esc(k)}</dt><dd class="mono">${SECRET.test(k)
         ? `<span class="secret" data-value="${esc(v)}" title="click to show">••••••••</span>` : esc(v)}</dd>`).join("") || `<dd class="muted">none</dd>`}</dl></div>
       <div><h2>Scale</h2><dl class="kv">${Object.entries(spec.scale || {}).map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(v)}</dd>`).join("") || `<dd class="muted">defaults</dd>`}
         <dt>visibility</dt><dd>${esc(spec.visibility || "public")}</dd></dl></div>

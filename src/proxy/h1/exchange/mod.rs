@@ -165,10 +165,18 @@ where
         let admission = proxy
             .admit(&table, self.conn, &facts, record)
             .map_err(Failure::Gateway)?;
+        let page = admission.route.spec.cold_start_page.is_some() && {
+            let accept = self
+                .fields
+                .iter()
+                .find(|field| field.name(&request.head).eq_ignore_ascii_case(b"accept"))
+                .map(|field| field.value(&request.head));
+            crate::proxy::error::wants_page(&request.method, accept)
+        };
         // A client that gives up while its request waits for an instance leaves the queue.
         let lease = tokio::select! {
             biased;
-            lease = proxy.lease(&admission, record) => lease.map_err(Failure::Gateway)?,
+            lease = proxy.lease(&admission, record, page) => lease.map_err(Failure::Gateway)?,
             () = client_gone(self.io, self.buf) => return Err(Failure::Broken),
         };
         let route = admission.route;
