@@ -172,7 +172,10 @@ impl Admin {
                     "file": spec.file.display().to_string(),
                     "runtime": spec.runtime.kind(),
                     "visibility": spec.visibility,
-                    "hosts": spec.hosts.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    // The app's hosts, then each tag's own host.
+                    "hosts": spec.hosts.iter().map(ToString::to_string)
+                        .chain(spec.traffic.iter().filter_map(|t| t.tag.as_ref()).map(|(_, host)| host.clone()))
+                        .collect::<Vec<_>>(),
                     "in_flight": route.app.in_flight(),
                     "queued": route.app.queued(),
                     "revision": status.revision,

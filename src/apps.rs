@@ -58,11 +58,13 @@ impl AppState {
 
     /// A new revision of this app, sharing the app's queue gauge and controller wake-up.
     pub fn new_revision(&self, name: String) -> Arc<RevisionState> {
+        let metrics = self.metrics.revision(&name);
         RevisionState::new(
             name,
             self.spec().scale.concurrency,
             self.metrics.queue_depth.clone(),
             Arc::clone(&self.poke),
+            metrics,
         )
     }
 

@@ -15,12 +15,15 @@ use prometheus::IntGauge;
 use tokio::sync::Notify;
 
 use crate::activator::Activator;
+use crate::metrics::RevisionMetrics;
 
 /// One revision's live request-side state.
 pub struct RevisionState {
     /// `hello-00002`.
     pub name: String,
     pub activator: Arc<Activator>,
+    /// `tidegate_revision_*` of this revision.
+    pub metrics: RevisionMetrics,
     in_flight: AtomicI64,
     arrivals: AtomicU64,
     /// The instance starting now, if any: what a request that waited in vain is told.
@@ -53,9 +56,16 @@ impl std::fmt::Display for StartNote {
 impl RevisionState {
     /// A revision whose activator pokes `poke` (the app controller's wake-up) when a request
     /// has to wait, and adds its queue length to the app's `depth_gauge`.
-    pub fn new(name: String, limit: u32, depth_gauge: IntGauge, poke: Arc<Notify>) -> Arc<Self> {
+    pub fn new(
+        name: String,
+        limit: u32,
+        depth_gauge: IntGauge,
+        poke: Arc<Notify>,
+        metrics: RevisionMetrics,
+    ) -> Arc<Self> {
         Arc::new(RevisionState {
             name,
+            metrics,
             activator: Activator::new(limit, depth_gauge, poke),
             in_flight: AtomicI64::new(0),
             arrivals: AtomicU64::new(0),
@@ -89,6 +99,7 @@ impl RevisionState {
     pub fn begin(self: &Arc<Self>) -> RevisionRequest {
         self.arrivals.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.metrics.in_flight.inc();
         RevisionRequest(Arc::clone(self))
     }
 
@@ -115,6 +126,7 @@ impl RevisionRequest {
 impl Drop for RevisionRequest {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.metrics.in_flight.dec();
     }
 }
 
@@ -219,6 +231,7 @@ mod tests {
             0,
             IntGauge::new("q", "q").unwrap(),
             Arc::new(Notify::new()),
+            RevisionMetrics::detached(),
         )
     }
 

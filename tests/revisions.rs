@@ -278,6 +278,33 @@ async fn a_90_10_split_and_tags_reach_their_revisions() {
     assert!(stable.iter().all(|body| body == "v1"), "{stable:?}");
     let candidate = greetings(addr, "candidate-web.p.test.local", 40).await;
     assert!(candidate.iter().all(|body| body == "v2"), "{candidate:?}");
+
+    // The tag hosts are listed with the others, and each revision has its own series.
+    let hosts = app_status(&handle, "web").await["hosts"].clone();
+    assert_eq!(
+        hosts,
+        serde_json::json!([
+            "web.p.test.local",
+            "stable-web.p.test.local",
+            "candidate-web.p.test.local"
+        ])
+    );
+    let series = |revision: &str| {
+        format!(
+            "tidegate_revision_requests_total{{app=\"web\",code=\"200\",revision=\"{revision}\"}}"
+        )
+    };
+    let (v1, v2) = (
+        metric(&handle, &series("web-00001")).await,
+        metric(&handle, &series("web-00002")).await,
+    );
+    let all = metric(&handle, "tidegate_requests_total{app=\"web\",code=\"200\"}").await;
+    assert!(v1 >= 40.0 + 1700.0 && v2 >= 40.0 + 140.0, "{v1} {v2}");
+    assert_eq!(
+        v1 + v2,
+        all,
+        "every request of the app counted on its revision"
+    );
     handle.shutdown().await;
 }
 

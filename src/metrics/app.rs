@@ -54,6 +54,11 @@ impl AppMetrics {
         }
     }
 
+    /// Handles for the app's revision `revision`.
+    pub fn revision(&self, revision: &str) -> super::RevisionMetrics {
+        super::RevisionMetrics::new(&self.metrics, &self.app, revision)
+    }
+
     /// Counts one revision build and its duration.
     pub fn build(&self, ok: bool, seconds: f64) {
         if self.is_removed() {

@@ -6,6 +6,7 @@
 //! app disappears from `/metrics` instead of reporting stale values forever.
 
 mod app;
+mod revision;
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
+pub use revision::{RevisionFamilies, RevisionMetrics};
 
 /// The `app` label of requests that matched no app (unknown host, malformed request). App
 /// names are DNS labels, so no app can have this name.
@@ -21,7 +23,7 @@ pub const UNROUTED: &str = "_unrouted";
 
 pub(crate) const INSTANCE_STATES: [&str; 3] = ["starting", "ready", "draining"];
 
-const DURATION_BUCKETS: &[f64] = &[
+pub(crate) const DURATION_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
@@ -54,6 +56,8 @@ pub struct Metrics {
     pub websocket_open: IntGaugeVec,
     pub websocket_total: IntCounterVec,
     pub websocket_bytes: IntCounterVec,
+    /// `tidegate_revision_*`: requests, latency and in-flight by revision.
+    pub revisions: RevisionFamilies,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -69,6 +73,7 @@ impl Metrics {
         let registry = Registry::new();
         let r = &registry;
         let metrics = Metrics {
+            revisions: RevisionFamilies::register(r),
             requests: register(
                 r,
                 IntCounterVec::new(

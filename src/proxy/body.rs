@@ -35,6 +35,8 @@ pub struct RequestRecord {
     pub uri: Uri,
     pub version: Version,
     pub peer: SocketAddr,
+    /// The host the client asked for, once it was read.
+    pub host: Option<http::HeaderValue>,
     pub status: u16,
     pub bytes: u64,
     pub app: Option<InFlight>,
@@ -58,6 +60,7 @@ impl RequestRecord {
             uri: uri.clone(),
             version,
             peer,
+            host: None,
             status: 0,
             bytes: 0,
             app: None,
@@ -76,19 +79,35 @@ impl Drop for RequestRecord {
         }
         let elapsed = self.started.elapsed();
         let seconds = elapsed.as_secs_f64();
-        let app = match &self.app {
+        let (app, revision) = match &self.app {
             Some(in_flight) => {
                 in_flight.app().metrics.observe(self.status, seconds);
-                in_flight.app().name.as_str()
+                let revision = in_flight.revision().map(|revision| {
+                    revision.metrics.observe(self.status, seconds);
+                    revision.name.as_str()
+                });
+                (in_flight.app().name.as_str(), revision.unwrap_or("-"))
             }
             None => {
                 self.metrics.observe_unrouted(self.status, seconds);
-                "-"
+                ("-", "-")
             }
         };
+        let instance = self
+            .lease
+            .as_ref()
+            .map_or("-", |lease| lease.instance().id.as_str());
+        let host = self
+            .host
+            .as_ref()
+            .and_then(|host| host.to_str().ok())
+            .unwrap_or("-");
         tracing::info!(
             target: "tidegate::access",
             app,
+            revision,
+            instance,
+            host,
             method = %self.method,
             path = %self.uri.path(),
             status = self.status,
