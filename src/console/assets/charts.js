@@ -15,10 +15,11 @@ export function lineChart(series, { span = 15 * 60 * 1000, height = 120, dots = 
     const color = COLORS[i % COLORS.length];
     const points = s.values.filter(([, v]) => v !== null && v !== undefined);
     if (dots) {
-      return points.map(([t, v]) => `<circle cx="${x(t).toFixed(1)}" cy="${y(v).toFixed(1)}" r="3" fill="${color}"/>`).join("");
+      // A zero-length line with round caps: a dot that stays round in a stretched drawing.
+      return points.map(([t, v]) => `<path d="M${x(t).toFixed(1)},${y(v).toFixed(1)}l0,0" stroke="${color}" stroke-width="6" stroke-linecap="round" vector-effect="non-scaling-stroke"/>`).join("");
     }
     const d = points.map(([t, v], k) => `${k ? "L" : "M"}${x(t).toFixed(1)},${y(v).toFixed(1)}`).join("");
-    return d ? `<path d="${d}" fill="none" stroke="${color}" stroke-width="1.5"/>` : "";
+    return d ? `<path d="${d}" fill="none" stroke="${color}" stroke-width="1.5" vector-effect="non-scaling-stroke"/>` : "";
   });
   // The scale's top as text beside the drawing: text inside a stretched SVG would stretch.
   const top = all.length ? formatMax(max) : "no data yet";
