@@ -13,6 +13,7 @@
 // signal between fork and exec (runtime::process), which has no safe API.
 #![deny(unsafe_code)]
 
+pub mod access_log;
 pub mod activator;
 pub mod admin;
 pub mod api;

@@ -115,7 +115,7 @@ fn main() -> ExitCode {
         .expect("a tokio runtime starts");
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve { config } => serve(config).await,
+            Command::Serve { config } => serve(config, cli.log_format).await,
             Command::Check { config } => check(config),
             Command::Certs {
                 command: CertsCommand::Dev { config },
@@ -152,8 +152,14 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: PathBuf) -> anyhow::Result<ExitCode> {
-    let handle = Gateway::start(&config).await?;
+async fn serve(config: PathBuf, log_format: LogFormat) -> anyhow::Result<ExitCode> {
+    let loaded = tidegate::config::load_tolerant(&config, None)
+        .map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?;
+    let handle = Gateway::builder(loaded)
+        .config_file(&config)
+        .log_json(matches!(log_format, LogFormat::Json))
+        .start()
+        .await?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut hangup = signal(SignalKind::hangup())?;
@@ -162,7 +168,8 @@ async fn serve(config: PathBuf) -> anyhow::Result<ExitCode> {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
             _ = hangup.recv() => {
-                tracing::info!("SIGHUP: reloading config");
+                tracing::info!("SIGHUP: reloading config, reopening the access log");
+                handle.reopen_logs();
                 let _ = handle.reload().await;
             }
         }

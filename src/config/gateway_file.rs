@@ -10,7 +10,9 @@ use ipnet::IpNet;
 
 use super::container;
 use super::error::ConfigIssue;
-use super::model::{GatewaySettings, ListenerLimits, TlsSettings, UpstreamSettings};
+use super::model::{
+    AccessLogTarget, GatewaySettings, ListenerLimits, TlsSettings, UpstreamSettings,
+};
 use super::raw::RawGatewayFile;
 use super::validate::{normalize_dns_name, Checker};
 
@@ -198,7 +200,33 @@ pub(super) fn validate_gateway(
             "must be 1 or more; leave it out for no limit",
         );
     }
+    let access_log = match g.access_log.as_deref() {
+        None | Some("stdout") => AccessLogTarget::Stdout,
+        Some("off") => AccessLogTarget::Off,
+        Some("") => {
+            c.report(
+                "gateway.access_log",
+                "is empty: use \"stdout\", \"off\" or a file path",
+            );
+            AccessLogTarget::Stdout
+        }
+        Some(path) => AccessLogTarget::File(base.join(path)),
+    };
+    let access_log_json = match g.access_log_format.as_deref() {
+        None => None,
+        Some("text") => Some(false),
+        Some("json") => Some(true),
+        Some(other) => {
+            c.report(
+                "gateway.access_log_format",
+                format!("{other:?} is not one of \"text\", \"json\""),
+            );
+            None
+        }
+    };
     GatewaySettings {
+        access_log,
+        access_log_json,
         jobs_dir,
         jobrun_retention,
         max_instances: g.max_instances,

@@ -72,7 +72,21 @@ pub struct GatewaySettings {
     pub jobrun_retention: Duration,
     /// App and job instances together at most; `None`: no limit.
     pub max_instances: Option<u32>,
+    /// Where the access log goes.
+    pub access_log: AccessLogTarget,
+    /// Its line format; `None`: as the rest of the log (`--log-format`).
+    pub access_log_json: Option<bool>,
     pub container_engine: ContainerEngineSettings,
+}
+
+/// `[gateway] access_log`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    /// With the rest of the log on standard output.
+    Stdout,
+    Off,
+    /// A file of its own, resolved against the gateway file.
+    File(PathBuf),
 }
 
 /// Protections of the public listeners against slow or greedy clients.

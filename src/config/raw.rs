@@ -61,6 +61,10 @@ pub struct RawGateway {
     pub jobrun_retention: Option<String>,
     /// Instances of apps and jobs together at most (default: unlimited).
     pub max_instances: Option<u32>,
+    /// Where the access log goes: "stdout" (default), "off", or a file.
+    pub access_log: Option<String>,
+    /// "text" or "json" (default: as the rest of the log).
+    pub access_log_format: Option<String>,
 }
 
 /// The `[tls]` table.

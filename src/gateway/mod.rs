@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 mod reloader;
 
+use crate::access_log::{AccessLog, Format, Sink};
 use crate::admin::Admin;
 use crate::api::{token::Token, Api};
 use crate::autoscaler::AppRegistry;
@@ -38,6 +39,8 @@ use reloader::{record_success, report_rejected, Reloader};
 pub enum StartError {
     #[error("invalid configuration:\n{0}")]
     Config(ConfigErrors),
+    #[error("cannot open the access log ({sink}): {error}")]
+    AccessLog { sink: String, error: std::io::Error },
     #[error("management API token: {0}")]
     Token(std::io::Error),
     #[error("cannot listen on {addr} ({listener}): {error}")]
@@ -64,6 +67,8 @@ pub struct GatewayBuilder {
     config: Config,
     path: Option<PathBuf>,
     backends: Vec<Arc<dyn RuntimeBackend>>,
+    /// The process logs JSON: so does the access log, unless `access_log_format` says.
+    log_json: bool,
 }
 
 impl Gateway {
@@ -83,6 +88,7 @@ impl Gateway {
             config,
             path: None,
             backends: Vec::new(),
+            log_json: false,
         }
     }
 }
@@ -92,6 +98,13 @@ impl GatewayBuilder {
     /// reloaded.
     pub fn config_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.path = Some(path.into());
+        self
+    }
+
+    /// Whether the rest of the log is JSON (`--log-format json`): the access log follows
+    /// unless `access_log_format` is set.
+    pub fn log_json(mut self, json: bool) -> Self {
+        self.log_json = json;
         self
     }
 
@@ -109,6 +122,7 @@ impl GatewayBuilder {
             config,
             path,
             backends: chosen,
+            log_json,
         } = self;
         let metrics = Metrics::new();
         report_rejected(&config, &metrics);
@@ -142,11 +156,13 @@ impl GatewayBuilder {
         ));
         let states = registry.apply(&config);
         let table = RouteTable::build(&config, &states);
+        let access_log = start_access_log(&config, log_json)?;
         let proxy = Arc::new(Proxy::new(
             table,
             Arc::clone(&metrics),
             &config.gateway.upstream,
             identities,
+            access_log,
         ));
         if config.rejected.is_empty() {
             record_success(&metrics);
@@ -372,6 +388,11 @@ impl Handle {
         rx.await.unwrap_or(Ok(()))
     }
 
+    /// Opens the access log file again (SIGHUP: logrotate moved it away).
+    pub fn reopen_logs(&self) {
+        self.proxy.access_log.reopen();
+    }
+
     /// Stops accepting, lets in-flight requests finish within `shutdown_grace`, stops every
     /// instance the gateway started, then stops the admin listener and returns.
     pub async fn shutdown(self) {
@@ -386,6 +407,8 @@ impl Handle {
         self.registry.shutdown().await;
         let _ = self.admin_stop_tx.send(true);
         let _ = self.admin_task.await;
+        // Last: every request's line is written before the process ends.
+        self.proxy.access_log.shutdown();
         tracing::info!("tidegate stopped");
     }
 }
@@ -429,4 +452,22 @@ fn local_addr(listener: &TcpListener) -> SocketAddr {
     listener
         .local_addr()
         .expect("a bound listener has a local address")
+}
+
+/// The access log the config asks for; a file that cannot be opened stops the start.
+fn start_access_log(config: &Config, log_json: bool) -> Result<Arc<AccessLog>, StartError> {
+    let sink = match &config.gateway.access_log {
+        config::AccessLogTarget::Stdout => Sink::Stdout,
+        config::AccessLogTarget::Off => Sink::Off,
+        config::AccessLogTarget::File(path) => Sink::File(path.clone()),
+    };
+    let format = if config.gateway.access_log_json.unwrap_or(log_json) {
+        Format::Json
+    } else {
+        Format::Text
+    };
+    AccessLog::start(sink.clone(), format).map_err(|error| StartError::AccessLog {
+        sink: format!("{sink:?}"),
+        error,
+    })
 }

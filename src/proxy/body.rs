@@ -18,6 +18,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+use crate::access_log::AccessLog;
 use crate::activator::Lease;
 use crate::apps::InFlight;
 use crate::metrics::Metrics;
@@ -43,6 +44,7 @@ pub struct RequestRecord {
     pub lease: Option<Lease>,
     pub upstream: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
+    pub access_log: Arc<AccessLog>,
 }
 
 impl RequestRecord {
@@ -53,6 +55,7 @@ impl RequestRecord {
         version: Version,
         peer: SocketAddr,
         metrics: &Arc<Metrics>,
+        access_log: &Arc<AccessLog>,
     ) -> Self {
         RequestRecord {
             started: Instant::now(),
@@ -67,6 +70,7 @@ impl RequestRecord {
             lease: None,
             upstream: None,
             metrics: Arc::clone(metrics),
+            access_log: Arc::clone(access_log),
         }
     }
 }
@@ -93,6 +97,9 @@ impl Drop for RequestRecord {
                 ("-", "-")
             }
         };
+        if !self.access_log.enabled() {
+            return;
+        }
         let instance = self
             .lease
             .as_ref()
@@ -102,32 +109,32 @@ impl Drop for RequestRecord {
             .as_ref()
             .and_then(|host| host.to_str().ok())
             .unwrap_or("-");
-        tracing::info!(
-            target: "tidegate::access",
-            app,
-            revision,
-            instance,
-            host,
-            method = %self.method,
-            path = %self.uri.path(),
-            status = self.status,
-            bytes = self.bytes,
-            duration_ms = seconds * 1000.0,
-            upstream = %DisplayOption(self.upstream),
-            peer = %self.peer,
-            version = ?self.version,
-        );
+        self.access_log.write(None, |line| {
+            line.quoted("app", app)
+                .quoted("revision", revision)
+                .quoted("instance", instance)
+                .quoted("host", host)
+                .bare("method", self.method.as_str())
+                .bare("path", self.uri.path())
+                .unsigned("status", u64::from(self.status))
+                .unsigned("bytes", self.bytes)
+                .millis("duration_ms", elapsed)
+                .addr("upstream", self.upstream)
+                .addr("peer", Some(self.peer))
+                .bare("version", version_name(self.version));
+        });
     }
 }
 
-struct DisplayOption(Option<SocketAddr>);
-
-impl std::fmt::Display for DisplayOption {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(addr) => write!(f, "{addr}"),
-            None => f.write_str("-"),
-        }
+/// The version as the log has always written it (`Version`'s `Debug`).
+fn version_name(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/?",
     }
 }
 

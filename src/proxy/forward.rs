@@ -206,6 +206,7 @@ impl Proxy {
             lease,
             route.spec.websocket_idle_timeout,
             table.settings.shutdown_grace,
+            Arc::clone(&self.access_log),
         );
         tokio::spawn(websocket::run(
             Arc::clone(&self.sessions),

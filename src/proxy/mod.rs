@@ -27,6 +27,7 @@ use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
+use crate::access_log::AccessLog;
 use crate::activator::{AcquireError, Lease};
 use crate::apps::InFlight;
 use crate::config::{UpstreamSettings, Visibility};
@@ -52,6 +53,8 @@ pub struct Proxy {
     pub sessions: Arc<websocket::Sessions>,
     /// Instance tokens, for `project` visibility.
     pub identities: Arc<Identities>,
+    /// One line per request.
+    pub access_log: Arc<AccessLog>,
 }
 
 impl Proxy {
@@ -60,6 +63,7 @@ impl Proxy {
         metrics: Arc<Metrics>,
         upstream: &UpstreamSettings,
         identities: Arc<Identities>,
+        access_log: Arc<AccessLog>,
     ) -> Self {
         Proxy {
             routes: ArcSwap::from_pointee(routes),
@@ -69,6 +73,7 @@ impl Proxy {
             http_port: std::sync::OnceLock::new(),
             sessions: Arc::default(),
             identities,
+            access_log,
         }
     }
 
@@ -80,6 +85,7 @@ impl Proxy {
             request.version(),
             conn.peer,
             &self.metrics,
+            &self.access_log,
         );
         let table = self.routes.load_full();
         let version = request.version();

@@ -22,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
+use crate::access_log::AccessLog;
 use crate::activator::Lease;
 use crate::apps::InFlight;
 use crate::server::stopped;
@@ -149,6 +150,7 @@ pub struct Session {
     lease: Lease,
     idle_timeout: Option<Duration>,
     shutdown_grace: Duration,
+    access_log: Arc<AccessLog>,
     _open: GaugeGuard,
 }
 
@@ -160,6 +162,7 @@ impl Session {
         lease: Lease,
         idle_timeout: Option<Duration>,
         shutdown_grace: Duration,
+        access_log: Arc<AccessLog>,
     ) -> Self {
         let metrics = &app.app().metrics;
         metrics.websocket_total.inc();
@@ -170,6 +173,7 @@ impl Session {
             lease,
             idle_timeout,
             shutdown_grace,
+            access_log,
             _open: open,
         }
     }
@@ -210,16 +214,18 @@ pub async fn run(
     let to_client = activity.to_client.load(Ordering::Relaxed);
     metrics.websocket_bytes[0].inc_by(from_client);
     metrics.websocket_bytes[1].inc_by(to_client);
-    tracing::info!(
-        target: "tidegate::access",
-        app = %session.app.app().name,
-        upstream = %session.lease.instance().addr,
-        websocket = outcome,
-        bytes_from_client = from_client,
-        bytes_to_client = to_client,
-        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-        "websocket session ended"
-    );
+    if session.access_log.enabled() {
+        session
+            .access_log
+            .write(Some("websocket session ended"), |line| {
+                line.display("app", &session.app.app().name)
+                    .display("upstream", session.lease.instance().addr)
+                    .quoted("websocket", outcome)
+                    .number("bytes_from_client", from_client)
+                    .number("bytes_to_client", to_client)
+                    .number("duration_ms", started.elapsed().as_secs_f64() * 1000.0);
+            });
+    }
     drop(session);
     drop(counted);
 }

@@ -70,6 +70,7 @@ where
         Version::HTTP_11,
         conn.peer,
         &proxy.metrics,
+        &proxy.access_log,
     );
     let mut exchange = Exchange {
         io,
