@@ -11,6 +11,10 @@
 # log; wrk (1 thread) and the backend share CPU 0; the proxy under test runs alone on CPU 1
 # (tidegate then runs one tokio worker). nginx as proxy: 1 worker, upstream keepalive,
 # HTTP/1.1 upstream, no access log. tidegate: access log off (RUST_LOG=warn), as nginx's.
+# The "floor" rows measure the HTTP/2 servers alone, with no proxying: hyper's (tidegate's own
+# demo app, the same hyper server and settings family, answering from memory) and nginx's
+# (`return 200`), both over h2c on the proxy CPU: what the h2 server costs per request before
+# any proxy work, so the h2 rows' gap can be split into server and proxy.
 # The "-log" rows turn both access logs on, as operators run them: nginx's default
 # `access_log` (combined format) to a file, unbuffered; tidegate's default text line to a file
 # of its own (`access_log = "access.log"`); each in a second proxy process (or server block)
@@ -65,6 +69,7 @@ BACKEND_PORT=$(free_port); TIDEGATE_PORT=$(free_port); ADMIN_PORT=$(free_port); 
 TIDEGATE_TLS_PORT=$(free_port); NGINX_TLS_PORT=$(free_port)
 NGINX_H2C_PORT=$(free_port); NGINX_H2_PORT=$(free_port)
 TIDEGATE_LOG_PORT=$(free_port); ADMIN_LOG_PORT=$(free_port); NGINX_LOG_PORT=$(free_port)
+DEMO_PORT=$(free_port); NGINX_FLOOR_PORT=$(free_port)
 HOST=hello.bench.localhost
 
 nginx_conf() { # name, body of the server block
@@ -123,6 +128,7 @@ nginx_conf proxy "upstream app { server 127.0.0.1:$BACKEND_PORT; keepalive 64; }
            ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache off; ssl_session_tickets off; $PROXY_LOCATION }
   server { listen 127.0.0.1:$NGINX_H2C_PORT http2; $PROXY_LOCATION }
   server { listen 127.0.0.1:$NGINX_LOG_PORT; access_log $WORK/proxy/access.log; $PROXY_LOCATION }
+  server { listen 127.0.0.1:$NGINX_FLOOR_PORT http2; location / { return 200 'hello from nginx\n'; } }
   server { listen 127.0.0.1:$NGINX_H2_PORT ssl http2; ssl_certificate $CERT; ssl_certificate_key $KEY;
            ssl_protocols TLSv1.2 TLSv1.3; $PROXY_LOCATION }"
 
@@ -130,9 +136,10 @@ taskset -c "$LOAD_CPU" nginx -c "$WORK/backend/nginx.conf" & PIDS+=($!)
 taskset -c "$PROXY_CPU" nginx -c "$WORK/proxy/nginx.conf" & PIDS+=($!)
 RUST_LOG=warn,rustls=error taskset -c "$PROXY_CPU" "$BIN" serve --config "$WORK/tidegate/tidegate.toml" & TIDEGATE_PID=$!; PIDS+=($TIDEGATE_PID)
 RUST_LOG=warn,rustls=error taskset -c "$PROXY_CPU" "$BIN" serve --config "$WORK/tidegate/tidegate-log.toml" & TIDEGATE_LOG_PID=$!; PIDS+=($TIDEGATE_LOG_PID)
+RUST_LOG=warn taskset -c "$PROXY_CPU" "$BIN" demo-app --port "$DEMO_PORT" & DEMO_PID=$!; PIDS+=($DEMO_PID)
 wait_port "$BACKEND_PORT"; wait_port "$NGINX_PORT"; wait_port "$TIDEGATE_PORT"
 wait_port "$NGINX_TLS_PORT"; wait_port "$TIDEGATE_TLS_PORT"; wait_port "$NGINX_H2C_PORT"; wait_port "$NGINX_H2_PORT"
-wait_port "$TIDEGATE_LOG_PORT"; wait_port "$NGINX_LOG_PORT"
+wait_port "$TIDEGATE_LOG_PORT"; wait_port "$NGINX_LOG_PORT"; wait_port "$DEMO_PORT"; wait_port "$NGINX_FLOOR_PORT"
 NGINX_WORKER=$(pgrep -P "$(cat "$WORK/proxy/nginx.pid")" | head -1)
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -190,6 +197,8 @@ TARGETS=(
   "nginx-h2c|http://127.0.0.1:$NGINX_H2C_PORT/|$NGINX_WORKER|h2"
   "tidegate-h2|https://127.0.0.1:$TIDEGATE_TLS_PORT/|$TIDEGATE_PID|h2"
   "nginx-h2|https://127.0.0.1:$NGINX_H2_PORT/|$NGINX_WORKER|h2"
+  "hyper-h2c-floor|http://127.0.0.1:$DEMO_PORT/|$DEMO_PID|h2"
+  "nginx-h2c-floor|http://127.0.0.1:$NGINX_FLOOR_PORT/|$NGINX_WORKER|h2"
 )
 ONLY=${ONLY:-}
 
@@ -233,7 +242,7 @@ for target in "${TARGETS[@]}"; do
 done
 echo
 echo "ratios (tidegate / other):"
-for pair in "tidegate direct" "tidegate nginx" "tidegate-log nginx-log" "tidegate-https nginx-https" "tidegate-handshake nginx-handshake" "tidegate-h2c nginx-h2c" "tidegate-h2 nginx-h2"; do
+for pair in "tidegate direct" "tidegate nginx" "tidegate-log nginx-log" "tidegate-https nginx-https" "tidegate-handshake nginx-handshake" "tidegate-h2c nginx-h2c" "tidegate-h2 nginx-h2" "hyper-h2c-floor nginx-h2c-floor"; do
   set -- $pair
   [ -z "${RESULTS[$1]:-}" ] || [ -z "${RESULTS[$2]:-}" ] && continue
   printf '  %-19s vs %-18s requests/s %s, CPU per request %s\n' "$1" "$2" "$(ratio "$(col "$1" 1)" "$(col "$2" 1)")" "$(ratio "$(col "$1" 4)" "$(col "$2" 4)")"
