@@ -22,10 +22,14 @@ impl Browser {
             .local_addr()
             .unwrap()
             .port();
+        // A process group of its own, which the browser it starts joins: dropping the
+        // `Browser` kills the whole group, so a test that fails before `close` leaves no
+        // Chromium behind.
         let driver = tokio::process::Command::new("chromedriver")
             .arg(format!("--port={port}"))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .expect("chromedriver (chromium-driver, installed by ./scripts/test)");
@@ -80,6 +84,17 @@ impl Browser {
     }
 
     pub async fn close(self) {
-        let _ = self.client.close().await;
+        let _ = self.client.clone().close().await;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if let Some(pid) = self._driver.id() {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
 }
