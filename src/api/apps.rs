@@ -1,14 +1,14 @@
-//! `/api/v1/apps` and `/api/v1/projects`: app files read from and written to `apps_dir`,
-//! with the live status of each app.
+//! `/api/v1/apps`: app files read from and written to `apps_dir` (`definitions`), shown
+//! with each app's URL and live status.
 
 use http::StatusCode;
 use serde_json::{json, Value as Json};
 
+use super::definitions::Kind;
 use super::document;
-use super::files::{check_version, is_file_name, project_of, DefinitionFile};
-use super::reply::{error, invalid, json, versioned, ApiResult};
+use super::files::DefinitionFile;
+use super::reply::{json, versioned, ApiResult};
 use super::Api;
-use crate::config::check_app_file;
 
 impl Api {
     pub(super) fn list_apps(&self, project: Option<&str>) -> ApiResult {
@@ -31,51 +31,7 @@ impl Api {
     }
 
     pub(super) async fn create_app(&self, spec: Json) -> ApiResult {
-        let Some(name) = spec.get("name").and_then(Json::as_str).map(str::to_string) else {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                "the app needs a \"name\" (lower-case letters, digits and '-')",
-            ));
-        };
-        if !is_file_name(&name) {
-            return Err(error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("{name:?} is not an app name: use lower-case letters, digits and '-', starting with a letter"),
-            ));
-        }
-        let text = document::from_json(&spec).map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
-        let _writing = self.writes.lock().await;
-        let project = project_of(&text);
-        if !self.project_exists(&project)? {
-            return Err(error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("unknown project {project:?}: create it first (tidegate project create {project})"),
-            ));
-        }
-        if self.find(&name).is_ok() {
-            return Err(error(
-                StatusCode::CONFLICT,
-                format!("an app named {name:?} exists; update it, or delete it first"),
-            ));
-        }
-        let path = self.apps_dir().join(format!("{name}.toml"));
-        if path.exists() {
-            return Err(error(
-                StatusCode::CONFLICT,
-                format!(
-                    "{} exists (an app file with another name inside)",
-                    path.display()
-                ),
-            ));
-        }
-        self.write(&path, &text)?;
-        self.apply_now().await;
-        let file = DefinitionFile {
-            path,
-            project,
-            name,
-            text,
-        };
+        let file = self.create_definition(Kind::App, &spec).await?;
         Ok(versioned(
             StatusCode::CREATED,
             &self.view(&file),
@@ -89,27 +45,9 @@ impl Api {
         if_match: Option<&str>,
         patch: Json,
     ) -> ApiResult {
-        if patch
-            .get("name")
-            .is_some_and(|new| new.as_str() != Some(name))
-        {
-            return Err(error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "an app cannot be renamed; create one with the new name and delete this one",
-            ));
-        }
-        let _writing = self.writes.lock().await;
-        let file = self.find(name)?;
-        check_version(&file, if_match)?;
-        let text =
-            document::patch(&file.text, &patch).map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
-        self.write(&file.path, &text)?;
-        self.apply_now().await;
-        let file = DefinitionFile {
-            project: project_of(&text),
-            text,
-            ..file
-        };
+        let file = self
+            .update_definition(Kind::App, name, if_match, &patch)
+            .await?;
         Ok(versioned(
             StatusCode::OK,
             &self.view(&file),
@@ -117,21 +55,9 @@ impl Api {
         ))
     }
 
+    /// Removes the app's file, and the sources uploaded for it.
     pub(super) async fn delete_app(&self, name: &str, if_match: Option<&str>) -> ApiResult {
-        let _writing = self.writes.lock().await;
-        let file = self.find(name)?;
-        check_version(&file, if_match)?;
-        let current = self.config.load_full();
-        if let Err(errors) = check_app_file(&current.source, &current, &file.path, None) {
-            return Err(invalid(&errors));
-        }
-        std::fs::remove_file(&file.path).map_err(|e| {
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot remove {}: {e}", file.path.display()),
-            )
-        })?;
-        self.apply_now().await;
+        self.delete_definition(Kind::App, name, if_match).await?;
         self.remove_sources(name);
         Ok(json(StatusCode::OK, &json!({ "deleted": name })))
     }

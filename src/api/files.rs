@@ -8,7 +8,7 @@ use http::StatusCode;
 use super::document;
 use super::reply::{error, invalid, Refusal};
 use super::Api;
-use crate::config::{app_files, check_app_file};
+use crate::config::{app_files, check_definition_file};
 
 /// An app or job file on disk.
 pub(super) struct DefinitionFile {
@@ -23,7 +23,8 @@ impl Api {
     /// writes it atomically (mode 0600: env values may be secrets).
     pub(super) fn write(&self, path: &Path, text: &str) -> Result<(), Refusal> {
         let current = self.config.load_full();
-        check_app_file(&current.source, &current, path, Some(text)).map_err(|e| invalid(&e))?;
+        check_definition_file(&current.source, &current, path, Some(text))
+            .map_err(|e| invalid(&e))?;
         crate::secret_file::write(path, text.as_bytes()).map_err(|e| {
             error(
                 StatusCode::INTERNAL_SERVER_ERROR,

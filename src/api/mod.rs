@@ -2,7 +2,7 @@
 //! the console. JSON in and out; every request needs the bearer token (`token`).
 //!
 //! App files stay the source of truth. A write is checked exactly as `tidegate check`
-//! checks the file (`config::check_app_file`, in the context of every other file), then
+//! checks the file (`config::check_definition_file`, in the context of every other file), then
 //! written atomically into `apps_dir`; the usual live reload applies it. Reads come from the
 //! files on disk, so an edit by hand shows at once. Writes are serialised, and each names
 //! the version it changes (`If-Match`) if it wants to: a stale one gets 412 and changes
@@ -10,6 +10,7 @@
 
 mod apps;
 mod auth;
+mod definitions;
 pub mod document;
 mod files;
 mod follow;

@@ -41,7 +41,7 @@ pub fn load_tolerant(
 /// holding `text` (`None`: the file removed), exactly as `tidegate check` would, without
 /// writing anything: the problems of that file (or of the gateway file), if any. Other
 /// files' problems are theirs. The management API checks every write with this first.
-pub fn check_app_file(
+pub fn check_definition_file(
     gateway_file: &Path,
     current: &Config,
     app_file: &Path,

@@ -23,7 +23,7 @@ pub mod watch;
 pub use error::{ConfigErrors, ConfigIssue};
 pub use indices::{ArrayIndices, MAX_INDICES};
 pub use jobs::{parse_cron, ConcurrencyPolicy, JobSpec, Schedule, MAX_EXECUTION_TIME};
-pub use load::{app_files, check_app_file, is_app_file, load, load_tolerant, parse_toml};
+pub use load::{app_files, check_definition_file, is_app_file, load, load_tolerant, parse_toml};
 pub use model::{
     AccessLogTarget, AppSpec, Config, ContainerEngineSettings, ContainerSpec, GatewaySettings,
     HostPattern, ImageBuild, ListenerLimits, PullPolicy, RejectedFile, Resources, RevisionRef,
