@@ -153,13 +153,7 @@ impl Admin {
     fn apps_json(&self) -> String {
         let table = self.proxy.routes.load();
         let config = self.config.load();
-        let rejection = |name: &str| {
-            config
-                .rejected
-                .iter()
-                .find(|file| file.app == name)
-                .map(rejected_json)
-        };
+        let rejection = |name: &str| config.rejected_app(name).map(rejected_json);
         let apps: Vec<_> = table
             .routes()
             .iter()

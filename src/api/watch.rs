@@ -109,7 +109,7 @@ impl Sources {
                     "last_error": status.last_error,
                     "instances": app.instances_now(),
                     "revisions": status.revisions,
-                    "config_error": config.rejected.iter().any(|r| r.app == app.name && r.file.parent() == Some(config.gateway.apps_dir.as_path())),
+                    "config_error": config.rejected_app(&app.name).is_some(),
                     "point": points.get(&app.name),
                 })
             })

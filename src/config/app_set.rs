@@ -18,14 +18,16 @@ use std::sync::Arc;
 use super::error::ConfigIssue;
 use super::model::{AppSpec, Config, HostPattern};
 
-/// An app file that could not be applied, and what serves in its place.
+/// An app or job file that could not be applied, and what serves in its place.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RejectedFile {
     pub file: PathBuf,
-    /// The app the file defines (its `name`, else the file's stem).
+    /// Whether it is a job file (an app and a job may share a name).
+    pub job: bool,
+    /// The app (or job) the file defines (its `name`, else the file's stem).
     pub app: String,
     pub issues: Vec<ConfigIssue>,
-    /// The app's previous spec keeps serving; `false`: the app is not served.
+    /// The previous spec keeps serving; `false`: the app (job) is not served.
     pub kept_previous: bool,
 }
 
@@ -60,6 +62,7 @@ pub fn assemble(
             Ok(spec) => changed.push((spec, before)),
             Err(issues) => {
                 rejected.push(RejectedFile {
+                    job: false,
                     file: outcome.file,
                     app: outcome.app,
                     issues,
@@ -90,6 +93,7 @@ pub fn assemble(
             apps.push(Arc::clone(kept));
         }
         rejected.push(RejectedFile {
+            job: false,
             file: spec.file.clone(),
             app: spec.name.clone(),
             issues,

@@ -128,6 +128,7 @@ pub fn validate_jobs(
             jobs.push(Arc::clone(kept));
         }
         rejected.push(RejectedFile {
+            job: true,
             file: file.clone(),
             app: name,
             issues,

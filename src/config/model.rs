@@ -79,6 +79,13 @@ pub struct GatewaySettings {
     pub container_engine: ContainerEngineSettings,
 }
 
+impl Config {
+    /// The rejected file of app `name`, if its file is rejected.
+    pub fn rejected_app(&self, name: &str) -> Option<&RejectedFile> {
+        self.rejected.iter().find(|r| !r.job && r.app == name)
+    }
+}
+
 /// `[gateway] access_log`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccessLogTarget {

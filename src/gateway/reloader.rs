@@ -98,11 +98,7 @@ impl Reloader {
             tracing::warn!("listener addresses or [tls] changed; they take effect on restart");
         }
         let states = self.registry.apply(&config);
-        for file in &config.rejected {
-            // A job file's problems are the job's, not those of an app of the same name.
-            if file.file.parent() != Some(config.gateway.apps_dir.as_path()) {
-                continue;
-            }
+        for file in config.rejected.iter().filter(|file| !file.job) {
             if let Some(app) = states.get(&file.app) {
                 let issues: Vec<String> = file.issues.iter().map(ToString::to_string).collect();
                 app.record("ConfigRejected", issues.join("; "));
