@@ -36,7 +36,7 @@ pub struct RequestRecord {
     pub uri: Uri,
     pub version: Version,
     pub peer: SocketAddr,
-    /// The host the client asked for, once it was read.
+    /// The host the client asked for, once it was read (kept only for the access log).
     pub host: Option<http::HeaderValue>,
     pub status: u16,
     pub bytes: u64,
@@ -44,7 +44,9 @@ pub struct RequestRecord {
     pub lease: Option<Lease>,
     pub upstream: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
-    pub access_log: Arc<AccessLog>,
+    /// Where the request's line goes; `None` when the access log is off, decided once at
+    /// the request's start, so a request that is not logged pays nothing for it.
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
 impl RequestRecord {
@@ -70,7 +72,7 @@ impl RequestRecord {
             lease: None,
             upstream: None,
             metrics: Arc::clone(metrics),
-            access_log: Arc::clone(access_log),
+            access_log: access_log.enabled().then(|| Arc::clone(access_log)),
         }
     }
 }
@@ -97,9 +99,9 @@ impl Drop for RequestRecord {
                 ("-", "-")
             }
         };
-        if !self.access_log.enabled() {
+        let Some(access_log) = &self.access_log else {
             return;
-        }
+        };
         let instance = self
             .lease
             .as_ref()
@@ -109,7 +111,7 @@ impl Drop for RequestRecord {
             .as_ref()
             .and_then(|host| host.to_str().ok())
             .unwrap_or("-");
-        self.access_log.write(None, |line| {
+        access_log.write(None, |line| {
             line.quoted("app", app)
                 .quoted("revision", revision)
                 .quoted("instance", instance)

@@ -133,7 +133,9 @@ impl Proxy {
         record: &mut RequestRecord,
     ) -> Result<Admission<'t>, GatewayError> {
         let target = RequestHost::of(request)?;
-        record.host = Some(target.original.clone());
+        if record.access_log.is_some() {
+            record.host = Some(target.original.clone());
+        }
         let Some(route) = table.lookup(&target.name) else {
             return Err(if target.absolute_form {
                 GatewayError::ForeignHost(target.name.into_owned())
