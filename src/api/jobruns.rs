@@ -17,26 +17,9 @@ type LogRequest = (JobRun, Option<u32>, Option<u32>, Option<usize>);
 /// The most of one attempt's log returned whole.
 const MAX_LOG: u64 = 1024 * 1024;
 
-/// A run in a listing: no per-index detail.
-pub(super) fn summary(run: &JobRun) -> Json {
-    json!({
-        "name": run.name,
-        "job": run.job,
-        "project": run.project,
-        "state": run.state,
-        "scheduled": run.scheduled,
-        "submitted_at": run.submitted_at,
-        "started_at": run.started_at,
-        "finished_at": run.finished_at,
-        "message": run.message,
-        "array_size": run.indices.len(),
-        "counts": run.counts(),
-    })
-}
-
 /// A run with every index and attempt.
 fn detail(run: &JobRun) -> Json {
-    let mut view = summary(run);
+    let mut view = json!(run.summary());
     view["settings"] = json!(run.settings);
     view["indices"] = json!(run.indices);
     view
@@ -88,7 +71,7 @@ impl Api {
     }
 
     pub(super) fn list_runs(&self, job: Option<&str>) -> ApiResult {
-        let runs: Vec<Json> = self.jobs.list(job).iter().rev().map(summary).collect();
+        let runs: Vec<_> = self.jobs.list(job).into_iter().rev().collect();
         Ok(json(StatusCode::OK, &json!({ "jobruns": runs })))
     }
 

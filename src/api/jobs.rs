@@ -73,13 +73,7 @@ impl Api {
             .find(|r| r.file == file.path)
             .map(|r| r.issues.iter().map(ToString::to_string).collect::<Vec<_>>());
         let served = config.jobs.iter().find(|job| job.name == file.name);
-        let runs: Vec<Json> = self
-            .jobs
-            .list(Some(&file.name))
-            .iter()
-            .rev()
-            .map(super::jobruns::summary)
-            .collect();
+        let runs: Vec<_> = self.jobs.list(Some(&file.name)).into_iter().rev().collect();
         json!({
             "name": file.name,
             "project": file.project,

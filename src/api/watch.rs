@@ -114,14 +114,7 @@ impl Sources {
                 })
             })
             .collect();
-        let runs: Vec<Json> = self
-            .jobs
-            .list(None)
-            .iter()
-            .rev()
-            .take(RUNS)
-            .map(super::jobruns::summary)
-            .collect();
+        let runs: Vec<_> = self.jobs.list(None).into_iter().rev().take(RUNS).collect();
         json!({ "apps": apps, "jobruns": runs })
     }
 }

@@ -30,7 +30,7 @@ use crate::runtime::RuntimeBackend;
 use capacity::{AppCount, Capacity};
 use metrics::JobMetrics;
 pub use overrides::{Overrides, SubmitError};
-use record::{IndexRecord, JobRun, RunSettings, State};
+use record::{IndexRecord, JobRun, RunSettings, RunSummary, State};
 pub use runner::Live;
 use runner::Runner;
 use store::Store;
@@ -169,11 +169,11 @@ impl Jobs {
     }
 
     /// The runs (of one job), oldest first.
-    pub fn list(&self, job: Option<&str>) -> Vec<JobRun> {
-        let mut runs: Vec<JobRun> = self
+    pub fn list(&self, job: Option<&str>) -> Vec<RunSummary> {
+        let mut runs: Vec<RunSummary> = self
             .lock_runs()
             .values()
-            .map(|live| live.snapshot())
+            .map(|live| live.summary())
             .filter(|run| job.is_none_or(|job| run.job == job))
             .collect();
         runs.sort_by_key(|run| run.submitted_at);
@@ -258,7 +258,7 @@ impl Jobs {
         let old: Vec<String> = self
             .lock_runs()
             .values()
-            .map(|live| live.snapshot())
+            .map(|live| live.summary())
             .filter(|run| run.state.is_finished() && run.finished_at.is_some_and(|t| t < cutoff))
             .map(|run| run.name)
             .collect();

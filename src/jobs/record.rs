@@ -103,7 +103,42 @@ pub struct JobRun {
     pub indices: Vec<IndexRecord>,
 }
 
+/// A run without its indices: what listings, the console's stream and the scheduler read,
+/// made under the run's lock without copying a record of up to 10,000 indices.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunSummary {
+    pub name: String,
+    pub job: String,
+    pub project: String,
+    pub state: State,
+    pub scheduled: bool,
+    pub submitted_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub message: Option<String>,
+    pub array_size: usize,
+    /// How many indices are in each state.
+    pub counts: BTreeMap<&'static str, usize>,
+}
+
 impl JobRun {
+    /// The run without its indices.
+    pub fn summary(&self) -> RunSummary {
+        RunSummary {
+            name: self.name.clone(),
+            job: self.job.clone(),
+            project: self.project.clone(),
+            state: self.state,
+            scheduled: self.scheduled,
+            submitted_at: self.submitted_at,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            message: self.message.clone(),
+            array_size: self.indices.len(),
+            counts: self.counts(),
+        }
+    }
+
     /// How many indices are in each state, for listings and the API.
     pub fn counts(&self) -> BTreeMap<&'static str, usize> {
         let mut counts = BTreeMap::new();

@@ -43,6 +43,11 @@ impl Live {
         self.lock().clone()
     }
 
+    /// The record now, without its indices.
+    pub fn summary(&self) -> super::record::RunSummary {
+        self.lock().summary()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, JobRun> {
         self.record.lock().unwrap_or_else(|p| p.into_inner())
     }
