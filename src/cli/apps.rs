@@ -10,7 +10,9 @@ use super::client::{CliError, Client};
 use super::show::{print_app, print_list};
 use super::spec::{section_patch, upload_source, SpecFlags};
 use super::table::{self, text};
-use super::{confirm, merge, print_json, AppCommand, Output, ProjectCommand, Target};
+use super::{
+    confirm, filtered, merge, print_json, show, AppCommand, Output, ProjectCommand, Target,
+};
 
 #[derive(Args, Debug)]
 pub struct CreateArgs {
@@ -40,28 +42,10 @@ pub async fn run(target: &Target, command: AppCommand) -> Result<(), CliError> {
     match command {
         AppCommand::Create(args) => create(&client, target.output, args).await,
         AppCommand::Update(args) => update(&client, target.output, args).await,
-        AppCommand::Get { name } => {
-            let app = client
-                .call(Method::GET, &app_path(&name), None, None)
-                .await?
-                .body;
-            match target.output {
-                Output::Json => print_json(&app),
-                Output::Table => print_app(&app),
-            }
-            Ok(())
-        }
+        AppCommand::Get { name } => show(&client, target.output, &app_path(&name), print_app).await,
         AppCommand::List { project } => {
-            let path = match &project {
-                Some(project) => format!("/api/v1/apps?project={project}"),
-                None => "/api/v1/apps".to_string(),
-            };
-            let list = client.call(Method::GET, &path, None, None).await?.body;
-            match target.output {
-                Output::Json => print_json(&list),
-                Output::Table => print_list(&list),
-            }
-            Ok(())
+            let path = filtered("/api/v1/apps", "project", project.as_deref());
+            show(&client, target.output, &path, print_list).await
         }
         AppCommand::Delete { name, force } => {
             if !force {
@@ -163,8 +147,9 @@ pub async fn run_project(target: &Target, command: ProjectCommand) -> Result<(),
 
 async fn create(client: &Client, output: Output, args: CreateArgs) -> Result<(), CliError> {
     let flags = &args.spec;
-    let container = flags.image.is_some() || flags.command.is_none();
-    if flags.image.is_some() == (flags.command.is_some() || flags.build_source.is_some()) {
+    let (command, image) = (flags.run.command.is_some(), flags.run.image.is_some());
+    let container = image || !command;
+    if image == (command || flags.build_source.is_some()) {
         return Err(CliError::Refused(
             "give --command (a process app, optionally with --build-source), --image or --build-source alone (a container app)".into(),
         ));

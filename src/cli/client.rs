@@ -120,18 +120,10 @@ impl Client {
     pub async fn stream(&self, path: &str) -> Result<(), CliError> {
         use std::io::Write;
         let response = self.send(Method::GET, path, None, None).await?;
-        let status = response.status();
-        let mut body = response.into_body();
-        if !status.is_success() {
-            let bytes = body
-                .collect()
-                .await
-                .map_err(|e| self.unreachable(&e))?
-                .to_bytes();
-            let answer: Value = serde_json::from_slice(&bytes).unwrap_or_default();
-            let message = answer["error"].as_str().unwrap_or("(no message)");
-            return Err(CliError::Refused(format!("{message} ({status})")));
+        if !response.status().is_success() {
+            return refused(&self.answer(response).await?);
         }
+        let mut body = response.into_body();
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| self.unreachable(&e))?;
             if let Some(data) = frame.data_ref() {

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::client::{CliError, Client};
 use super::spec::env_patch;
 use super::table::{self, text};
-use super::{confirm, print_json, Output, Target};
+use super::{confirm, filtered, print_json, show, Output, Target};
 
 /// `tidegate jobrun ...`
 #[derive(Subcommand, Debug)]
@@ -117,27 +117,14 @@ pub async fn run(target: &Target, command: JobRunCommand) -> Result<(), CliError
             started(&client, target.output, &run, &wait).await
         }
         JobRunCommand::Get { name } => {
-            let run = client
-                .call(Method::GET, &run_path(&name), None, None)
-                .await?
-                .body;
-            match target.output {
-                Output::Json => print_json(&run),
-                Output::Table => print_run(&run),
-            }
-            Ok(())
+            show(&client, target.output, &run_path(&name), print_run).await
         }
         JobRunCommand::List { job } => {
-            let path = match &job {
-                Some(job) => format!("/api/v1/jobruns?job={job}"),
-                None => "/api/v1/jobruns".to_string(),
-            };
-            let list = client.call(Method::GET, &path, None, None).await?.body;
-            match target.output {
-                Output::Json => print_json(&list),
-                Output::Table => print_runs(&list["jobruns"]),
-            }
-            Ok(())
+            let path = filtered("/api/v1/jobruns", "job", job.as_deref());
+            show(&client, target.output, &path, |list| {
+                print_runs(&list["jobruns"])
+            })
+            .await
         }
         JobRunCommand::Delete { name, force } => {
             if !force {

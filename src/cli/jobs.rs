@@ -5,9 +5,9 @@ use http::Method;
 use serde_json::{json, Map, Value};
 
 use super::client::{CliError, Client};
-use super::spec::env_patch;
+use super::spec::RunFlags;
 use super::table::{self, text};
-use super::{confirm, merge, print_json, Output, Target};
+use super::{confirm, filtered, merge, print_json, show, Output, Target};
 
 /// `tidegate job ...`
 #[derive(Subcommand, Debug)]
@@ -35,24 +35,8 @@ pub enum JobCommand {
 /// The flags `job create` and `job update` share.
 #[derive(Args, Debug, Default)]
 pub struct JobFlags {
-    /// The program and its arguments, split on spaces (process jobs).
-    #[arg(long)]
-    command: Option<String>,
-    /// The image to run (container jobs).
-    #[arg(long)]
-    image: Option<String>,
-    /// An environment variable, `NAME=VALUE`; repeat for more.
-    #[arg(long = "env", value_name = "NAME=VALUE")]
-    env: Vec<String>,
-    /// Environment variables from a file of `NAME=VALUE` lines.
-    #[arg(long, value_name = "FILE")]
-    env_from_file: Option<std::path::PathBuf>,
-    /// CPUs per instance, e.g. 0.5.
-    #[arg(long)]
-    cpu: Option<f64>,
-    /// Memory per instance, e.g. 512M.
-    #[arg(long)]
-    memory: Option<String>,
+    #[command(flatten)]
+    run: RunFlags,
     /// Indices of a run, e.g. "0-9,15".
     #[arg(long)]
     array_indices: Option<String>,
@@ -100,8 +84,8 @@ pub async fn run(target: &Target, command: JobCommand) -> Result<(), CliError> {
     match command {
         JobCommand::Create(args) => {
             let flags = &args.flags;
-            let container = flags.image.is_some();
-            if container == flags.command.is_some() {
+            let container = flags.run.image.is_some();
+            if container == flags.run.command.is_some() {
                 return Err(CliError::Refused(
                     "give exactly one of --command (a process job) or --image (a container job)"
                         .into(),
@@ -135,50 +119,10 @@ pub async fn run(target: &Target, command: JobCommand) -> Result<(), CliError> {
             }
             Ok(())
         }
-        JobCommand::Get { name } => {
-            let job = client
-                .call(Method::GET, &job_path(&name), None, None)
-                .await?
-                .body;
-            match target.output {
-                Output::Json => print_json(&job),
-                Output::Table => print_job(&job),
-            }
-            Ok(())
-        }
+        JobCommand::Get { name } => show(&client, target.output, &job_path(&name), print_job).await,
         JobCommand::List { project } => {
-            let path = match &project {
-                Some(project) => format!("/api/v1/jobs?project={project}"),
-                None => "/api/v1/jobs".to_string(),
-            };
-            let list = client.call(Method::GET, &path, None, None).await?.body;
-            if target.output == Output::Json {
-                print_json(&list);
-                return Ok(());
-            }
-            let rows: Vec<Vec<String>> = list["jobs"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|job| {
-                    let last = &job["runs"][0];
-                    vec![
-                        text(&job["name"]),
-                        text(&job["project"]),
-                        text(&job["array_size"]),
-                        text(&job["schedule"]["cron"]),
-                        text(&last["name"]),
-                        text(&last["state"]),
-                    ]
-                })
-                .collect();
-            table::print(
-                &[
-                    "NAME", "PROJECT", "INDICES", "SCHEDULE", "LAST RUN", "STATE",
-                ],
-                &rows,
-            );
-            Ok(())
+            let path = filtered("/api/v1/jobs", "project", project.as_deref());
+            show(&client, target.output, &path, print_jobs).await
         }
         JobCommand::Delete { name, force } => {
             if !force {
@@ -198,25 +142,7 @@ pub async fn run(target: &Target, command: JobCommand) -> Result<(), CliError> {
 /// The patch of the job file the flags ask for.
 fn job_patch(flags: &JobFlags, container: bool, env_rm: &[String]) -> Result<Value, CliError> {
     let mut section = Map::new();
-    if let Some(command) = &flags.command {
-        section.insert(
-            "command".into(),
-            json!(command.split_whitespace().collect::<Vec<_>>()),
-        );
-    }
-    if let Some(image) = &flags.image {
-        section.insert("image".into(), json!(image));
-    }
-    let env = env_patch(&flags.env, flags.env_from_file.as_deref(), env_rm)?;
-    if !env.is_empty() {
-        section.insert("env".into(), Value::Object(env));
-    }
-    if let Some(cpu) = flags.cpu {
-        section.insert("cpu".into(), json!(cpu));
-    }
-    if let Some(memory) = &flags.memory {
-        section.insert("memory".into(), json!(memory));
-    }
+    flags.run.fill(&mut section, env_rm)?;
     let mut patch = Map::new();
     if !section.is_empty() {
         let table = if container { "container" } else { "run" };
@@ -245,6 +171,32 @@ fn job_patch(flags: &JobFlags, container: bool, env_rm: &[String]) -> Result<Val
         }
     }
     Ok(Value::Object(patch))
+}
+
+/// The jobs of a listing as a table, with each one's last run.
+fn print_jobs(list: &Value) {
+    let rows: Vec<Vec<String>> = list["jobs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|job| {
+            let last = &job["runs"][0];
+            vec![
+                text(&job["name"]),
+                text(&job["project"]),
+                text(&job["array_size"]),
+                text(&job["schedule"]["cron"]),
+                text(&last["name"]),
+                text(&last["state"]),
+            ]
+        })
+        .collect();
+    table::print(
+        &[
+            "NAME", "PROJECT", "INDICES", "SCHEDULE", "LAST RUN", "STATE",
+        ],
+        &rows,
+    );
 }
 
 fn print_job(job: &Value) {

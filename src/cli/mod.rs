@@ -193,3 +193,26 @@ fn print_json(value: &serde_json::Value) {
         serde_json::to_string_pretty(value).unwrap_or_default()
     );
 }
+
+/// `GET path`, printed as JSON or, by default, as `table` prints it.
+async fn show(
+    client: &Client,
+    output: Output,
+    path: &str,
+    table: fn(&serde_json::Value),
+) -> Result<(), CliError> {
+    let answer = client.call(http::Method::GET, path, None, None).await?.body;
+    match output {
+        Output::Json => print_json(&answer),
+        Output::Table => table(&answer),
+    }
+    Ok(())
+}
+
+/// `base`, filtered by `key` if a value is given: `/api/v1/apps?project=shop`.
+fn filtered(base: &str, key: &str, value: Option<&str>) -> String {
+    match value {
+        Some(value) => format!("{base}?{key}={value}"),
+        None => base.to_string(),
+    }
+}

@@ -1,4 +1,5 @@
-//! The flags `app create` and `app update` share, and the spec patch they make.
+//! The flags `app create|update` (and, for what runs, `job create|update`) share, and the
+//! patch of the file they make.
 
 use std::time::Duration;
 
@@ -7,15 +8,66 @@ use serde_json::{json, Map, Value};
 
 use super::client::{CliError, Client};
 
-/// What runs and how it scales: the flags `create` and `update` share.
+/// What runs, for apps and jobs alike: the keys of the run section (`run` or
+/// `container`) the flags set.
 #[derive(Args, Debug, Default)]
-pub struct SpecFlags {
-    /// The program and its arguments, split on spaces (process apps).
+pub struct RunFlags {
+    /// The program and its arguments, split on spaces (a process app or job).
     #[arg(long)]
     pub command: Option<String>,
-    /// The image to run (container apps).
+    /// The image to run (a container app or job).
     #[arg(long)]
     pub image: Option<String>,
+    /// An environment variable, `NAME=VALUE`; repeat for more.
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
+    /// Environment variables from a file of `NAME=VALUE` lines (`#` comments and blank
+    /// lines skipped); `--env` flags win over it.
+    #[arg(long, value_name = "FILE")]
+    pub env_from_file: Option<std::path::PathBuf>,
+    /// CPUs per instance, e.g. 0.5.
+    #[arg(long)]
+    pub cpu: Option<f64>,
+    /// Memory per instance, e.g. 512M.
+    #[arg(long)]
+    pub memory: Option<String>,
+}
+
+impl RunFlags {
+    /// Adds the keys the flags set to a run section; `env_rm` names are removed.
+    pub fn fill(
+        &self,
+        section: &mut Map<String, Value>,
+        env_rm: &[String],
+    ) -> Result<(), CliError> {
+        if let Some(command) = &self.command {
+            section.insert(
+                "command".into(),
+                json!(command.split_whitespace().collect::<Vec<_>>()),
+            );
+        }
+        if let Some(image) = &self.image {
+            section.insert("image".into(), json!(image));
+        }
+        let env = env_patch(&self.env, self.env_from_file.as_deref(), env_rm)?;
+        if !env.is_empty() {
+            section.insert("env".into(), Value::Object(env));
+        }
+        if let Some(cpu) = self.cpu {
+            section.insert("cpu".into(), json!(cpu));
+        }
+        if let Some(memory) = &self.memory {
+            section.insert("memory".into(), json!(memory));
+        }
+        Ok(())
+    }
+}
+
+/// What runs and how it scales: the flags `app create` and `app update` share.
+#[derive(Args, Debug, Default)]
+pub struct SpecFlags {
+    #[command(flatten)]
+    pub run: RunFlags,
     /// A local directory uploaded to the gateway: with --command, the process app runs
     /// in it (after --build-command); without, it is a container app built from the
     /// directory's Containerfile/Dockerfile. An unchanged tree makes no new revision.
@@ -28,13 +80,6 @@ pub struct SpecFlags {
     /// With --build-source of a container app: the build file inside the directory.
     #[arg(long, value_name = "FILE")]
     pub build_dockerfile: Option<String>,
-    /// An environment variable, `NAME=VALUE`; repeat for more.
-    #[arg(long = "env", value_name = "NAME=VALUE")]
-    pub env: Vec<String>,
-    /// Environment variables from a file of `NAME=VALUE` lines (`#` comments and blank
-    /// lines skipped); `--env` flags win over it.
-    #[arg(long, value_name = "FILE")]
-    pub env_from_file: Option<std::path::PathBuf>,
     /// public, project or private.
     #[arg(long)]
     pub visibility: Option<String>,
@@ -45,12 +90,6 @@ pub struct SpecFlags {
     /// Requests per instance at most.
     #[arg(long)]
     pub concurrency: Option<u32>,
-    /// CPUs per instance, e.g. 0.5.
-    #[arg(long)]
-    pub cpu: Option<f64>,
-    /// Memory per instance, e.g. 512M.
-    #[arg(long)]
-    pub memory: Option<String>,
     /// The port the container listens on (container apps).
     #[arg(long)]
     pub port: Option<u16>,
@@ -110,31 +149,13 @@ pub fn section_patch(
             json!(command.split_whitespace().collect::<Vec<_>>()),
         );
     }
-    if let Some(command) = &flags.command {
-        section.insert(
-            "command".into(),
-            json!(command.split_whitespace().collect::<Vec<_>>()),
-        );
-    }
-    if let Some(image) = &flags.image {
-        section.insert("image".into(), json!(image));
-    }
+    flags.run.fill(&mut section, env_rm)?;
     let mut patch = Map::new();
     if !build.is_empty() {
         patch.insert("build".into(), Value::Object(build));
-    } else if flags.image.is_some() {
+    } else if flags.run.image.is_some() {
         // A named image replaces a built one.
         patch.insert("build".into(), Value::Null);
-    }
-    let env = env_patch(&flags.env, flags.env_from_file.as_deref(), env_rm)?;
-    if !env.is_empty() {
-        section.insert("env".into(), Value::Object(env));
-    }
-    if let Some(cpu) = flags.cpu {
-        section.insert("cpu".into(), json!(cpu));
-    }
-    if let Some(memory) = &flags.memory {
-        section.insert("memory".into(), json!(memory));
     }
     if let Some(port) = flags.port {
         section.insert("port".into(), json!(port));
@@ -217,7 +238,10 @@ mod tests {
             })
         );
         let flags = SpecFlags {
-            image: Some("registry/api:2".into()),
+            run: RunFlags {
+                image: Some("registry/api:2".into()),
+                ..RunFlags::default()
+            },
             ..SpecFlags::default()
         };
         let patch = section_patch(&flags, true, &[], None).unwrap();
@@ -230,7 +254,10 @@ mod tests {
     #[test]
     fn a_process_source_is_the_workdir_and_its_build_command_the_build() {
         let flags = SpecFlags {
-            command: Some("./bin/api --fast".into()),
+            run: RunFlags {
+                command: Some("./bin/api --fast".into()),
+                ..RunFlags::default()
+            },
             build_command: Some("make release".into()),
             ..SpecFlags::default()
         };
