@@ -22,37 +22,26 @@ struct Asset {
     body: &'static str,
 }
 
+/// An embedded file of `assets/`, served as `/console/<path>`.
+macro_rules! asset {
+    ($path:literal, $content_type:expr) => {
+        Asset {
+            path: $path,
+            content_type: $content_type,
+            body: include_str!(concat!("assets/", $path)),
+        }
+    };
+}
+
+const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
+
 const ASSETS: &[Asset] = &[
-    Asset {
-        path: "console.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_str!("assets/console.css"),
-    },
-    Asset {
-        path: "console.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("assets/console.js"),
-    },
-    Asset {
-        path: "pages.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("assets/pages.js"),
-    },
-    Asset {
-        path: "forms.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("assets/forms.js"),
-    },
-    Asset {
-        path: "jobs.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("assets/jobs.js"),
-    },
-    Asset {
-        path: "charts.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("assets/charts.js"),
-    },
+    asset!("console.css", "text/css; charset=utf-8"),
+    asset!("console.js", JAVASCRIPT),
+    asset!("pages.js", JAVASCRIPT),
+    asset!("forms.js", JAVASCRIPT),
+    asset!("jobs.js", JAVASCRIPT),
+    asset!("charts.js", JAVASCRIPT),
 ];
 
 const INDEX: &str = include_str!("assets/index.html");
