@@ -15,51 +15,19 @@ use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use support::process::spawn_gateway;
 use support::*;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A config whose app `web` (project `p`) is the static `upstream`, on fixed ports.
 fn config(upstream: SocketAddr, extra: &str) -> (ConfigDir, SocketAddr) {
     let config = ConfigDir::new("", "");
-    let (http, admin) = (free_port(), free_port());
-    let text = std::fs::read_to_string(config.gateway_file())
-        .unwrap()
-        .replace(
-            "http = \"127.0.0.1:0\"",
-            &format!("http = \"127.0.0.1:{http}\""),
-        )
-        .replace(
-            "admin = \"127.0.0.1:0\"",
-            &format!("admin = \"127.0.0.1:{admin}\"\n{extra}"),
-        );
-    write_atomically(&config.gateway_file(), &text);
+    let listeners = config.fixed_ports(extra);
     config.static_app("web", &[upstream], "", "");
-    (config, format!("127.0.0.1:{http}").parse().unwrap())
+    (config, listeners.http)
 }
 
 async fn start(config: &ConfigDir, addr: SocketAddr, args: &[&str]) -> tokio::process::Child {
-    let child = tokio::process::Command::new(TIDEGATE)
-        .args(args)
-        .args(["serve", "--config"])
-        .arg(config.gateway_file())
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    eventually("the gateway to listen", Duration::from_secs(10), || async {
-        tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
-    })
-    .await;
-    child
+    spawn_gateway(config, args, Stdio::piped(), addr).await
 }
 
 /// `count` requests on one keep-alive connection, each answered 200.

@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use fantoccini::Locator;
-use http::{Method, StatusCode};
+use http::StatusCode;
 use serde_json::json;
 use support::api::Api;
 use support::browser::Browser;
@@ -27,43 +27,19 @@ async fn the_console_creates_watches_and_changes_an_app_in_a_browser() {
     let c = &browser.client;
 
     // No session: the login page, and the API says 401.
-    c.goto(&console).await.unwrap();
-    c.wait()
-        .for_element(Locator::Css("form#login"))
-        .await
-        .unwrap();
+    browser.open(&console, "form#login").await;
     let unauthorized = get(handle.admin_addr(), "admin", "/api/v1/apps").await;
     assert_eq!(unauthorized.status, StatusCode::UNAUTHORIZED);
     browser.screenshot("login").await;
-    c.find(Locator::Css("#token"))
-        .await
-        .unwrap()
-        .send_keys("not-the-token")
-        .await
-        .unwrap();
-    c.find(Locator::Css("form#login button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.fill(&[("#token", "not-the-token")]).await;
+    browser.click("form#login button").await;
     browser
         .text_of("#login-error", "a wrong token refused", |t| {
             t.contains("not the API token")
         })
         .await;
-    c.find(Locator::Css("#token"))
-        .await
-        .unwrap()
-        .send_keys(&api.token)
-        .await
-        .unwrap();
-    c.find(Locator::Css("form#login button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.fill(&[("#token", &api.token)]).await;
+    browser.click("form#login button").await;
     browser
         .text_of("main h1", "the overview", |t| t == "Overview")
         .await;
@@ -74,32 +50,20 @@ async fn the_console_creates_watches_and_changes_an_app_in_a_browser() {
     // Create an app through the form, in a new project.
     // (The gateway runs inside this test binary: the demo app is named by its path.)
     let demo = format!("{TIDEGATE} demo-app");
-    c.goto(&format!("{console}console/#/new")).await.unwrap();
-    c.wait()
-        .for_element(Locator::Css("#app-form"))
-        .await
-        .unwrap();
-    for (field, value) in [
-        ("#name", "web"),
-        ("#new-project", "shop"),
-        ("#command", demo.as_str()),
-        ("#env", "GREETING=hello"),
-        ("#max_scale", "2"),
-    ] {
-        c.find(Locator::Css(field))
-            .await
-            .unwrap()
-            .send_keys(value)
-            .await
-            .unwrap();
-    }
+    browser
+        .open(&format!("{console}console/#/new"), "#app-form")
+        .await;
+    browser
+        .fill(&[
+            ("#name", "web"),
+            ("#new-project", "shop"),
+            ("#command", demo.as_str()),
+            ("#env", "GREETING=hello"),
+            ("#max_scale", "2"),
+        ])
+        .await;
     browser.screenshot("create-app").await;
-    c.find(Locator::Css("#save"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.click("#save").await;
     browser
         .text_of("main h1", "the app page", |t| t.starts_with("web"))
         .await;
@@ -145,23 +109,17 @@ async fn the_console_creates_watches_and_changes_an_app_in_a_browser() {
     browser.screenshot("app").await;
 
     // Change an env var: a new revision appears and takes the traffic.
-    c.goto(&format!("{console}console/#/apps/web/edit"))
-        .await
-        .unwrap();
-    let env = c
-        .wait()
-        .for_element(Locator::Css("#app-form #env"))
-        .await
-        .unwrap();
+    browser
+        .open(
+            &format!("{console}console/#/apps/web/edit"),
+            "#app-form #env",
+        )
+        .await;
+    let env = c.find(Locator::Css("#app-form #env")).await.unwrap();
     env.clear().await.unwrap();
     env.send_keys("GREETING=bonjour").await.unwrap();
     browser.screenshot("edit-app").await;
-    c.find(Locator::Css("#save"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.click("#save").await;
     browser
         .text_of("#revisions", "web-00002 taking the traffic", |t| {
             t.lines()
@@ -176,29 +134,17 @@ async fn the_console_creates_watches_and_changes_an_app_in_a_browser() {
     .await;
 
     // A bad form: the API's refusal shows next to its field, and nothing is written.
-    c.goto(&format!("{console}console/#/new")).await.unwrap();
-    c.wait()
-        .for_element(Locator::Css("#app-form"))
-        .await
-        .unwrap();
-    for (field, value) in [
-        ("#name", "broken"),
-        ("#command", demo.as_str()),
-        ("#env", "1BAD=x"),
-    ] {
-        c.find(Locator::Css(field))
-            .await
-            .unwrap()
-            .send_keys(value)
-            .await
-            .unwrap();
-    }
-    c.find(Locator::Css("#save"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser
+        .open(&format!("{console}console/#/new"), "#app-form")
+        .await;
+    browser
+        .fill(&[
+            ("#name", "broken"),
+            ("#command", demo.as_str()),
+            ("#env", "1BAD=x"),
+        ])
+        .await;
+    browser.click("#save").await;
     browser
         .text_of("[data-for=\"env\"]", "the env field's error", |t| {
             t.contains("1BAD")
@@ -208,37 +154,21 @@ async fn the_console_creates_watches_and_changes_an_app_in_a_browser() {
     assert!(!config.app_file("broken").exists());
 
     // Jobs: submit a run from the page and see its indices.
-    let made = api
-        .call(
-            Method::POST,
-            "/api/v1/jobs",
-            Some(
-                json!({"name": "batch", "project": "shop", "array_indices": "0-5",
-                        "run": {"command": ["sh", "-c", "echo index $JOB_INDEX"]}}),
-            ),
-            None,
-        )
+    api.create_job(
+        json!({"name": "batch", "project": "shop", "array_indices": "0-5",
+                          "run": {"command": ["sh", "-c", "echo index $JOB_INDEX"]}}),
+    )
+    .await;
+    browser
+        .open(&format!("{console}console/#/jobs"), "button.submit")
         .await;
-    assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
-    c.goto(&format!("{console}console/#/jobs")).await.unwrap();
-    c.wait()
-        .for_element(Locator::Css("button.submit"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.click("button.submit").await;
     browser
         .text_of("#summary", "the run to succeed", |t| {
             t.contains("succeeded") && t.contains("6 succeeded")
         })
         .await;
-    c.find(Locator::Css(".cell[data-index=\"3\"]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.click(".cell[data-index=\"3\"]").await;
     browser
         .text_of("#index-log", "index 3's log", |t| t.contains("index 3"))
         .await;

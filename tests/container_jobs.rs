@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use http::{Method, StatusCode};
+use http::StatusCode;
 use serde_json::json;
 use support::api::Api;
 use support::engine::{engine, job_containerfile, Engine};
@@ -29,21 +29,9 @@ async fn a_container_job_runs_its_indices_and_leaves_nothing_behind() {
     .unwrap();
     let handle = config.start().await;
     let api = Api::of(config, &handle);
-    let run = api
-        .call(
-            Method::POST,
-            "/api/v1/jobruns",
-            Some(json!({"job": "cjob"})),
-            None,
-        )
-        .await;
-    assert_eq!(run.status, StatusCode::CREATED, "{}", run.body);
-    let path = "/api/v1/jobruns/cjob-run-1";
-    let record = eventually("the run to finish", Duration::from_secs(120), || async {
-        let record = api.call(Method::GET, path, None, None).await.body;
-        (!matches!(record["state"].as_str(), Some("pending" | "running"))).then_some(record)
-    })
-    .await;
+    let run = api.submit("cjob", json!({})).await;
+    let path = format!("/api/v1/jobruns/{run}");
+    let record = api.finished(&run).await;
     assert_eq!(record["state"], "succeeded", "{record:#}");
     let attempts = |index: usize| {
         record["indices"][index]["attempts"]

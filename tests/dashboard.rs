@@ -7,7 +7,6 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use http::Method;
 use serde_json::{json, Value};
 use support::api::Api;
 use support::*;
@@ -108,22 +107,9 @@ async fn every_metric_the_dashboard_queries_exists_in_a_real_gateway() {
     garbage.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
     drop(garbage);
     // A job run.
-    let job = json!({"name": "j", "project": "p", "run": {"command": ["true"]}});
-    assert_eq!(
-        api.call(Method::POST, "/api/v1/jobs", Some(job), None)
-            .await
-            .status,
-        201
-    );
-    let run = api
-        .call(
-            Method::POST,
-            "/api/v1/jobruns",
-            Some(json!({"job": "j"})),
-            None,
-        )
+    api.create_job(json!({"name": "j", "project": "p", "run": {"command": ["true"]}}))
         .await;
-    assert_eq!(run.status, 201, "{}", run.body);
+    api.submit("j", json!({})).await;
     eventually("the exported families", Duration::from_secs(10), || async {
         let text = admin_get(&handle, "/metrics").await.body;
         let exported: BTreeSet<&str> = text

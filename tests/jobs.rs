@@ -21,49 +21,8 @@ async fn gateway() -> (ConfigDir, tidegate::Handle, Api) {
     let config = ConfigDir::new("", "");
     let handle = config.start().await;
     let api = Api::of(&config, &handle);
-    let made = api
-        .call(
-            Method::POST,
-            "/api/v1/projects",
-            Some(json!({"name": "p"})),
-            None,
-        )
-        .await;
-    assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
+    api.project("p").await;
     (config, handle, api)
-}
-
-async fn create_job(api: &Api, spec: Value) {
-    let made = api
-        .call(Method::POST, "/api/v1/jobs", Some(spec), None)
-        .await;
-    assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
-    assert_eq!(made.body["served"], true, "{}", made.body);
-}
-
-async fn submit(api: &Api, job: &str, overrides: Value) -> String {
-    let mut body = overrides;
-    body["job"] = json!(job);
-    let run = api
-        .call(Method::POST, "/api/v1/jobruns", Some(body), None)
-        .await;
-    assert_eq!(run.status, StatusCode::CREATED, "{}", run.body);
-    run.body["name"].as_str().unwrap().to_string()
-}
-
-/// The run's record once it has finished.
-async fn finished(api: &Api, run: &str) -> Value {
-    let path = format!("/api/v1/jobruns/{run}");
-    eventually(
-        &format!("{run} to finish"),
-        Duration::from_secs(60),
-        || async {
-            let record = api.call(Method::GET, &path, None, None).await.body;
-            let state = record["state"].as_str().unwrap_or("");
-            (!matches!(state, "pending" | "running")).then_some(record)
-        },
-    )
-    .await
 }
 
 fn attempts(record: &Value, index: u64) -> Vec<Value> {
@@ -90,17 +49,14 @@ async fn failed_indices_are_retried_until_they_succeed_or_reach_the_limit() {
     let markers = tempfile::tempdir().unwrap();
     // Odd indices fail their first attempt (a marker file says it was made).
     let flaky = "if [ $((JOB_INDEX % 2)) = 1 ] && [ ! -e \"$DIR/$JOB_INDEX\" ]; then touch \"$DIR/$JOB_INDEX\"; echo failing; exit 1; fi; echo \"index $JOB_INDEX attempt $JOB_ATTEMPT of $JOB_ARRAY_SIZE in $CE_JOBRUN of $CE_JOB ($CE_PROJECT)\"";
-    create_job(
-        &api,
-        json!({
-            "name": "flaky", "project": "p", "array_indices": "0-9",
-            "run": {"command": sh(flaky), "env": {"DIR": markers.path().to_str().unwrap()}},
-        }),
-    )
+    api.create_job(json!({
+        "name": "flaky", "project": "p", "array_indices": "0-9",
+        "run": {"command": sh(flaky), "env": {"DIR": markers.path().to_str().unwrap()}},
+    }))
     .await;
-    let run = submit(&api, "flaky", json!({})).await;
+    let run = api.submit("flaky", json!({})).await;
     assert_eq!(run, "flaky-run-1");
-    let record = finished(&api, &run).await;
+    let record = api.finished(&run).await;
     assert_eq!(record["state"], "succeeded", "{record:#}");
     assert_eq!(record["counts"], json!({"succeeded": 10}));
     for index in 0..10u64 {
@@ -130,16 +86,13 @@ async fn failed_indices_are_retried_until_they_succeed_or_reach_the_limit() {
         "{all}"
     );
 
-    create_job(
-        &api,
-        json!({
-            "name": "broken", "project": "p", "array_indices": "0-4", "retry_limit": 2,
-            "run": {"command": sh("[ \"$JOB_INDEX\" != 3 ]")},
-        }),
-    )
+    api.create_job(json!({
+        "name": "broken", "project": "p", "array_indices": "0-4", "retry_limit": 2,
+        "run": {"command": sh("[ \"$JOB_INDEX\" != 3 ]")},
+    }))
     .await;
-    let run = submit(&api, "broken", json!({})).await;
-    let record = finished(&api, &run).await;
+    let run = api.submit("broken", json!({})).await;
+    let record = api.finished(&run).await;
     assert_eq!(record["state"], "failed", "{record:#}");
     assert_eq!(record["counts"], json!({"failed": 1, "succeeded": 4}));
     assert_eq!(attempts(&record, 3).len(), 3, "retry_limit + 1 attempts");
@@ -161,15 +114,12 @@ async fn no_more_than_max_parallel_indices_run_at_once() {
     let dir = tempfile::tempdir().unwrap();
     // Each instance counts the others running beside it; three at once leaves a mark.
     let script = "touch \"$DIR/run-$JOB_INDEX\"; n=$(ls \"$DIR\" | grep -c '^run-'); [ \"$n\" -le 2 ] || touch \"$DIR/too-many\"; sleep 0.2; rm \"$DIR/run-$JOB_INDEX\"";
-    create_job(
-        &api,
-        json!({
-            "name": "pair", "project": "p", "array_indices": "0-7", "max_parallel": 2,
-            "run": {"command": sh(script), "env": {"DIR": dir.path().to_str().unwrap()}},
-        }),
-    )
+    api.create_job(json!({
+        "name": "pair", "project": "p", "array_indices": "0-7", "max_parallel": 2,
+        "run": {"command": sh(script), "env": {"DIR": dir.path().to_str().unwrap()}},
+    }))
     .await;
-    let run = submit(&api, "pair", json!({})).await;
+    let run = api.submit("pair", json!({})).await;
     let path = format!("/api/v1/jobruns/{run}");
     let mut most = 0;
     loop {
@@ -193,18 +143,15 @@ async fn no_more_than_max_parallel_indices_run_at_once() {
 async fn an_attempt_past_its_time_is_killed_and_a_cancel_stops_everything() {
     let (_config, handle, api) = gateway().await;
     let pids = tempfile::tempdir().unwrap();
-    create_job(
-        &api,
-        json!({
-            "name": "slow", "project": "p", "retry_limit": 0,
-            "max_execution_time": "1s", "stop_grace": "1s",
-            "run": {"command": sh("echo $$ > \"$DIR/$CE_JOBRUN-$JOB_INDEX\"; exec sleep 30"),
-                    "env": {"DIR": pids.path().to_str().unwrap()}},
-        }),
-    )
+    api.create_job(json!({
+        "name": "slow", "project": "p", "retry_limit": 0,
+        "max_execution_time": "1s", "stop_grace": "1s",
+        "run": {"command": sh("echo $$ > \"$DIR/$CE_JOBRUN-$JOB_INDEX\"; exec sleep 30"),
+                "env": {"DIR": pids.path().to_str().unwrap()}},
+    }))
     .await;
-    let run = submit(&api, "slow", json!({})).await;
-    let record = finished(&api, &run).await;
+    let run = api.submit("slow", json!({})).await;
+    let record = api.finished(&run).await;
     assert_eq!(record["state"], "failed");
     let tries = attempts(&record, 0);
     assert!(
@@ -216,12 +163,12 @@ async fn an_attempt_past_its_time_is_killed_and_a_cancel_stops_everything() {
     }
 
     // Four indices running: a delete stops them and keeps the record as cancelled.
-    let run = submit(
-        &api,
-        "slow",
-        json!({"array_indices": "0-3", "max_execution_time": "60s"}),
-    )
-    .await;
+    let run = api
+        .submit(
+            "slow",
+            json!({"array_indices": "0-3", "max_execution_time": "60s"}),
+        )
+        .await;
     let path = format!("/api/v1/jobruns/{run}");
     eventually("4 indices running", Duration::from_secs(10), || async {
         let record = api.call(Method::GET, &path, None, None).await.body;
@@ -260,15 +207,12 @@ async fn max_instances_caps_apps_and_jobs_take_only_what_apps_leave() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let script = "touch \"$DIR/run-$JOB_INDEX\"; n=$(ls \"$DIR\" | grep -c '^run-'); [ \"$n\" -le 1 ] || touch \"$DIR/too-many\"; sleep 0.2; rm \"$DIR/run-$JOB_INDEX\"";
-    create_job(
-        &api,
-        json!({
-            "name": "squeezed", "project": "p", "array_indices": "0-3",
-            "run": {"command": sh(script), "env": {"DIR": dir.path().to_str().unwrap()}},
-        }),
-    )
+    api.create_job(json!({
+        "name": "squeezed", "project": "p", "array_indices": "0-3",
+        "run": {"command": sh(script), "env": {"DIR": dir.path().to_str().unwrap()}},
+    }))
     .await;
-    let run = submit(&api, "squeezed", json!({})).await;
+    let run = api.submit("squeezed", json!({})).await;
     let pending = "tidegate_job_instances{job=\"squeezed\",state=\"pending\"}";
     eventually(
         "every index held pending",
@@ -292,7 +236,7 @@ async fn max_instances_caps_apps_and_jobs_take_only_what_apps_leave() {
 
     // The app shrinks to one instance: one place for the job, whose indices take turns.
     config.demo_app("web", &[], "min_scale = 1");
-    let record = finished(&api, &run).await;
+    let record = api.finished(&run).await;
     assert_eq!(record["state"], "succeeded", "{record:#}");
     assert!(
         !dir.path().join("too-many").exists(),

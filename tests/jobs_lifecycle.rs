@@ -10,15 +10,8 @@ use std::time::Duration;
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
 use support::api::Api;
+use support::process::spawn_gateway;
 use support::*;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A config with a project `p` and the job `name` written as files.
 fn config_with_job(name: &str, body: &str) -> ConfigDir {
@@ -32,19 +25,6 @@ fn config_with_job(name: &str, body: &str) -> ConfigDir {
     )
     .unwrap();
     config
-}
-
-fn token(config: &ConfigDir) -> String {
-    std::fs::read_to_string(config.dir.path().join("state/admin-token"))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
-async fn record(api: &Api, run: &str) -> Value {
-    api.call(Method::GET, &format!("/api/v1/jobruns/{run}"), None, None)
-        .await
-        .body
 }
 
 fn pids(dir: &std::path::Path) -> Vec<i32> {
@@ -67,45 +47,12 @@ async fn runs_of_a_killed_or_stopped_gateway_end_interrupted_with_no_process_lef
             pid_dir.path().display()
         ),
     );
-    let (http, admin) = (free_port(), free_port());
-    let text = std::fs::read_to_string(config.gateway_file())
-        .unwrap()
-        .replace(
-            "http = \"127.0.0.1:0\"",
-            &format!("http = \"127.0.0.1:{http}\""),
-        )
-        .replace(
-            "admin = \"127.0.0.1:0\"",
-            &format!("admin = \"127.0.0.1:{admin}\""),
-        );
-    write_atomically(&config.gateway_file(), &text);
-    let mut gateway = tokio::process::Command::new(TIDEGATE)
-        .args(["serve", "--config"])
-        .arg(config.gateway_file())
-        .kill_on_drop(true)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
-    eventually("the gateway to listen", Duration::from_secs(10), || async {
-        tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
-    })
-    .await;
-    let api = Api {
-        addr,
-        token: token(&config),
-    };
-    let submitted = api
-        .call(
-            Method::POST,
-            "/api/v1/jobruns",
-            Some(json!({"job": "sleeper"})),
-            None,
-        )
-        .await;
-    assert_eq!(submitted.status, StatusCode::CREATED, "{}", submitted.body);
+    let addr = config.fixed_ports("").admin;
+    let mut gateway = spawn_gateway(&config, &[], std::process::Stdio::null(), addr).await;
+    let api = Api::at(&config, addr);
+    api.submit("sleeper", json!({})).await;
     eventually("3 indices running", Duration::from_secs(10), || async {
-        let running = record(&api, "sleeper-run-1").await["counts"]["running"] == 3;
+        let running = api.run("sleeper-run-1").await["counts"]["running"] == 3;
         (running && pids(pid_dir.path()).len() == 3).then_some(())
     })
     .await;
@@ -116,7 +63,7 @@ async fn runs_of_a_killed_or_stopped_gateway_end_interrupted_with_no_process_lef
     }
 
     let handle = config.start().await;
-    let run = record(&api, "sleeper-run-1").await;
+    let run = api.run("sleeper-run-1").await;
     assert_eq!(run["state"], "interrupted", "{run:#}");
     assert_eq!(run["counts"], json!({"interrupted": 3}));
     assert!(
@@ -125,16 +72,9 @@ async fn runs_of_a_killed_or_stopped_gateway_end_interrupted_with_no_process_lef
     );
 
     // A gateway that is stopped interrupts its runs itself, and leaves no process.
-    let submitted = api
-        .call(
-            Method::POST,
-            "/api/v1/jobruns",
-            Some(json!({"job": "sleeper"})),
-            None,
-        )
-        .await;
     assert_eq!(
-        submitted.body["name"], "sleeper-run-2",
+        api.submit("sleeper", json!({})).await,
+        "sleeper-run-2",
         "numbers are never reused"
     );
     eventually("3 more running", Duration::from_secs(10), || async {
@@ -339,13 +279,13 @@ async fn finished_runs_older_than_the_retention_are_pruned_with_their_logs() {
     let handle = config.start().await;
     let api = Api::of(&config, &handle);
     assert_eq!(
-        record(&api, "old-run-1").await["error"],
+        api.run("old-run-1").await["error"],
         "no job run named \"old-run-1\""
     );
     assert!(
         !config.dir.path().join("state/jobruns/old-run-1").exists(),
         "logs go too"
     );
-    assert_eq!(record(&api, "old-run-2").await["state"], "succeeded");
+    assert_eq!(api.run("old-run-2").await["state"], "succeeded");
     handle.shutdown().await;
 }

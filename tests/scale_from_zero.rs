@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use http::StatusCode;
+use support::process::spawn_gateway;
 use support::*;
 
 const HOST: &str = "web.p.test.local";
@@ -323,43 +324,13 @@ async fn instances_die_with_a_gateway_killed_by_sigkill() {
     let config = ConfigDir::new("", "");
     config.demo_app("web", &[], "");
     // A real gateway process, not an in-process one, so it can be SIGKILLed.
-    let admin = free_port();
-    let http = free_port();
-    config.write_gateway(
-        &format!("http = \"127.0.0.1:{http}\"\nadmin = \"127.0.0.1:{admin}\""),
-        "",
-    );
-    let text = std::fs::read_to_string(config.gateway_file()).unwrap();
-    // The helper writes port 0 first; the explicit ports come later and must win.
-    let text = text
-        .replace("http = \"127.0.0.1:0\"\n", "")
-        .replace("admin = \"127.0.0.1:0\"\n", "");
-    write_atomically(&config.gateway_file(), &text);
-    let mut gateway = tokio::process::Command::new(TIDEGATE)
-        .args(["serve", "--config"])
-        .arg(config.gateway_file())
-        .kill_on_drop(true)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{http}").parse().unwrap();
-    eventually("the gateway to listen", Duration::from_secs(10), || async {
-        tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
-    })
-    .await;
+    let addr = config.fixed_ports("").http;
+    let mut gateway = spawn_gateway(&config, &[], std::process::Stdio::null(), addr).await;
     let pid = pid_of(addr).await;
     assert!(pid_alive(pid));
     gateway.start_kill().unwrap();
     gateway.wait().await.unwrap();
     wait_gone(pid).await;
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -72,3 +72,68 @@ impl Api {
         (answer.status, answer.body)
     }
 }
+
+impl Api {
+    /// The client of a gateway process listening at `admin`, with the token its state
+    /// directory holds.
+    pub fn at(config: &ConfigDir, admin: SocketAddr) -> Self {
+        let token = std::fs::read_to_string(config.dir.path().join("state/admin-token")).unwrap();
+        Api {
+            addr: admin,
+            token: token.trim().to_string(),
+        }
+    }
+
+    /// `POST path` that must answer 201; the answer's body.
+    pub async fn create(&self, path: &str, body: Value) -> Value {
+        let made = self.call(Method::POST, path, Some(body), None).await;
+        assert_eq!(
+            made.status,
+            StatusCode::CREATED,
+            "POST {path}: {}",
+            made.body
+        );
+        made.body
+    }
+
+    /// Creates project `name`.
+    pub async fn project(&self, name: &str) {
+        self.create("/api/v1/projects", serde_json::json!({ "name": name }))
+            .await;
+    }
+
+    /// Creates a job that must be served at once.
+    pub async fn create_job(&self, spec: Value) {
+        let made = self.create("/api/v1/jobs", spec).await;
+        assert_eq!(made["served"], true, "{made}");
+    }
+
+    /// Submits a run of `job` with `overrides`; its name.
+    pub async fn submit(&self, job: &str, overrides: Value) -> String {
+        let mut body = overrides;
+        body["job"] = serde_json::json!(job);
+        let run = self.create("/api/v1/jobruns", body).await;
+        run["name"].as_str().unwrap().to_string()
+    }
+
+    /// A run's record now.
+    pub async fn run(&self, run: &str) -> Value {
+        self.call(Method::GET, &format!("/api/v1/jobruns/{run}"), None, None)
+            .await
+            .body
+    }
+
+    /// A run's record once it has finished.
+    pub async fn finished(&self, run: &str) -> Value {
+        super::eventually(
+            &format!("{run} to finish"),
+            std::time::Duration::from_secs(120),
+            || async {
+                let record = self.run(run).await;
+                let state = record["state"].as_str().unwrap_or("");
+                (!matches!(state, "pending" | "running")).then_some(record)
+            },
+        )
+        .await
+    }
+}

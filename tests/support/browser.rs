@@ -74,6 +74,30 @@ impl Browser {
         .await
     }
 
+    /// Goes to `url` and waits until the element `css` is on the page.
+    pub async fn open(&self, url: &str, css: &str) {
+        self.client.goto(url).await.unwrap();
+        self.client
+            .wait()
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css} on {url}: {e}"));
+    }
+
+    /// Types each value into the element of its selector.
+    pub async fn fill(&self, fields: &[(&str, &str)]) {
+        for (css, value) in fields {
+            let element = self.client.find(Locator::Css(css)).await.unwrap();
+            element.send_keys(value).await.unwrap();
+        }
+    }
+
+    /// Clicks the element `css`.
+    pub async fn click(&self, css: &str) {
+        let element = self.client.find(Locator::Css(css)).await.unwrap();
+        element.click().await.unwrap();
+    }
+
     /// Saves a screenshot as `target/console-screenshots/<name>.png`.
     pub async fn screenshot(&self, name: &str) {
         let png = self.client.screenshot().await.expect("a screenshot");

@@ -7,6 +7,7 @@ pub mod api;
 pub mod browser;
 pub mod cli;
 pub mod engine;
+pub mod process;
 
 use std::convert::Infallible;
 use std::future::Future;
