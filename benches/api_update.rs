@@ -16,19 +16,12 @@ const TIDEGATE: &str = env!("CARGO_BIN_EXE_tidegate");
 
 #[tokio::main]
 async fn main() {
-    let full = std::env::args().any(|arg| arg == "--bench");
-    let rounds: usize = std::env::var("ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if full { 20 } else { 2 });
+    let rounds = rounds(20, 2);
     let dir = config_dir();
-    let gateway = tidegate::Gateway::start(dir.path().join("tidegate.toml"))
-        .await
-        .unwrap();
+    let (gateway, token) = gateway(&dir).await;
     let admin = gateway.admin_addr();
     let addr = gateway.http_addr().unwrap();
-    let token = std::fs::read_to_string(dir.path().join("state/admin-token")).unwrap();
-    let token = token.trim();
+    let token = token.as_str();
     api(admin, token, "POST", "/api/v1/projects", r#"{"name":"p"}"#).await;
     let app = format!(
         r#"{{"name":"web","project":"p","run":{{"command":["{TIDEGATE}","demo-app"],"env":{{"GREETING":"start"}},"readiness_path":"/healthz"}}}}"#

@@ -28,10 +28,7 @@ async fn main() {
     // Under `cargo test --all-targets` (no --bench flag) run a smoke version: the code stays
     // tested without the test suite paying for a benchmark.
     let full = std::env::args().any(|arg| arg == "--bench");
-    let rounds: usize = std::env::var("ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if full { 30 } else { 2 });
+    let rounds = rounds(30, 2);
     let dir = config_dir();
     for round in 0..rounds {
         std::fs::write(

@@ -31,11 +31,7 @@ const IMAGE: &str = "tidegate-bench/busybox-httpd:latest";
 
 #[tokio::main]
 async fn main() {
-    let full = std::env::args().any(|arg| arg == "--bench");
-    let rounds: usize = std::env::var("ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if full { 20 } else { 2 });
+    let rounds = rounds(20, 2);
     let host = std::env::var("DOCKER_HOST")
         .expect("DOCKER_HOST must name the engine's unix socket (scripts/podman-service start)");
     let docker = Docker::connect_with_unix(

@@ -21,18 +21,11 @@ const INDICES: usize = 100;
 
 #[tokio::main]
 async fn main() {
-    let full = std::env::args().any(|arg| arg == "--bench");
-    let rounds: usize = std::env::var("ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if full { 5 } else { 1 });
+    let rounds = rounds(5, 1);
     let dir = config_dir();
-    let gateway = tidegate::Gateway::start(dir.path().join("tidegate.toml"))
-        .await
-        .unwrap();
+    let (gateway, token) = gateway(&dir).await;
     let admin = gateway.admin_addr();
-    let token = std::fs::read_to_string(dir.path().join("state/admin-token")).unwrap();
-    let token = token.trim();
+    let token = token.as_str();
     api(admin, token, "POST", "/api/v1/projects", r#"{"name":"p"}"#).await;
     for (name, parallel) in [("all", ""), ("one", r#","max_parallel":1"#)] {
         let job = format!(

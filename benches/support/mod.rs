@@ -42,6 +42,26 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// How many rounds to run: `ROUNDS`, else `full` under `cargo bench` and `smoke` under
+/// `cargo test --all-targets`, which keeps the code tested without the suite paying for
+/// a benchmark.
+pub fn rounds(full: usize, smoke: usize) -> usize {
+    let bench = std::env::args().any(|arg| arg == "--bench");
+    std::env::var("ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if bench { full } else { smoke })
+}
+
+/// A gateway started in process from `dir` (see [`config_dir`]), and its API token.
+pub async fn gateway(dir: &tempfile::TempDir) -> (tidegate::Handle, String) {
+    let handle = tidegate::Gateway::start(dir.path().join("tidegate.toml"))
+        .await
+        .unwrap();
+    let token = std::fs::read_to_string(dir.path().join("state/admin-token")).unwrap();
+    (handle, token.trim().to_string())
+}
+
 /// A config directory: a gateway file on port 0 for `http` and `admin` with domain `bench`,
 /// and an empty apps directory.
 pub fn config_dir() -> tempfile::TempDir {
