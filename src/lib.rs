@@ -6,8 +6,10 @@
 //! WebSockets included). Instances come from a runtime backend (`runtime`); the per-app
 //! controller (`autoscaler`) decides how many and starts and stops them; `identity` tells
 //! instances apart for `project` visibility. The config (`config`) is files operators edit;
-//! it reloads live. Jobs (`jobs`) run to completion through the same backends. Metrics and health are on the admin listener (`admin`, `metrics`).
-//! `gateway` wires it together behind [`Gateway::start`].
+//! it reloads live. Jobs (`jobs`) run to completion through the same backends. Metrics,
+//! health, the management API (`api`, with its CLI in `cli`) and the web console (`console`,
+//! charts from `stats`) are on the admin listener (`admin`, `metrics`); each request's line
+//! goes to the `access_log`. `gateway` wires it together behind [`Gateway::start`].
 
 // Unsafe code is denied everywhere but in the one place that must set the parent-death
 // signal between fork and exec (runtime::process), which has no safe API.

@@ -1,9 +1,13 @@
 //! The management API under `/api/v1` on the admin listener: the one way in for the CLI and
-//! the console. JSON in and out; every request needs the bearer token (`token`).
+//! the console. JSON in and out; every request needs the bearer token (`token`) or a console
+//! session with its CSRF header (`auth`, `session`).
 //!
-//! App files stay the source of truth. A write is checked exactly as `tidegate check`
-//! checks the file (`config::check_definition_file`, in the context of every other file), then
-//! written atomically into `apps_dir`; the usual live reload applies it. Reads come from the
+//! Apps, projects, jobs (`apps`, `projects`, `jobs`, written through `definitions`), job runs
+//! (`jobruns`), what apps are doing (`live`, `follow`, `watch`), uploaded build sources
+//! (`sources`). App and job files stay the source of truth. A write is checked exactly as
+//! `tidegate check` checks the file (`config::check_definition_file`, in the context of every
+//! other file), then written atomically into `apps_dir` or `jobs_dir`; the usual live reload
+//! applies it. Reads come from the
 //! files on disk, so an edit by hand shows at once. Writes are serialised, and each names
 //! the version it changes (`If-Match`) if it wants to: a stale one gets 412 and changes
 //! nothing, so two writers never lose an edit. See docs/api.md.

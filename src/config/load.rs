@@ -1,8 +1,10 @@
-//! Reads the gateway file and the app files from disk and hands them to [`validate`].
+//! Reads the gateway file, the app files and the job files from disk and hands them to
+//! validation.
 //!
-//! This is the only part of the config module that touches the file system. App files are the
-//! `*.toml` files directly in the apps directory, read in name order; hidden files (editor
-//! swap and lock files) are skipped.
+//! This is the only part of the config module that touches the file system. App (job) files
+//! are the `*.toml` files directly in the apps (jobs) directory, read in name order; hidden
+//! files (editor swap and lock files) are skipped. The projects directory's file names say
+//! which projects exist, for the job files' check.
 
 use std::path::{Path, PathBuf};
 

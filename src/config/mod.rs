@@ -1,7 +1,8 @@
 //! Configuration: files operators edit by hand, validated into an immutable [`Config`].
 //!
-//! Flow: `load` reads the gateway file and the app files (`raw` types, unknown keys rejected),
-//! `validate` checks them without I/O and fills defaults into the `model` types, and `watch`
+//! Flow: `load` reads the gateway file, the app files and the job files (`raw` types, unknown
+//! keys rejected), `validate` (and `jobs` for job files) checks them without I/O and fills
+//! defaults into the `model` types, and `watch`
 //! notices edits and SIGHUP so the gateway can load again and swap the result in whole. Only
 //! the `model` types and the errors leave this module.
 

@@ -2,9 +2,9 @@
 //!
 //! Directories are watched, not files: editors save by writing a new file and renaming it over
 //! the old one, which would silently end a watch on the file itself. Events are filtered to the
-//! gateway file and `*.toml` files in the apps directory; the caller debounces, because one
-//! save arrives as several events (create, modify, rename). After every reload the caller
-//! calls [`ConfigWatcher::rewatch`] so a replaced or newly created apps directory is watched
+//! gateway file and `*.toml` files in the apps and jobs directories; the caller debounces,
+//! because one save arrives as several events (create, modify, rename). After every reload the
+//! caller calls [`ConfigWatcher::rewatch`] so a replaced or newly created directory is watched
 //! again.
 
 use std::path::{Path, PathBuf};

@@ -1,5 +1,6 @@
-//! Wiring: loads the config, binds the listeners, starts the accept loops and the reload loop,
-//! and hands back a [`Handle`] with the bound addresses and a way to shut down.
+//! Wiring: loads the config, binds the listeners, starts the accept loops, the reload loop,
+//! the jobs, the stats sampler and the access log, and hands back a [`Handle`] with the bound
+//! addresses and a way to shut down.
 //!
 //! Reloads come from the file watcher (debounced) and from [`Handle::reload`] (SIGHUP in the
 //! binary); both run the same load -> validate -> apply -> swap path, one at a time, in the

@@ -2,8 +2,9 @@
 //!
 //! The gateway-wide families live in [`Metrics`]. Per-app handles are resolved once per app in
 //! [`AppMetrics`] and reused, so the request path updates atomics instead of hashing label
-//! values on every request. When an app is removed its series are removed too, so a deleted
-//! app disappears from `/metrics` instead of reporting stale values forever.
+//! values on every request; per-revision ones in [`RevisionMetrics`]. When an app (a
+//! revision) is removed its series are removed too, so it disappears from `/metrics` instead
+//! of reporting stale values forever.
 
 mod app;
 mod revision;

@@ -4,7 +4,8 @@
 //! its size); a gateway-made response is one buffer. Either way the body carries the
 //! [`RequestRecord`], which holds the app's in-flight guard and the instance lease: the request
 //! counts as in flight until its last byte is written or the client goes away, and only then is
-//! the access-log line written and the request counted in the metrics.
+//! the request's access-log line handed to the `access_log` (when it is on) and the request
+//! counted in the metrics.
 
 use std::net::SocketAddr;
 use std::pin::Pin;

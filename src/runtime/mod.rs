@@ -1,4 +1,5 @@
-//! Runtime backends: what makes an app's instances exist.
+//! Runtime backends: what makes an app's instances exist, and a job's (a [`StartRequest`]
+//! with a [`JobInstance`]: no port, the job variables, its own log).
 //!
 //! [`RuntimeBackend::placement`] says whether an app's instances are a fixed set that exists
 //! anyway (the `static` backend) or are started on demand (processes, containers, later
