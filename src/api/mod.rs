@@ -66,6 +66,8 @@ pub struct Api {
     jobs: Arc<Jobs>,
     /// The apps' last 15 minutes, for the console's charts.
     history: Arc<History>,
+    /// What `/api/v1/watch` sends, made once for every watcher.
+    feed: watch::Feed,
     /// Writes to app files, one at a time: read, check the version, check, write.
     writes: tokio::sync::Mutex<()>,
     /// `tidegate_api_requests_total{code}`.
@@ -106,6 +108,7 @@ impl Api {
             proxy,
             jobs,
             history,
+            feed: watch::Feed::default(),
             writes: tokio::sync::Mutex::new(()),
             requests,
             reload,

@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use serde_json::{json, Value as Json};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::follow::Streamed;
 use super::reply::{json, ApiResult};
@@ -36,33 +36,42 @@ impl Api {
     }
 
     /// `GET /api/v1/watch`: an `event: state` with the whole picture now, then again every
-    /// second while it changes, until the client goes away.
+    /// second while it changes, until the client goes away. The picture is made once a
+    /// second for every watcher together (`Feed`), not once per watcher.
     pub(super) fn watch(&self) -> Response<Streamed> {
-        let (tx, rx) = mpsc::channel(4);
-        let sources = Sources {
+        let mut states = self.feed.subscribe(|| Sources {
             proxy: Arc::clone(&self.proxy),
             history: Arc::clone(&self.history),
             jobs: Arc::clone(&self.jobs),
             config: Arc::clone(&self.config),
-        };
+        });
+        let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
-            let mut last = String::new();
             loop {
-                let state = sources.snapshot().to_string();
-                if state != last {
+                let state = Arc::clone(&states.borrow_and_update());
+                if !state.is_empty() {
                     let event = format!("event: state\ndata: {state}\n\n");
                     if tx.send(Bytes::from(event)).await.is_err() {
                         return;
                     }
-                    last = state;
-                } else if tx.send(Bytes::from_static(b": idle\n\n")).await.is_err() {
-                    // A comment keeps proxies from closing an idle stream, and shows us
-                    // a client that left.
-                    return;
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = tx.closed() => return,
+                // Between changes a comment every second keeps proxies from closing an idle
+                // stream, and shows us a client that left.
+                loop {
+                    tokio::select! {
+                        changed = states.changed() => {
+                            if changed.is_err() {
+                                return;
+                            }
+                            break;
+                        }
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                            if tx.send(Bytes::from_static(b": idle\n\n")).await.is_err() {
+                                return;
+                            }
+                        }
+                        _ = tx.closed() => return,
+                    }
                 }
             }
         });
@@ -74,6 +83,41 @@ impl Api {
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         response
+    }
+}
+
+/// The state every watcher is sent: made once a second by one task, started by the first
+/// watcher, while anyone watches; watchers see only changed states.
+#[derive(Default)]
+pub(super) struct Feed {
+    states: std::sync::OnceLock<watch::Sender<Arc<String>>>,
+}
+
+impl Feed {
+    fn subscribe(&self, sources: impl FnOnce() -> Sources) -> watch::Receiver<Arc<String>> {
+        self.states
+            .get_or_init(|| {
+                let (tx, _) = watch::channel(Arc::new(String::new()));
+                let producer = tx.clone();
+                let sources = sources();
+                tokio::spawn(async move {
+                    loop {
+                        if producer.receiver_count() > 0 {
+                            let state = sources.snapshot().to_string();
+                            producer.send_if_modified(|current| {
+                                let changed = **current != state;
+                                if changed {
+                                    *current = Arc::new(state);
+                                }
+                                changed
+                            });
+                        }
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                });
+                tx
+            })
+            .subscribe()
     }
 }
 
