@@ -25,10 +25,7 @@ pub struct Identities {
 impl Identities {
     /// Issues a fresh token for an instance of `project`.
     pub fn issue(&self, project: &str) -> String {
-        let mut bytes = [0u8; 24];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-            .expect("the system random source works");
-        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let token = crate::random::token(24);
         self.projects.insert(token.clone(), project.to_string());
         token
     }

@@ -32,6 +32,7 @@ pub mod instance;
 pub mod jobs;
 pub mod metrics;
 pub mod proxy;
+pub mod random;
 pub mod revision;
 pub mod routes;
 pub mod runtime;

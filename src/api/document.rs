@@ -12,10 +12,7 @@ use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, Val
 /// The version of a file's contents: 128 bits of its SHA-256, in hex.
 pub fn version(text: &str) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
-    digest.as_ref()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::random::hex(&digest.as_ref()[..16])
 }
 
 /// Whether an `If-Match` value names `version` (or is `*`).

@@ -35,14 +35,14 @@ pub struct Current {
 impl Sessions {
     /// Starts a session; returns its id (the cookie's value).
     pub fn start(&self) -> String {
-        let id = random_hex();
+        let id = crate::random::token(32);
         let mut sessions = self.lock();
         let now = Instant::now();
         sessions.retain(|_, session| session.expires > now);
         sessions.insert(
             id.clone(),
             Session {
-                csrf: random_hex(),
+                csrf: crate::random::token(32),
                 expires: now + LIFETIME,
             },
         );
@@ -95,13 +95,6 @@ fn cookie_value<'h>(header: &'h [u8], name: &str) -> Option<&'h str> {
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(key, _)| *key == name)
         .map(|(_, value)| value)
-}
-
-fn random_hex() -> String {
-    let mut bytes = [0u8; 32];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-        .expect("the system's random source works");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -168,10 +168,7 @@ async fn receive(mut body: Incoming, file: &Path) -> Result<String, Refusal> {
             "the body is empty: send the build context as a tar archive",
         ));
     }
-    Ok(digest.finish().as_ref()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(crate::random::hex(&digest.finish().as_ref()[..16]))
 }
 
 /// Unpacks `archive` into `staging`, then renames it to `target` (kept if it exists: the

@@ -55,10 +55,7 @@ fn read_or_generate(file: &Path) -> std::io::Result<String> {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
         Err(error) => return Err(error),
     }
-    let mut bytes = [0u8; 32];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-        .map_err(|_| std::io::Error::other("no randomness for the admin token"))?;
-    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let token = crate::random::token(32);
     if let Some(dir) = file.parent() {
         std::fs::create_dir_all(dir)?;
     }
