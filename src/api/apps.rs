@@ -7,54 +7,10 @@ use serde_json::{json, Value as Json};
 use super::definitions::Kind;
 use super::document;
 use super::files::DefinitionFile;
-use super::reply::{json, versioned, ApiResult};
+use super::reply::{json, ApiResult};
 use super::Api;
 
 impl Api {
-    pub(super) fn list_apps(&self, project: Option<&str>) -> ApiResult {
-        let apps: Vec<Json> = self
-            .app_files()?
-            .iter()
-            .filter(|file| project.is_none_or(|p| p == file.project))
-            .map(|file| self.view(file))
-            .collect();
-        Ok(json(StatusCode::OK, &json!({ "apps": apps })))
-    }
-
-    pub(super) fn get_app(&self, name: &str) -> ApiResult {
-        let file = self.find(name)?;
-        Ok(versioned(
-            StatusCode::OK,
-            &self.view(&file),
-            &document::version(&file.text),
-        ))
-    }
-
-    pub(super) async fn create_app(&self, spec: Json) -> ApiResult {
-        let file = self.create_definition(Kind::App, &spec).await?;
-        Ok(versioned(
-            StatusCode::CREATED,
-            &self.view(&file),
-            &document::version(&file.text),
-        ))
-    }
-
-    pub(super) async fn update_app(
-        &self,
-        name: &str,
-        if_match: Option<&str>,
-        patch: Json,
-    ) -> ApiResult {
-        let file = self
-            .update_definition(Kind::App, name, if_match, &patch)
-            .await?;
-        Ok(versioned(
-            StatusCode::OK,
-            &self.view(&file),
-            &document::version(&file.text),
-        ))
-    }
-
     /// Removes the app's file, and the sources uploaded for it.
     pub(super) async fn delete_app(&self, name: &str, if_match: Option<&str>) -> ApiResult {
         self.delete_definition(Kind::App, name, if_match).await?;
@@ -63,7 +19,7 @@ impl Api {
     }
 
     /// An app as the API shows it: its file (as JSON), version, URL and live status.
-    fn view(&self, file: &DefinitionFile) -> Json {
+    pub(super) fn view(&self, file: &DefinitionFile) -> Json {
         let config = self.config.load();
         let domain = &config.gateway.domain;
         let host = format!("{}.{}.{domain}", file.name, file.project);

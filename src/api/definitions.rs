@@ -1,16 +1,19 @@
-//! Creating, patching and deleting a definition file, the same for apps and jobs: the name
+//! Listing, reading, creating, patching and deleting definition files, the same for apps
+//! and jobs: the name
 //! and project checked, the text checked as `tidegate check` checks it, written atomically,
 //! versions compared (`If-Match`), the live reload asked for before the answer. What is
-//! particular to each kind (its view, what goes with a deleted one) stays with its handlers.
+//! particular to each kind (its view, what goes with a deleted one) stays in `apps`, `jobs`.
 
 use std::path::PathBuf;
 
-use http::StatusCode;
-use serde_json::Value as Json;
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body_util::Full;
+use serde_json::{json, Value as Json};
 
 use super::document;
 use super::files::{check_version, is_file_name, project_of, DefinitionFile};
-use super::reply::{error, invalid, Refusal};
+use super::reply::{error, invalid, json, versioned, ApiResult, Refusal};
 use super::Api;
 use crate::config::check_definition_file;
 
@@ -29,6 +32,14 @@ impl Kind {
         }
     }
 
+    /// The collection's name: the JSON key of a listing.
+    fn plural(self) -> &'static str {
+        match self {
+            Kind::App => "apps",
+            Kind::Job => "jobs",
+        }
+    }
+
     /// The noun with its article: "an app", "a job".
     fn a(self) -> &'static str {
         match self {
@@ -39,6 +50,65 @@ impl Kind {
 }
 
 impl Api {
+    /// `GET /api/v1/{apps,jobs}[?project=P]`.
+    pub(super) fn list_definitions(&self, kind: Kind, project: Option<&str>) -> ApiResult {
+        let files = match kind {
+            Kind::App => self.app_files()?,
+            Kind::Job => self.job_files()?,
+        };
+        let views: Vec<Json> = files
+            .iter()
+            .filter(|file| project.is_none_or(|p| p == file.project))
+            .map(|file| self.view_of(kind, file))
+            .collect();
+        Ok(json(StatusCode::OK, &json!({ kind.plural(): views })))
+    }
+
+    /// `GET /api/v1/{apps,jobs}/{name}`, with its version as `ETag`.
+    pub(super) fn get_definition(&self, kind: Kind, name: &str) -> ApiResult {
+        let file = self.find_of(kind, name)?;
+        Ok(self.answer(kind, StatusCode::OK, &file))
+    }
+
+    /// `POST /api/v1/{apps,jobs}`.
+    pub(super) async fn create(&self, kind: Kind, spec: Json) -> ApiResult {
+        let file = self.create_definition(kind, &spec).await?;
+        Ok(self.answer(kind, StatusCode::CREATED, &file))
+    }
+
+    /// `PATCH /api/v1/{apps,jobs}/{name}`.
+    pub(super) async fn update(
+        &self,
+        kind: Kind,
+        name: &str,
+        if_match: Option<&str>,
+        patch: Json,
+    ) -> ApiResult {
+        let file = self.update_definition(kind, name, if_match, &patch).await?;
+        Ok(self.answer(kind, StatusCode::OK, &file))
+    }
+
+    /// A definition as the API shows it, with its version as `ETag`.
+    fn answer(
+        &self,
+        kind: Kind,
+        status: StatusCode,
+        file: &DefinitionFile,
+    ) -> Response<Full<Bytes>> {
+        versioned(
+            status,
+            &self.view_of(kind, file),
+            &document::version(&file.text),
+        )
+    }
+
+    fn view_of(&self, kind: Kind, file: &DefinitionFile) -> Json {
+        match kind {
+            Kind::App => self.view(file),
+            Kind::Job => self.job_view(file),
+        }
+    }
+
     /// The directory of `kind`'s files.
     fn dir_of(&self, kind: Kind) -> PathBuf {
         match kind {

@@ -7,54 +7,10 @@ use serde_json::{json, Value as Json};
 use super::definitions::Kind;
 use super::document;
 use super::files::DefinitionFile;
-use super::reply::{json, versioned, ApiResult};
+use super::reply::{json, ApiResult};
 use super::Api;
 
 impl Api {
-    pub(super) fn list_jobs(&self, project: Option<&str>) -> ApiResult {
-        let jobs: Vec<Json> = self
-            .job_files()?
-            .iter()
-            .filter(|file| project.is_none_or(|p| p == file.project))
-            .map(|file| self.job_view(file))
-            .collect();
-        Ok(json(StatusCode::OK, &json!({ "jobs": jobs })))
-    }
-
-    pub(super) fn get_job(&self, name: &str) -> ApiResult {
-        let file = self.find_job(name)?;
-        Ok(versioned(
-            StatusCode::OK,
-            &self.job_view(&file),
-            &document::version(&file.text),
-        ))
-    }
-
-    pub(super) async fn create_job(&self, spec: Json) -> ApiResult {
-        let file = self.create_definition(Kind::Job, &spec).await?;
-        Ok(versioned(
-            StatusCode::CREATED,
-            &self.job_view(&file),
-            &document::version(&file.text),
-        ))
-    }
-
-    pub(super) async fn update_job(
-        &self,
-        name: &str,
-        if_match: Option<&str>,
-        patch: Json,
-    ) -> ApiResult {
-        let file = self
-            .update_definition(Kind::Job, name, if_match, &patch)
-            .await?;
-        Ok(versioned(
-            StatusCode::OK,
-            &self.job_view(&file),
-            &document::version(&file.text),
-        ))
-    }
-
     /// Removes the job's file; its running runs are cancelled, and all its records stay
     /// until they are pruned (or deleted one by one).
     pub(super) async fn delete_job(&self, name: &str, if_match: Option<&str>) -> ApiResult {
@@ -65,7 +21,7 @@ impl Api {
 
     /// A job as the API shows it: its file (as JSON), version, whether it is served (or the
     /// problems of its file), and its runs.
-    fn job_view(&self, file: &DefinitionFile) -> Json {
+    pub(super) fn job_view(&self, file: &DefinitionFile) -> Json {
         let config = self.config.load();
         let rejected = config
             .rejected

@@ -42,6 +42,7 @@ use crate::jobs::Jobs;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::stats::History;
+use definitions::Kind;
 use reply::{error, json, ApiResult};
 use token::Token;
 
@@ -203,12 +204,15 @@ impl Api {
             .filter(|s| !s.is_empty())
             .collect();
         match (&parts.method, segments.as_slice()) {
-            (&Method::GET, ["apps"]) => self.list_apps(query_param(&query, "project")),
-            (&Method::POST, ["apps"]) => self.create_app(read_json(body).await?).await,
-            (&Method::GET, ["apps", name]) => self.get_app(name),
+            (&Method::GET, ["apps"]) => {
+                self.list_definitions(Kind::App, query_param(&query, "project"))
+            }
+            (&Method::POST, ["apps"]) => self.create(Kind::App, read_json(body).await?).await,
+            (&Method::GET, ["apps", name]) => self.get_definition(Kind::App, name),
             (&Method::PATCH, ["apps", name]) => {
                 let patch = read_json(body).await?;
-                self.update_app(name, if_match.as_deref(), patch).await
+                self.update(Kind::App, name, if_match.as_deref(), patch)
+                    .await
             }
             (&Method::DELETE, ["apps", name]) => self.delete_app(name, if_match.as_deref()).await,
             (&Method::GET, ["apps", name, "revisions"]) => self.revisions(name, None),
@@ -224,12 +228,15 @@ impl Api {
                 query_param(&query, "instance"),
                 query_param(&query, "tail"),
             ),
-            (&Method::GET, ["jobs"]) => self.list_jobs(query_param(&query, "project")),
-            (&Method::POST, ["jobs"]) => self.create_job(read_json(body).await?).await,
-            (&Method::GET, ["jobs", name]) => self.get_job(name),
+            (&Method::GET, ["jobs"]) => {
+                self.list_definitions(Kind::Job, query_param(&query, "project"))
+            }
+            (&Method::POST, ["jobs"]) => self.create(Kind::Job, read_json(body).await?).await,
+            (&Method::GET, ["jobs", name]) => self.get_definition(Kind::Job, name),
             (&Method::PATCH, ["jobs", name]) => {
                 let patch = read_json(body).await?;
-                self.update_job(name, if_match.as_deref(), patch).await
+                self.update(Kind::Job, name, if_match.as_deref(), patch)
+                    .await
             }
             (&Method::DELETE, ["jobs", name]) => self.delete_job(name, if_match.as_deref()).await,
             (&Method::GET, ["jobruns"]) => self.list_runs(query_param(&query, "job")),
