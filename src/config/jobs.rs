@@ -15,7 +15,7 @@ use super::error::ConfigIssue;
 use super::indices::ArrayIndices;
 use super::model::RuntimeSpec;
 use super::raw::{RawApp, RawJob};
-use super::validate::{is_dns_label, validate_runtime, Checker};
+use super::validate::{is_dns_label, name_and_project, validate_runtime, Checker};
 
 /// One job definition.
 #[derive(Debug, Clone, PartialEq)]
@@ -146,23 +146,8 @@ fn validate_job(
     projects: &BTreeSet<String>,
 ) -> Option<JobSpec> {
     let before = c.issues.len();
-    let stem = c
-        .file
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or_default()
-        .to_string();
-    let name = raw.name.clone().unwrap_or(stem);
-    if !is_dns_label(&name) {
-        c.report(
-            "name",
-            format!("{name:?} is not a job name: 1-63 lower-case letters, digits or '-', not starting or ending with '-'"),
-        );
-    }
-    let project = raw.project.clone().unwrap_or_else(|| "default".into());
-    if !is_dns_label(&project) {
-        c.report("project", format!("{project:?} is not a project name"));
-    } else if !projects.contains(&project) {
+    let (name, project) = name_and_project(c, raw.name.as_ref(), raw.project.as_ref());
+    if is_dns_label(&project) && !projects.contains(&project) {
         c.report(
             "project",
             format!("unknown project {project:?}: create it first (tidegate project create {project}), or name one an app is in"),

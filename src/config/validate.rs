@@ -172,16 +172,7 @@ fn validate_app(
     https_enabled: bool,
 ) -> Option<AppSpec> {
     let issues_before = c.issues.len();
-    let file_stem = c
-        .file
-        .file_stem()
-        .and_then(|stem| stem.to_str())
-        .unwrap_or_default()
-        .to_string();
-    let name = raw.name.clone().unwrap_or(file_stem);
-    check_label(c, "name", &name);
-    let project = raw.project.clone().unwrap_or_else(|| "default".to_string());
-    check_label(c, "project", &project);
+    let (name, project) = name_and_project(c, raw.name.as_ref(), raw.project.as_ref());
 
     let visibility = match raw.visibility.as_deref().unwrap_or("public") {
         "public" => Visibility::Public,
@@ -385,6 +376,26 @@ pub(super) fn validate_runtime(c: &mut Checker<'_>, raw: &RawApp) -> Option<Runt
             None
         }
     }
+}
+
+/// An app's or job's `name` (the file's stem when unset) and `project` (`default`), each
+/// checked to be a DNS label.
+pub(super) fn name_and_project(
+    c: &mut Checker<'_>,
+    name: Option<&String>,
+    project: Option<&String>,
+) -> (String, String) {
+    let stem = c
+        .file
+        .file_stem()
+        .and_then(|stem| stem.to_str())
+        .unwrap_or_default()
+        .to_string();
+    let name = name.cloned().unwrap_or(stem);
+    check_label(c, "name", &name);
+    let project = project.cloned().unwrap_or_else(|| "default".to_string());
+    check_label(c, "project", &project);
+    (name, project)
 }
 
 fn check_label(c: &mut Checker<'_>, field: &str, value: &str) {
