@@ -66,6 +66,9 @@ impl Admin {
                     // The body says so, for the operator who looks.
                     let rejected = &self.config.load().rejected;
                     let mut body = String::from("ready\n");
+                    for note in self.registry.backend_notes() {
+                        body.push_str(&format!("degraded: {note}\n"));
+                    }
                     for file in rejected.iter() {
                         body.push_str(&format!(
                             "config: {} rejected ({} issue(s)); see /apps\n",

@@ -1,7 +1,8 @@
 //! `tidegate demo-app`: a small HTTP server to route to, for the quick start, tests and
 //! benchmarks, so none of them need anything beyond the tidegate binary.
 //!
-//! Contract (scripts rely on it): listens on `--port` or `$PORT` on 127.0.0.1. `GET /`
+//! Contract (scripts rely on it): listens on `--port` or `$PORT` on 127.0.0.1 (or `--host`,
+//! e.g. `0.0.0.0` inside a pod's network namespace). `GET /`
 //! answers `instance=<id> revision=<rev>` (from `$TIDEGATE_INSTANCE` and `$TIDEGATE_REVISION`,
 //! which the process runtime sets); `/env/<NAME>` answers that environment variable;
 //! `?delay_ms=N` on any path delays the answer; `/healthz` answers 200; `/ws` echoes WebSocket
@@ -37,6 +38,8 @@ pub struct DemoOptions {
     pub port: Option<u16>,
     /// Wait this long before listening.
     pub startup_delay: Duration,
+    /// The address to listen on; `None`: 127.0.0.1.
+    pub host: Option<std::net::IpAddr>,
 }
 
 struct Identity {
@@ -57,7 +60,10 @@ pub async fn bind(options: &DemoOptions) -> std::io::Result<TcpListener> {
             .and_then(|value| value.parse().ok())
             .unwrap_or(0),
     };
-    TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await
+    let host = options
+        .host
+        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+    TcpListener::bind(SocketAddr::new(host, port)).await
 }
 
 /// Serves the demo app on `listener` until the task is dropped.

@@ -93,6 +93,9 @@ enum Command {
         /// Wait this many milliseconds before listening (default: $STARTUP_DELAY_MS or 0).
         #[arg(long, env = "STARTUP_DELAY_MS", default_value_t = 0)]
         startup_delay_ms: u64,
+        /// Address to listen on (default 127.0.0.1; 0.0.0.0 in a pod).
+        #[arg(long)]
+        host: Option<std::net::IpAddr>,
     },
 }
 
@@ -123,7 +126,8 @@ fn main() -> ExitCode {
             Command::DemoApp {
                 port,
                 startup_delay_ms,
-            } => demo(port, startup_delay_ms).await,
+                host,
+            } => demo(port, startup_delay_ms, host).await,
             Command::App { target, command } => Ok(tidegate::cli::run_app(&target, command).await),
             Command::Revision { target, command } => {
                 Ok(tidegate::cli::run_revision(&target, command).await)
@@ -230,9 +234,14 @@ fn certs_dev(config: PathBuf) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn demo(port: Option<u16>, startup_delay_ms: u64) -> anyhow::Result<ExitCode> {
+async fn demo(
+    port: Option<u16>,
+    startup_delay_ms: u64,
+    host: Option<std::net::IpAddr>,
+) -> anyhow::Result<ExitCode> {
     let options = DemoOptions {
         port,
+        host,
         startup_delay: Duration::from_millis(startup_delay_ms),
     };
     let listener = demo_app::bind(&options)

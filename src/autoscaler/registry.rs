@@ -102,6 +102,15 @@ impl AppRegistry {
             states.insert(spec.name.clone(), Arc::clone(&entry.state));
             apps.insert(spec.name.clone(), entry);
         }
+        for backend in &self.backends {
+            let apps = config
+                .apps
+                .iter()
+                .filter(|spec| spec.runtime.kind() == backend.kind())
+                .map(|spec| spec.name.clone())
+                .collect();
+            backend.apps_configured(apps);
+        }
         for (name, entry) in previous {
             tracing::info!(app = %name, "app removed from config; its instances drain and stop");
             entry
@@ -153,6 +162,15 @@ impl AppRegistry {
         self.backends
             .iter()
             .filter_map(|backend| backend.health())
+            .collect()
+    }
+
+    /// Partial problems of the backends (a cluster's API server away), for `/readyz`'s
+    /// body: the gateway still serves.
+    pub fn backend_notes(&self) -> Vec<String> {
+        self.backends
+            .iter()
+            .filter_map(|backend| backend.degraded())
             .collect()
     }
 

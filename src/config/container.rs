@@ -3,8 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::model::{ContainerEngineSettings, ContainerSpec, ImageBuild, PullPolicy};
-use super::raw::{RawApp, RawContainerEngine, RawRun};
+use super::model::{
+    ContainerEngineSettings, ContainerSpec, ImageBuild, KubernetesSettings, PullPolicy,
+};
+use super::raw::{RawApp, RawContainerEngine, RawKubernetes, RawRun};
 use super::revisions;
 use super::validate::Checker;
 
@@ -22,7 +24,10 @@ pub(super) fn container_spec(c: &mut Checker<'_>, raw: &RawApp) -> Option<Contai
     let Some(table) = &raw.container else {
         c.report(
             "container",
-            "runtime \"container\" needs a [container] table with an image (or a [build])",
+            format!(
+                "runtime {:?} needs a [container] table with an image",
+                raw.runtime.as_deref().unwrap_or("container")
+            ),
         );
         return None;
     };
@@ -136,6 +141,20 @@ pub(super) fn container_spec(c: &mut Checker<'_>, raw: &RawApp) -> Option<Contai
     })
 }
 
+/// Checks `[container]` of a Kubernetes app: a container app whose image is referenced,
+/// since images are built by the local engine, not in the cluster.
+pub(super) fn kubernetes_spec(c: &mut Checker<'_>, raw: &RawApp) -> Option<ContainerSpec> {
+    if raw.build.is_some() {
+        c.report(
+            "build",
+            "a kubernetes app runs an image from a registry; builds run on the local backends \
+             (build it with runtime = \"container\", push it, and name it in container.image)",
+        );
+        return None;
+    }
+    container_spec(c, raw)
+}
+
 /// Checks `[build]` of a process app: only `command`.
 pub(super) fn process_build(c: &mut Checker<'_>, raw: &RawApp) -> Option<Vec<String>> {
     let build = raw.build.as_ref()?;
@@ -154,6 +173,27 @@ pub(super) fn process_build(c: &mut Checker<'_>, raw: &RawApp) -> Option<Vec<Str
             None
         }
     }
+}
+
+/// Checks `[kubernetes]`.
+pub(super) fn kubernetes(
+    c: &mut Checker<'_>,
+    raw: Option<&RawKubernetes>,
+    base: &Path,
+) -> Option<KubernetesSettings> {
+    let raw = raw?.clone();
+    if let Some(namespace) = &raw.namespace {
+        if !super::validate::is_dns_label(namespace) {
+            c.report(
+                "kubernetes.namespace",
+                format!("{namespace:?} must be a DNS label: lower-case letters, digits and '-'"),
+            );
+        }
+    }
+    Some(KubernetesSettings {
+        kubeconfig: raw.kubeconfig.map(|path| base.join(path)),
+        namespace: raw.namespace,
+    })
 }
 
 /// Checks `[container_engine]`.

@@ -1,4 +1,5 @@
-//! Validation of the gateway file: `[gateway]`, `[tls]` and `[container_engine]` into
+//! Validation of the gateway file: `[gateway]`, `[tls]`, `[container_engine]` and
+//! `[kubernetes]` into
 //! [`GatewaySettings`]. Pure, like the rest of `validate`; relative paths are resolved against
 //! the gateway file's directory.
 
@@ -183,6 +184,7 @@ pub(super) fn validate_gateway(
         c.report("gateway.log_retention", "must be longer than 0s");
     }
     let container_engine = container::engine(&mut c, raw.container_engine.as_ref(), file);
+    let kubernetes = container::kubernetes(&mut c, raw.kubernetes.as_ref(), base);
     let admin_token_file = g.admin_token_file.as_deref().map(|path| base.join(path));
     let projects_dir = base.join(g.projects_dir.as_deref().unwrap_or("projects"));
     let jobs_dir = base.join(g.jobs_dir.as_deref().unwrap_or("jobs"));
@@ -233,6 +235,7 @@ pub(super) fn validate_gateway(
         admin_token_file,
         projects_dir,
         container_engine,
+        kubernetes,
         logs_dir,
         log_retention,
         state_dir,

@@ -164,11 +164,19 @@ fn validate_job(
         ..RawApp::default()
     };
     let runtime = validate_runtime(c, &as_app);
-    if matches!(runtime, Some(RuntimeSpec::Static { .. })) {
-        c.report(
+    match runtime {
+        Some(RuntimeSpec::Static { .. }) => c.report(
             "runtime",
             "a job runs to completion: use \"process\" or \"container\"",
-        );
+        ),
+        // Job instances run to completion, which a Deployment's pods do not; jobs stay on the
+        // local backends until they map onto Kubernetes Jobs.
+        Some(RuntimeSpec::Kubernetes(_)) => c.report(
+            "runtime",
+            "jobs run on the local backends: use \"process\" or \"container\" \
+             (\"kubernetes\" runs apps only)",
+        ),
+        _ => {}
     }
     let array_indices = match raw.array_indices.as_deref() {
         None => ArrayIndices::default(),

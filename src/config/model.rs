@@ -77,6 +77,19 @@ pub struct GatewaySettings {
     /// Its line format; `None`: as the rest of the log (`--log-format`).
     pub access_log_json: Option<bool>,
     pub container_engine: ContainerEngineSettings,
+    /// `[kubernetes]`, when the gateway file has it.
+    pub kubernetes: Option<KubernetesSettings>,
+}
+
+/// `[kubernetes]` after validation.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KubernetesSettings {
+    /// A kubeconfig file, resolved against the gateway file; `None`: the usual places
+    /// (`$KUBECONFIG`, `~/.kube/config`), then the in-cluster service account.
+    pub kubeconfig: Option<PathBuf>,
+    /// Where every app's Deployments and Services go; `None`: the kubeconfig context's
+    /// namespace, or the gateway pod's own.
+    pub namespace: Option<String>,
 }
 
 impl Config {
@@ -231,6 +244,9 @@ pub enum RuntimeSpec {
     Process(RunSpec),
     /// Containers started on demand through a Docker Engine API.
     Container(ContainerSpec),
+    /// Pods of a Deployment per revision, scaled through the Kubernetes API (the same
+    /// `[container]` table; the image is referenced, never built).
+    Kubernetes(ContainerSpec),
 }
 
 impl RuntimeSpec {
@@ -240,6 +256,7 @@ impl RuntimeSpec {
             RuntimeSpec::Static { .. } => "static",
             RuntimeSpec::Process(_) => "process",
             RuntimeSpec::Container(_) => "container",
+            RuntimeSpec::Kubernetes(_) => "kubernetes",
         }
     }
 }
@@ -250,7 +267,9 @@ impl RuntimeSpec {
         match self {
             RuntimeSpec::Static { .. } => None,
             RuntimeSpec::Process(run) => run.readiness_path.as_deref(),
-            RuntimeSpec::Container(container) => container.readiness_path.as_deref(),
+            RuntimeSpec::Container(container) | RuntimeSpec::Kubernetes(container) => {
+                container.readiness_path.as_deref()
+            }
         }
     }
 
@@ -259,7 +278,9 @@ impl RuntimeSpec {
         match self {
             RuntimeSpec::Static { .. } => false,
             RuntimeSpec::Process(run) => run.build.is_some(),
-            RuntimeSpec::Container(container) => container.build.is_some(),
+            RuntimeSpec::Container(container) | RuntimeSpec::Kubernetes(container) => {
+                container.build.is_some()
+            }
         }
     }
 }

@@ -18,6 +18,18 @@ pub struct RawGatewayFile {
     #[serde(default)]
     pub defaults: RawScale,
     pub container_engine: Option<RawContainerEngine>,
+    pub kubernetes: Option<RawKubernetes>,
+}
+
+/// `[kubernetes]`: the cluster `runtime = "kubernetes"` apps run on.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKubernetes {
+    /// A kubeconfig file; without it, `$KUBECONFIG`, `~/.kube/config`, or in-cluster.
+    pub kubeconfig: Option<String>,
+    /// The namespace of every app's objects; without it, the kubeconfig context's (or the
+    /// pod's own in a cluster).
+    pub namespace: Option<String>,
 }
 
 /// `[container_engine]`: where the Docker Engine API (Docker or Podman) listens.

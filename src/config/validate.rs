@@ -368,10 +368,13 @@ pub(super) fn validate_runtime(c: &mut Checker<'_>, raw: &RawApp) -> Option<Runt
             }))
         }
         "container" => container::container_spec(c, raw).map(RuntimeSpec::Container),
+        "kubernetes" => container::kubernetes_spec(c, raw).map(RuntimeSpec::Kubernetes),
         other => {
             c.report(
                 "runtime",
-                format!("{other:?} is not one of \"process\", \"static\", \"container\""),
+                format!(
+                    "{other:?} is not one of \"process\", \"static\", \"container\", \"kubernetes\""
+                ),
             );
             None
         }

@@ -131,8 +131,12 @@ impl GatewayBuilder {
         let mut backends = chosen;
         // The built-in backend of each kind, unless one was given.
         let given = |kind: &str| backends.iter().any(|backend| backend.kind() == kind);
-        let (has_static, has_process, has_container) =
-            (given("static"), given("process"), given("container"));
+        let (has_static, has_process, has_container, has_kubernetes) = (
+            given("static"),
+            given("process"),
+            given("container"),
+            given("kubernetes"),
+        );
         if !has_static {
             backends.push(Arc::new(StaticBackend));
         }
@@ -149,6 +153,14 @@ impl GatewayBuilder {
                 Arc::clone(&identities),
             )));
         }
+        #[cfg(feature = "kubernetes")]
+        if !has_kubernetes {
+            backends.push(Arc::new(crate::runtime::KubernetesBackend::new(
+                config.gateway.kubernetes.clone(),
+            )));
+        }
+        #[cfg(not(feature = "kubernetes"))]
+        let _ = has_kubernetes;
         let registry = Arc::new(AppRegistry::new(
             Arc::clone(&metrics),
             backends,

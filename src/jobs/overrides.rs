@@ -97,7 +97,9 @@ impl Overrides {
         }
         match &mut spec.runtime {
             RuntimeSpec::Process(run) => run.env.extend(self.env.clone()),
-            RuntimeSpec::Container(container) => container.env.extend(self.env.clone()),
+            RuntimeSpec::Container(container) | RuntimeSpec::Kubernetes(container) => {
+                container.env.extend(self.env.clone())
+            }
             RuntimeSpec::Static { .. } => {}
         }
         Ok((spec, self.env.clone()))

@@ -261,6 +261,7 @@ impl Runner {
                     code, description, ..
                 }) => (code, Some(description)),
                 Outcome::Exited(Exit::Stopped) => (None, Some("stopped".to_string())),
+                Outcome::Exited(Exit::Lost { description }) => (None, Some(description)),
                 Outcome::StartFailed(reason) => (None, Some(reason)),
                 Outcome::TimedOut => (
                     None,

@@ -2,8 +2,8 @@
 //! with a [`JobInstance`]: no port, the job variables, its own log).
 //!
 //! [`RuntimeBackend::placement`] says whether an app's instances are a fixed set that exists
-//! anyway (the `static` backend) or are started on demand (processes, containers, later
-//! Kubernetes). For on-demand backends the controller prepares each revision once
+//! anyway (the `static` backend) or are started on demand (processes, containers,
+//! Kubernetes pods). For on-demand backends the controller prepares each revision once
 //! ([`RuntimeBackend::prepare`]: a build, an image), then calls [`RuntimeBackend::start`] and
 //! [`RuntimeBackend::stop`] per instance, and [`RuntimeBackend::forget`] when a revision leaves
 //! the history; [`RuntimeBackend::health`] feeds `/readyz`. Everything else (readiness probing,
@@ -12,6 +12,8 @@
 pub mod cgroup;
 pub mod container;
 pub mod env;
+#[cfg(feature = "kubernetes")]
+mod kubernetes;
 pub mod log_retention;
 pub mod logs;
 pub mod memory;
@@ -29,6 +31,8 @@ use tokio::sync::watch;
 use crate::config::{AppSpec, RuntimeSpec};
 
 pub use container::ContainerBackend;
+#[cfg(feature = "kubernetes")]
+pub use kubernetes::KubernetesBackend;
 pub use memory::MemoryBackend;
 pub use process::ProcessBackend;
 pub use static_backend::StaticBackend;
@@ -97,13 +101,18 @@ pub enum Exit {
         /// Killed by the kernel for exceeding its memory limit.
         out_of_memory: bool,
     },
+    /// Went away through no fault of its own (a Kubernetes pod deleted or evicted): it is
+    /// replaced at once, without counting a crash or backing off.
+    Lost { description: String },
 }
 
 impl std::fmt::Display for Exit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Exit::Stopped => f.write_str("stopped by the gateway"),
-            Exit::Crashed { description, .. } => f.write_str(description),
+            Exit::Crashed { description, .. } | Exit::Lost { description } => {
+                f.write_str(description)
+            }
         }
     }
 }
@@ -181,6 +190,18 @@ pub trait RuntimeBackend: Send + Sync + 'static {
     /// and the start-up log; `None` when it can.
     fn health(&self) -> Option<String> {
         None
+    }
+
+    /// Why the backend works only in part right now (its cluster's API server is away while
+    /// the instances it knows keep serving): reported by `/readyz` without failing it.
+    fn degraded(&self) -> Option<String> {
+        None
+    }
+
+    /// The apps that use this backend now, after every config change: a backend whose
+    /// objects outlive the gateway (Kubernetes) deletes those of apps no longer there.
+    fn apps_configured(&self, apps: std::collections::HashSet<String>) {
+        let _ = apps;
     }
 
     /// Starts one instance; returns once it exists, not once it is ready.

@@ -6,7 +6,11 @@
 pub mod api;
 pub mod browser;
 pub mod cli;
+#[cfg(feature = "kubernetes")]
+pub mod cluster;
 pub mod engine;
+#[cfg(feature = "kubernetes")]
+pub mod node_agent;
 pub mod process;
 
 use std::convert::Infallible;

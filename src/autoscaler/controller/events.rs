@@ -63,6 +63,14 @@ impl Controller {
                 }
                 match (member.state, &exit) {
                     (State::Draining, _) | (_, Exit::Stopped) => {}
+                    (_, Exit::Lost { description }) => {
+                        let revision = member.revision;
+                        tracing::warn!(app = %self.app.name, instance = %id, reason = %description, "instance lost; replacing it");
+                        self.app
+                            .record("InstanceLost", format!("instance {id} lost: {description}"));
+                        self.members.retain(|m| m.id != id);
+                        self.update_routing(revision);
+                    }
                     (State::Starting, Exit::Crashed { description, .. }) => {
                         let reason = format!("exited during start-up: {description}");
                         self.member_failed(&id, &reason, now);

@@ -1,0 +1,292 @@
+//! The two namespace-wide watches, EndpointSlices and Pods of tidegate's revisions, that keep
+//! [`ClusterState`] current.
+//!
+//! kube's `watcher` lists, then watches from the list's resourceVersion with bookmarks; an
+//! expired version (410 Gone) or a dropped connection makes it list again, which arrives here
+//! as `Init` .. `InitApply` .. `InitDone` and replaces the state at once, so nothing deleted
+//! while the watch was down lingers. Errors are retried with a short capped backoff (250 ms
+//! doubling to 2 s, instead of kube's default 30 s cap) so serving resumes within seconds of
+//! an API server coming back; meanwhile the last known endpoints keep serving.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::utils::{Backoff, StreamBackoff};
+use kube::runtime::watcher::{self, watcher, Event};
+use kube::Api;
+use tokio::sync::watch;
+
+use super::objects::{managed_selector, REVISION_LABEL};
+use super::state::{ClusterState, Endpoint, PodInfo};
+
+/// What the watches share with the backend.
+#[derive(Debug)]
+pub struct Shared {
+    pub state: Mutex<ClusterState>,
+    /// Bumped after every change, for starts waiting for a ready pod.
+    pub changed: watch::Sender<u64>,
+    /// The last error of each watch that has not recovered yet.
+    errors: Mutex<HashMap<&'static str, String>>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            state: Mutex::default(),
+            changed: watch::channel(0).0,
+            errors: Mutex::default(),
+        }
+    }
+}
+
+impl Shared {
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, ClusterState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies `change`, ends slots whose pods stopped serving, and wakes waiting starts.
+    fn update(&self, change: impl FnOnce(&mut ClusterState)) {
+        {
+            let mut state = self.lock();
+            change(&mut state);
+            state.release_lost();
+        }
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    fn error(&self, watch: &'static str, error: &watcher::Error) {
+        let message = error.to_string();
+        let mut errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+        if errors.get(watch) != Some(&message) {
+            tracing::warn!(watch, %message, "kubernetes watch failed; retrying");
+        }
+        errors.insert(watch, message);
+    }
+
+    fn recovered(&self, watch: &'static str) {
+        let mut errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+        if errors.remove(watch).is_some() {
+            tracing::info!(watch, "kubernetes watch resumed");
+        }
+    }
+
+    /// Why the watches are behind, if they are.
+    pub fn problem(&self) -> Option<String> {
+        let errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+        let mut parts: Vec<String> = errors
+            .iter()
+            .map(|(watch, message)| format!("{watch} watch: {message}"))
+            .collect();
+        parts.sort();
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+}
+
+/// 250 ms doubling to 2 s; reset by the first event after a failure.
+#[derive(Debug, Default)]
+struct QuickBackoff {
+    failures: u32,
+}
+
+impl Iterator for QuickBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let delay = Duration::from_millis(250 << self.failures.min(3));
+        self.failures += 1;
+        Some(delay)
+    }
+}
+
+impl Backoff for QuickBackoff {
+    fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+/// Watches the namespace's tidegate EndpointSlices until the task is aborted.
+pub async fn endpoint_slices(api: Api<EndpointSlice>, shared: Arc<Shared>) {
+    let config = watcher::Config::default().labels(&managed_selector());
+    let mut stream = StreamBackoff::new(watcher(api, config), QuickBackoff::default()).boxed();
+    let mut relist: Option<HashMap<String, (String, Vec<Endpoint>)>> = None;
+    while let Some(item) = stream.next().await {
+        let event = match item {
+            Ok(event) => event,
+            Err(error) => {
+                shared.error("EndpointSlice", &error);
+                continue;
+            }
+        };
+        shared.recovered("EndpointSlice");
+        match event {
+            Event::Init => relist = Some(HashMap::new()),
+            Event::InitApply(slice) => {
+                if let (Some(buffer), Some((name, parsed))) = (relist.as_mut(), slice_entry(&slice))
+                {
+                    buffer.insert(name, parsed);
+                }
+            }
+            Event::InitDone => {
+                let slices = relist.take().unwrap_or_default();
+                shared.update(|state| state.replace_slices(slices));
+            }
+            Event::Apply(slice) => {
+                if let Some((name, (revision, endpoints))) = slice_entry(&slice) {
+                    shared.update(|state| state.set_slice(name, revision, endpoints));
+                }
+            }
+            Event::Delete(slice) => {
+                if let Some(name) = slice.metadata.name {
+                    shared.update(|state| state.remove_slice(&name));
+                }
+            }
+        }
+    }
+}
+
+/// A slice's name, and its revision (the Service's name) with its pod endpoints.
+fn slice_entry(slice: &EndpointSlice) -> Option<(String, (String, Vec<Endpoint>))> {
+    let name = slice.metadata.name.clone()?;
+    let labels = slice.metadata.labels.as_ref()?;
+    let revision = labels
+        .get("kubernetes.io/service-name")
+        .or_else(|| labels.get(REVISION_LABEL))?
+        .clone();
+    let endpoints = slice
+        .endpoints
+        .iter()
+        .filter_map(|endpoint| {
+            let target = endpoint.target_ref.as_ref()?;
+            if target.kind.as_deref() != Some("Pod") {
+                return None;
+            }
+            let ip: IpAddr = endpoint.addresses.first()?.parse().ok()?;
+            let conditions = endpoint.conditions.as_ref();
+            Some(Endpoint {
+                pod: target.name.clone()?,
+                ip,
+                // Unset `ready` means ready (the API's rule); unset `terminating`, not.
+                ready: conditions.and_then(|c| c.ready).unwrap_or(true),
+                terminating: conditions.and_then(|c| c.terminating).unwrap_or(false),
+            })
+        })
+        .collect();
+    Some((name, (revision, endpoints)))
+}
+
+/// Watches the namespace's tidegate pods (for crash loops and start-up progress).
+pub async fn pods(api: Api<Pod>, shared: Arc<Shared>) {
+    let config = watcher::Config::default().labels(&managed_selector());
+    let mut stream = StreamBackoff::new(watcher(api, config), QuickBackoff::default()).boxed();
+    let mut relist: Option<HashMap<String, PodInfo>> = None;
+    while let Some(item) = stream.next().await {
+        let event = match item {
+            Ok(event) => event,
+            Err(error) => {
+                shared.error("Pod", &error);
+                continue;
+            }
+        };
+        shared.recovered("Pod");
+        match event {
+            Event::Init => relist = Some(HashMap::new()),
+            Event::InitApply(pod) => {
+                if let (Some(buffer), Some((name, info))) = (relist.as_mut(), pod_entry(&pod)) {
+                    buffer.insert(name, info);
+                }
+            }
+            Event::InitDone => {
+                let pods = relist.take().unwrap_or_default();
+                shared.update(|state| state.replace_pods(pods));
+            }
+            Event::Apply(pod) => {
+                if let Some((name, info)) = pod_entry(&pod) {
+                    shared.update(|state| state.set_pod(name, info));
+                }
+            }
+            Event::Delete(pod) => {
+                if let Some(name) = pod.metadata.name {
+                    shared.update(|state| state.remove_pod(&name));
+                }
+            }
+        }
+    }
+}
+
+/// Waiting reasons that mean the container will not run without a change.
+const FAILING_REASONS: &[&str] = &[
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+];
+
+fn pod_entry(pod: &Pod) -> Option<(String, PodInfo)> {
+    let name = pod.metadata.name.clone()?;
+    let revision = pod.metadata.labels.as_ref()?.get(REVISION_LABEL)?.clone();
+    let status = pod.status.as_ref();
+    let phase = status
+        .and_then(|s| s.phase.clone())
+        .unwrap_or_else(|| "Pending".into());
+    let container = status
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|statuses| statuses.first());
+    let waiting = container
+        .and_then(|c| c.state.as_ref())
+        .and_then(|s| s.waiting.as_ref());
+    let last_exit = container
+        .and_then(|c| c.last_state.as_ref())
+        .and_then(|s| s.terminated.as_ref())
+        .map(|t| {
+            let reason = t.reason.as_deref().unwrap_or("Error");
+            match t.message.as_deref().filter(|m| !m.is_empty()) {
+                Some(message) => format!("exited with code {} ({reason}): {message}", t.exit_code),
+                None => format!("exited with code {} ({reason})", t.exit_code),
+            }
+        });
+    let mut problem = waiting.and_then(|w| {
+        let reason = w.reason.as_deref()?;
+        FAILING_REASONS.contains(&reason).then(|| {
+            let mut text = reason.to_string();
+            if let Some(message) = w.message.as_deref().filter(|m| !m.is_empty()) {
+                text.push_str(&format!(": {message}"));
+            }
+            if let Some(exit) = &last_exit {
+                text.push_str(&format!("; last {exit}"));
+            }
+            text
+        })
+    });
+    if phase == "Failed" && problem.is_none() {
+        let reason = status.and_then(|s| s.reason.clone()).unwrap_or_default();
+        problem = Some(format!("pod failed {reason}").trim_end().to_string());
+    }
+    let summary = match waiting.and_then(|w| w.reason.as_deref()) {
+        Some(reason) => format!("{phase}, {reason}"),
+        None if pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_ref())
+            .is_none() =>
+        {
+            format!("{phase}, not scheduled to a node")
+        }
+        None => phase,
+    };
+    Some((
+        name,
+        PodInfo {
+            revision,
+            problem,
+            summary,
+        },
+    ))
+}

@@ -1,0 +1,190 @@
+//! A namespace of the real test control plane (`scripts/k8s-control-plane`, started by
+//! `scripts/test`, which exports `TIDEGATE_KUBECONFIG`) with a node agent serving its pods;
+//! dropping it deletes the namespace and the node, so a test leaves no object behind.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+
+use super::eventually;
+use super::node_agent::NodeAgent;
+
+/// The admin kubeconfig of the test control plane.
+pub fn admin_kubeconfig() -> PathBuf {
+    let path = std::env::var("TIDEGATE_KUBECONFIG").unwrap_or_default();
+    assert!(
+        !path.is_empty(),
+        "TIDEGATE_KUBECONFIG must name the test control plane's kubeconfig; run ./scripts/test, which starts one"
+    );
+    PathBuf::from(path)
+}
+
+pub async fn admin_client() -> Client {
+    let kubeconfig = kube::config::Kubeconfig::read_from(admin_kubeconfig()).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    Client::try_from(config).unwrap()
+}
+
+/// One test's namespace and node.
+pub struct TestCluster {
+    pub client: Client,
+    pub namespace: String,
+    pub agent: NodeAgent,
+}
+
+impl TestCluster {
+    pub async fn new(test: &str) -> TestCluster {
+        let client = admin_client().await;
+        let namespace = format!("tg-{test}-{:04x}", fastrand::u16(..));
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let body: Namespace =
+            serde_json::from_value(json!({ "metadata": { "name": namespace } })).unwrap();
+        namespaces
+            .create(&PostParams::default(), &body)
+            .await
+            .expect("test namespace");
+        let agent =
+            NodeAgent::start(client.clone(), &namespace, &format!("node-{namespace}")).await;
+        TestCluster {
+            client,
+            namespace,
+            agent,
+        }
+    }
+
+    /// `[kubernetes]` for a gateway file, with the admin kubeconfig.
+    pub fn gateway_section(&self) -> String {
+        self.gateway_section_with(&admin_kubeconfig())
+    }
+
+    pub fn gateway_section_with(&self, kubeconfig: &std::path::Path) -> String {
+        format!(
+            "\n[kubernetes]\nkubeconfig = \"{}\"\nnamespace = \"{}\"\n",
+            kubeconfig.display(),
+            self.namespace
+        )
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    pub async fn deployments(&self) -> Vec<Deployment> {
+        self.api::<Deployment>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+    }
+
+    /// Replicas in the spec of Deployment `name` (0 if it does not exist).
+    pub async fn replicas(&self, name: &str) -> i32 {
+        match self.api::<Deployment>().get_opt(name).await.unwrap() {
+            Some(d) => d.spec.and_then(|s| s.replicas).unwrap_or(0),
+            None => 0,
+        }
+    }
+
+    pub async fn pods(&self) -> Vec<Pod> {
+        self.api::<Pod>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+    }
+
+    /// Names of the pods that are not being deleted.
+    pub async fn live_pods(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .pods()
+            .await
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter_map(|p| p.metadata.name)
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Ready endpoints of revision `name` across its slices.
+    pub async fn ready_endpoints(&self, name: &str) -> usize {
+        let params = ListParams::default().labels(&format!("kubernetes.io/service-name={name}"));
+        let slices = self
+            .api::<EndpointSlice>()
+            .list(&params)
+            .await
+            .unwrap()
+            .items;
+        slices
+            .iter()
+            .flat_map(|s| s.endpoints.iter())
+            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+            .count()
+    }
+
+    /// Waits until the namespace holds no Deployment, Service or pod.
+    pub async fn wait_empty(&self, what: &str, timeout: Duration) {
+        eventually(what, timeout, || async {
+            let deployments = self.deployments().await.len();
+            let services = self
+                .api::<Service>()
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .len();
+            let pods = self.pods().await.len();
+            (deployments + services + pods == 0).then_some(())
+        })
+        .await
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        // Pods are force-deleted (no kubelet finalizes them once the agent is gone), then the
+        // namespace and node; the agent, dropped after this, kills its processes and removes
+        // its network namespaces. The calls run on a runtime of their own, as the test's may
+        // be ending.
+        let client = self.client.clone();
+        let namespace = self.namespace.clone();
+        let node = self.agent.node.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+                let namespaces: Api<Namespace> = Api::all(client.clone());
+                let nodes: Api<Node> = Api::all(client);
+                let _ = tokio::time::timeout(Duration::from_secs(10), async {
+                    let force = DeleteParams {
+                        grace_period_seconds: Some(0),
+                        ..DeleteParams::default()
+                    };
+                    let _ = pods.delete_collection(&force, &ListParams::default()).await;
+                    let _ = namespaces
+                        .delete(&namespace, &DeleteParams::default())
+                        .await;
+                    let _ = nodes.delete(&node, &DeleteParams::default()).await;
+                })
+                .await;
+            });
+        })
+        .join()
+        .ok();
+    }
+}
