@@ -10,21 +10,10 @@ use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use k8s_openapi::api::apps::v1::Deployment;
-use support::cluster::TestCluster;
-use support::node_agent::DEMO_IMAGE;
+use support::cluster::{Load, TestCluster};
 use support::*;
 
 const HOST: &str = "web.p.test.local";
-
-/// A Kubernetes app running the demo image, with `container` and `[scale]` lines.
-fn kube_app(config: &ConfigDir, name: &str, container: &str, scale: &str) {
-    config.write_app(
-        name,
-        &format!(
-            "name = \"{name}\"\nproject = \"p\"\nruntime = \"kubernetes\"\n\n[container]\nimage = \"{DEMO_IMAGE}\"\nport = 8080\nreadiness_path = \"/healthz\"\n{container}\n\n[scale]\n{scale}\n"
-        ),
-    );
-}
 
 fn gateway(cluster: &TestCluster) -> ConfigDir {
     ConfigDir::new("", &cluster.gateway_section())
@@ -41,8 +30,7 @@ fn median_p90(mut samples: Vec<f64>) -> (f64, f64) {
 async fn cold_starts_through_a_deployment_and_scales_back_to_zero() {
     let cluster = TestCluster::new("cold").await;
     let config = gateway(&cluster);
-    kube_app(
-        &config,
+    config.kube_app(
         "web",
         "env = { GREETING = \"hi\" }",
         "scale_to_zero_grace = \"1s\"\nstable_window = \"2s\"\npanic_window = \"1s\"",
@@ -118,40 +106,21 @@ async fn cold_starts_through_a_deployment_and_scales_back_to_zero() {
 async fn scales_out_under_load_and_back_to_zero() {
     let cluster = TestCluster::new("scale").await;
     let config = gateway(&cluster);
-    kube_app(
-        &config,
-        "web",
+    config.kube_app("web",
         "",
         "concurrency = 1\ntarget_utilization = 1.0\nmax_scale = 4\nstable_window = \"2s\"\npanic_window = \"1s\"\nscale_to_zero_grace = \"1s\"",
     );
     let handle = config.start().await;
     let addr = handle.http_addr().unwrap();
     // Four clients, each with a request of 300 ms at a time, for a while.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut clients = Vec::new();
-    for _ in 0..4 {
-        let stop = std::sync::Arc::clone(&stop);
-        clients.push(tokio::spawn(async move {
-            let mut failures = Vec::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let answer = get(addr, HOST, "/?delay_ms=300").await;
-                if answer.status != StatusCode::OK {
-                    failures.push(format!("{} {}", answer.status, answer.body));
-                }
-            }
-            failures
-        }));
-    }
+    let load = Load::start(addr, HOST, "/?delay_ms=300", 4);
     eventually("4 ready pods", Duration::from_secs(90), || async {
         (cluster.ready_endpoints("web-00001").await >= 4).then_some(())
     })
     .await;
     assert_eq!(cluster.replicas("web-00001").await, 4);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for client in clients {
-        let failures = client.await.unwrap();
-        assert!(failures.is_empty(), "{failures:?}");
-    }
+    let (_, failures) = load.finish().await;
+    assert!(failures.is_empty(), "{failures:?}");
     eventually("back to zero pods", Duration::from_secs(60), || async {
         (cluster.replicas("web-00001").await == 0 && cluster.pods().await.is_empty()).then_some(())
     })
@@ -163,8 +132,7 @@ async fn scales_out_under_load_and_back_to_zero() {
 async fn a_crash_looping_pod_fails_the_revision_with_its_reason() {
     let cluster = TestCluster::new("crash").await;
     let config = gateway(&cluster);
-    kube_app(
-        &config,
+    config.kube_app(
         "web",
         "command = [\"/bin/sh\", \"-c\", \"echo starting; exit 3\"]",
         "startup_timeout = \"60s\"",
@@ -192,8 +160,8 @@ async fn a_crash_looping_pod_fails_the_revision_with_its_reason() {
 async fn a_deleted_app_leaves_no_deployment_service_or_pod() {
     let cluster = TestCluster::new("delete").await;
     let config = gateway(&cluster);
-    kube_app(&config, "web", "", "min_scale = 1");
-    kube_app(&config, "gone", "", "");
+    config.kube_app("web", "", "min_scale = 1");
+    config.kube_app("gone", "", "");
     let handle = config.start().await;
     let addr = handle.http_addr().unwrap();
     assert_eq!(get(addr, HOST, "/").await.status, StatusCode::OK);
@@ -232,7 +200,7 @@ async fn a_deleted_app_leaves_no_deployment_service_or_pod() {
     // Removed while the gateway is down: the next start deletes them.
     handle.shutdown().await;
     std::fs::remove_file(config.app_file("web")).unwrap();
-    kube_app(&config, "other", "", "");
+    config.kube_app("other", "", "");
     let handle = config.start().await;
     eventually("nothing left of web", Duration::from_secs(30), || async {
         let names: Vec<String> = cluster

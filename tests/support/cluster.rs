@@ -12,8 +12,66 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 
-use super::eventually;
-use super::node_agent::NodeAgent;
+use super::node_agent::{NodeAgent, DEMO_IMAGE};
+use super::{eventually, get, ConfigDir};
+
+impl ConfigDir {
+    /// A Kubernetes app running the demo image, with `container` and `[scale]` lines.
+    pub fn kube_app(&self, name: &str, container: &str, scale: &str) {
+        self.write_app(
+            name,
+            &format!(
+                "name = \"{name}\"\nproject = \"p\"\nruntime = \"kubernetes\"\n\n[container]\nimage = \"{DEMO_IMAGE}\"\nport = 8080\nreadiness_path = \"/healthz\"\n{container}\n\n[scale]\n{scale}\n"
+            ),
+        );
+    }
+}
+
+/// Clients sending GETs to `host` through `addr` back to back until stopped; what failed.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    clients: Vec<tokio::task::JoinHandle<(usize, Vec<String>)>>,
+}
+
+impl Load {
+    pub fn start(
+        addr: std::net::SocketAddr,
+        host: &'static str,
+        path: &'static str,
+        clients: usize,
+    ) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let clients = (0..clients)
+            .map(|_| {
+                let stop = std::sync::Arc::clone(&stop);
+                tokio::spawn(async move {
+                    let (mut sent, mut failures) = (0, Vec::new());
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let answer = get(addr, host, path).await;
+                        sent += 1;
+                        if answer.status != http::StatusCode::OK {
+                            failures.push(format!("{} {}", answer.status, answer.body.trim()));
+                        }
+                    }
+                    (sent, failures)
+                })
+            })
+            .collect();
+        Load { stop, clients }
+    }
+
+    /// Stops the clients; the number of requests sent and the failures.
+    pub async fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (mut sent, mut failures) = (0, Vec::new());
+        for client in self.clients {
+            let (n, mut f) = client.await.unwrap();
+            sent += n;
+            failures.append(&mut f);
+        }
+        (sent, failures)
+    }
+}
 
 /// The admin kubeconfig of the test control plane.
 pub fn admin_kubeconfig() -> PathBuf {

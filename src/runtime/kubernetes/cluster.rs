@@ -124,6 +124,7 @@ impl Cluster {
         let tasks = vec![
             tokio::spawn(watches::endpoint_slices(slices, Arc::clone(&shared))),
             tokio::spawn(watches::pods(pods.clone(), Arc::clone(&shared))),
+            tokio::spawn(watches::pulse(client.clone(), Arc::clone(&shared))),
         ];
         tracing::info!(%namespace, "kubernetes backend connected; watching its pods");
         Ok(Arc::new(Cluster {

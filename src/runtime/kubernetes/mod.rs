@@ -41,7 +41,9 @@ pub struct KubernetesBackend {
 /// The cluster, connected on first use.
 struct Connection {
     settings: KubernetesSettings,
-    cluster: Mutex<Option<Arc<Cluster>>>,
+    cluster: std::sync::Mutex<Option<Arc<Cluster>>>,
+    /// Held while connecting, so only one attempt runs at a time.
+    connecting: Mutex<()>,
     /// Why the last connection attempt failed, for `/readyz`.
     error: std::sync::Mutex<Option<String>>,
     /// Whether the operator configured `[kubernetes]`: then the cluster is connected at
@@ -51,16 +53,20 @@ struct Connection {
 
 impl Connection {
     async fn get(&self) -> Result<Arc<Cluster>, RuntimeError> {
-        let mut cluster = self.cluster.lock().await;
-        if let Some(cluster) = cluster.as_ref() {
-            return Ok(Arc::clone(cluster));
+        if let Some(cluster) = self.connected() {
+            return Ok(cluster);
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(cluster) = self.connected() {
+            return Ok(cluster);
         }
         let connected = Cluster::connect(&self.settings).await;
         let mut error = self.error.lock().unwrap_or_else(|p| p.into_inner());
         match connected {
             Ok(connected) => {
                 *error = None;
-                *cluster = Some(Arc::clone(&connected));
+                *self.cluster.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(Arc::clone(&connected));
                 Ok(connected)
             }
             Err(reason) => {
@@ -72,7 +78,10 @@ impl Connection {
     }
 
     fn connected(&self) -> Option<Arc<Cluster>> {
-        self.cluster.try_lock().ok().and_then(|c| c.clone())
+        self.cluster
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -82,7 +91,8 @@ impl KubernetesBackend {
             connection: Arc::new(Connection {
                 configured: settings.is_some(),
                 settings: settings.unwrap_or_default(),
-                cluster: Mutex::new(None),
+                cluster: std::sync::Mutex::new(None),
+                connecting: Mutex::new(()),
                 error: std::sync::Mutex::new(None),
             }),
         }

@@ -6,7 +6,8 @@
 //! as `Init` .. `InitApply` .. `InitDone` and replaces the state at once, so nothing deleted
 //! while the watch was down lingers. Errors are retried with a short capped backoff (250 ms
 //! doubling to 2 s, instead of kube's default 30 s cap) so serving resumes within seconds of
-//! an API server coming back; meanwhile the last known endpoints keep serving.
+//! an API server coming back; meanwhile the last known endpoints keep serving. A watch on a
+//! hung API server stays open and silent, so a [`pulse`] asks it for its version too.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -59,7 +60,7 @@ impl Shared {
         self.changed.send_modify(|n| *n += 1);
     }
 
-    fn error(&self, watch: &'static str, error: &watcher::Error) {
+    fn error(&self, watch: &'static str, error: impl std::fmt::Display) {
         let message = error.to_string();
         let mut errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
         if errors.get(watch) != Some(&message) {
@@ -80,7 +81,7 @@ impl Shared {
         let errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
         let mut parts: Vec<String> = errors
             .iter()
-            .map(|(watch, message)| format!("{watch} watch: {message}"))
+            .map(|(watch, message)| format!("{watch}: {message}"))
             .collect();
         parts.sort();
         (!parts.is_empty()).then(|| parts.join("; "))
@@ -109,6 +110,23 @@ impl Backoff for QuickBackoff {
     }
 }
 
+/// How often [`pulse`] asks the API server for its version, and how long it waits.
+const PULSE_EVERY: Duration = Duration::from_secs(3);
+const PULSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Asks the API server for its version every few seconds: a watch on a hung or stopping API
+/// server stays open and silent, so only asking tells that it is not answering.
+pub async fn pulse(client: kube::Client, shared: Arc<Shared>) {
+    loop {
+        match tokio::time::timeout(PULSE_TIMEOUT, client.apiserver_version()).await {
+            Ok(Ok(_)) => shared.recovered("API server"),
+            Ok(Err(error)) => shared.error("API server", error),
+            Err(_) => shared.error("API server", format!("no answer within {PULSE_TIMEOUT:?}")),
+        }
+        tokio::time::sleep(PULSE_EVERY).await;
+    }
+}
+
 /// Watches the namespace's tidegate EndpointSlices until the task is aborted.
 pub async fn endpoint_slices(api: Api<EndpointSlice>, shared: Arc<Shared>) {
     let config = watcher::Config::default().labels(&managed_selector());
@@ -118,11 +136,11 @@ pub async fn endpoint_slices(api: Api<EndpointSlice>, shared: Arc<Shared>) {
         let event = match item {
             Ok(event) => event,
             Err(error) => {
-                shared.error("EndpointSlice", &error);
+                shared.error("EndpointSlice watch", error);
                 continue;
             }
         };
-        shared.recovered("EndpointSlice");
+        shared.recovered("EndpointSlice watch");
         match event {
             Event::Init => relist = Some(HashMap::new()),
             Event::InitApply(slice) => {
@@ -188,11 +206,11 @@ pub async fn pods(api: Api<Pod>, shared: Arc<Shared>) {
         let event = match item {
             Ok(event) => event,
             Err(error) => {
-                shared.error("Pod", &error);
+                shared.error("Pod watch", error);
                 continue;
             }
         };
-        shared.recovered("Pod");
+        shared.recovered("Pod watch");
         match event {
             Event::Init => relist = Some(HashMap::new()),
             Event::InitApply(pod) => {
