@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use support::cluster::{Load, TestCluster};
 use support::*;
 
@@ -17,6 +18,43 @@ const HOST: &str = "web.p.test.local";
 
 fn gateway(cluster: &TestCluster) -> ConfigDir {
     ConfigDir::new("", &cluster.gateway_section())
+}
+
+/// Opens a watch of `api` (filtered by `fields`) now and returns a task that resolves at
+/// the first event whose object passes `check`.
+async fn first_event<K>(
+    api: kube::Api<K>,
+    fields: &str,
+    check: impl Fn(&K) -> bool + Send + 'static,
+) -> tokio::task::JoinHandle<Instant>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    use futures_util::StreamExt;
+    use kube::runtime::watcher::{watcher, Config, Event};
+    let config = Config::default().fields(fields);
+    let mut stream = watcher(api, config).boxed();
+    // The initial list arrives first: the watch is open once it is done.
+    let mut current = Vec::new();
+    loop {
+        match stream.next().await {
+            Some(Ok(Event::InitDone)) => break,
+            Some(Ok(Event::InitApply(object))) => current.push(object),
+            Some(_) => {}
+            None => panic!("watch ended"),
+        }
+    }
+    assert!(!current.iter().any(&check), "already true before the request");
+    tokio::spawn(async move {
+        while let Some(event) = stream.next().await {
+            if let Ok(Event::Apply(object)) = event {
+                if check(&object) {
+                    return Instant::now();
+                }
+            }
+        }
+        panic!("watch ended");
+    })
 }
 
 /// Sorted values of a sample, and its median and 90th percentile.
@@ -40,7 +78,7 @@ async fn cold_starts_through_a_deployment_and_scales_back_to_zero() {
     let deployments: kube::Api<Deployment> = cluster.api();
     let mut totals = Vec::new();
     let mut own = Vec::new();
-    for round in 0..5 {
+    for round in 0..10 {
         // At zero: no pod.
         eventually(
             "no pod before the request",
@@ -51,20 +89,23 @@ async fn cold_starts_through_a_deployment_and_scales_back_to_zero() {
             },
         )
         .await;
-        // The Deployment's replica change and the endpoint's readiness, seen from outside by
-        // polling, bracket what the cluster does; the rest of the time is tidegate's.
+        // The Deployment's replica change and the endpoint's readiness, seen through watches
+        // opened before the request, bracket what the cluster does; the rest is tidegate's.
+        let scaled = first_event(deployments.clone(), "metadata.name=web-00001", |d: &Deployment| {
+            d.spec.as_ref().and_then(|s| s.replicas) == Some(1)
+        })
+        .await;
+        let ready = first_event(cluster.api(), "", |slice: &EndpointSlice| {
+            slice.endpoints.iter().any(|e| {
+                e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true)
+            })
+        })
+        .await;
         let started = Instant::now();
         let request =
             tokio::spawn(async move { (get(addr, HOST, "/env/GREETING").await, Instant::now()) });
-        let scaled = eventually("replicas 1", Duration::from_secs(30), || async {
-            let replicas = deployments.get("web-00001").await.ok()?.spec?.replicas?;
-            (replicas == 1).then(Instant::now)
-        })
-        .await;
-        let ready = eventually("a ready endpoint", Duration::from_secs(60), || async {
-            (cluster.ready_endpoints("web-00001").await >= 1).then(Instant::now)
-        })
-        .await;
+        let scaled = scaled.await.unwrap();
+        let ready = ready.await.unwrap();
         let (answer, answered) = request.await.unwrap();
         assert_eq!(
             answer.status,
