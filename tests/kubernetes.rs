@@ -44,7 +44,10 @@ where
             None => panic!("watch ended"),
         }
     }
-    assert!(!current.iter().any(&check), "already true before the request");
+    assert!(
+        !current.iter().any(&check),
+        "already true before the request"
+    );
     tokio::spawn(async move {
         while let Some(event) = stream.next().await {
             if let Ok(Event::Apply(object)) = event {
@@ -91,14 +94,17 @@ async fn cold_starts_through_a_deployment_and_scales_back_to_zero() {
         .await;
         // The Deployment's replica change and the endpoint's readiness, seen through watches
         // opened before the request, bracket what the cluster does; the rest is tidegate's.
-        let scaled = first_event(deployments.clone(), "metadata.name=web-00001", |d: &Deployment| {
-            d.spec.as_ref().and_then(|s| s.replicas) == Some(1)
-        })
+        let scaled = first_event(
+            deployments.clone(),
+            "metadata.name=web-00001",
+            |d: &Deployment| d.spec.as_ref().and_then(|s| s.replicas) == Some(1),
+        )
         .await;
         let ready = first_event(cluster.api(), "", |slice: &EndpointSlice| {
-            slice.endpoints.iter().any(|e| {
-                e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true)
-            })
+            slice
+                .endpoints
+                .iter()
+                .any(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
         })
         .await;
         let started = Instant::now();
@@ -217,12 +223,7 @@ async fn a_deleted_app_leaves_no_deployment_service_or_pod() {
         "gone's objects deleted",
         Duration::from_secs(30),
         || async {
-            let names: Vec<String> = cluster
-                .deployments()
-                .await
-                .into_iter()
-                .filter_map(|d| d.metadata.name)
-                .collect();
+            let names = cluster.deployment_names().await;
             let pods = cluster.pods().await;
             let gone_pods = pods
                 .iter()
@@ -244,12 +245,7 @@ async fn a_deleted_app_leaves_no_deployment_service_or_pod() {
     config.kube_app("other", "", "");
     let handle = config.start().await;
     eventually("nothing left of web", Duration::from_secs(30), || async {
-        let names: Vec<String> = cluster
-            .deployments()
-            .await
-            .into_iter()
-            .filter_map(|d| d.metadata.name)
-            .collect();
+        let names = cluster.deployment_names().await;
         let services = cluster
             .api::<k8s_openapi::api::core::v1::Service>()
             .list(&Default::default())

@@ -110,12 +110,7 @@ async fn a_gateway_with_only_the_manifests_role_runs_and_cleans_up_apps() {
         "gone's objects deleted",
         Duration::from_secs(30),
         || async {
-            let names: Vec<String> = cluster
-                .deployments()
-                .await
-                .into_iter()
-                .filter_map(|d| d.metadata.name)
-                .collect();
+            let names = cluster.deployment_names().await;
             (names == ["web-00001"]).then_some(())
         },
     )

@@ -147,6 +147,18 @@ impl TestCluster {
             .items
     }
 
+    /// The names of the namespace's Deployments, sorted.
+    pub async fn deployment_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .deployments()
+            .await
+            .into_iter()
+            .filter_map(|d| d.metadata.name)
+            .collect();
+        names.sort();
+        names
+    }
+
     /// Replicas in the spec of Deployment `name` (0 if it does not exist).
     pub async fn replicas(&self, name: &str) -> i32 {
         match self.api::<Deployment>().get_opt(name).await.unwrap() {

@@ -127,44 +127,85 @@ pub async fn pulse(client: kube::Client, shared: Arc<Shared>) {
     }
 }
 
-/// Watches the namespace's tidegate EndpointSlices until the task is aborted.
-pub async fn endpoint_slices(api: Api<EndpointSlice>, shared: Arc<Shared>) {
+/// How one kind's objects go into [`ClusterState`].
+struct Sink<K, V> {
+    /// Name for logs and `/readyz`.
+    name: &'static str,
+    /// The object's name and what the state keeps of it; `None` skips it.
+    parse: fn(&K) -> Option<(String, V)>,
+    set: fn(&mut ClusterState, String, V),
+    remove: fn(&mut ClusterState, &str),
+    /// After a relist: every object at once.
+    replace: fn(&mut ClusterState, HashMap<String, V>),
+}
+
+/// Watches the namespace's tidegate objects of one kind into the state until the task is
+/// aborted.
+async fn watch_into<K, V>(api: Api<K>, shared: Arc<Shared>, sink: Sink<K, V>)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
     let config = watcher::Config::default().labels(&managed_selector());
     let mut stream = StreamBackoff::new(watcher(api, config), QuickBackoff::default()).boxed();
-    let mut relist: Option<HashMap<String, (String, Vec<Endpoint>)>> = None;
+    let mut relist: Option<HashMap<String, V>> = None;
     while let Some(item) = stream.next().await {
         let event = match item {
             Ok(event) => event,
             Err(error) => {
-                shared.error("EndpointSlice watch", error);
+                shared.error(sink.name, error);
                 continue;
             }
         };
-        shared.recovered("EndpointSlice watch");
+        shared.recovered(sink.name);
         match event {
             Event::Init => relist = Some(HashMap::new()),
-            Event::InitApply(slice) => {
-                if let (Some(buffer), Some((name, parsed))) = (relist.as_mut(), slice_entry(&slice))
+            Event::InitApply(object) => {
+                if let (Some(buffer), Some((name, value))) =
+                    (relist.as_mut(), (sink.parse)(&object))
                 {
-                    buffer.insert(name, parsed);
+                    buffer.insert(name, value);
                 }
             }
             Event::InitDone => {
-                let slices = relist.take().unwrap_or_default();
-                shared.update(|state| state.replace_slices(slices));
+                let all = relist.take().unwrap_or_default();
+                shared.update(|state| (sink.replace)(state, all));
             }
-            Event::Apply(slice) => {
-                if let Some((name, (revision, endpoints))) = slice_entry(&slice) {
-                    shared.update(|state| state.set_slice(name, revision, endpoints));
+            Event::Apply(object) => {
+                if let Some((name, value)) = (sink.parse)(&object) {
+                    shared.update(|state| (sink.set)(state, name, value));
                 }
             }
-            Event::Delete(slice) => {
-                if let Some(name) = slice.metadata.name {
-                    shared.update(|state| state.remove_slice(&name));
+            Event::Delete(object) => {
+                if let Some(name) = object.meta().name.clone() {
+                    shared.update(|state| (sink.remove)(state, &name));
                 }
             }
         }
     }
+}
+
+/// Watches the namespace's tidegate EndpointSlices.
+pub async fn endpoint_slices(api: Api<EndpointSlice>, shared: Arc<Shared>) {
+    let sink = Sink {
+        name: "EndpointSlice watch",
+        parse: slice_entry,
+        set: |state, name, (revision, endpoints)| state.set_slice(name, revision, endpoints),
+        remove: ClusterState::remove_slice,
+        replace: ClusterState::replace_slices,
+    };
+    watch_into(api, shared, sink).await
+}
+
+/// Watches the namespace's tidegate pods (for crash loops and start-up progress).
+pub async fn pods(api: Api<Pod>, shared: Arc<Shared>) {
+    let sink = Sink {
+        name: "Pod watch",
+        parse: pod_entry,
+        set: ClusterState::set_pod,
+        remove: ClusterState::remove_pod,
+        replace: ClusterState::replace_pods,
+    };
+    watch_into(api, shared, sink).await
 }
 
 /// A slice's name, and its revision (the Service's name) with its pod endpoints.
@@ -195,45 +236,6 @@ fn slice_entry(slice: &EndpointSlice) -> Option<(String, (String, Vec<Endpoint>)
         })
         .collect();
     Some((name, (revision, endpoints)))
-}
-
-/// Watches the namespace's tidegate pods (for crash loops and start-up progress).
-pub async fn pods(api: Api<Pod>, shared: Arc<Shared>) {
-    let config = watcher::Config::default().labels(&managed_selector());
-    let mut stream = StreamBackoff::new(watcher(api, config), QuickBackoff::default()).boxed();
-    let mut relist: Option<HashMap<String, PodInfo>> = None;
-    while let Some(item) = stream.next().await {
-        let event = match item {
-            Ok(event) => event,
-            Err(error) => {
-                shared.error("Pod watch", error);
-                continue;
-            }
-        };
-        shared.recovered("Pod watch");
-        match event {
-            Event::Init => relist = Some(HashMap::new()),
-            Event::InitApply(pod) => {
-                if let (Some(buffer), Some((name, info))) = (relist.as_mut(), pod_entry(&pod)) {
-                    buffer.insert(name, info);
-                }
-            }
-            Event::InitDone => {
-                let pods = relist.take().unwrap_or_default();
-                shared.update(|state| state.replace_pods(pods));
-            }
-            Event::Apply(pod) => {
-                if let Some((name, info)) = pod_entry(&pod) {
-                    shared.update(|state| state.set_pod(name, info));
-                }
-            }
-            Event::Delete(pod) => {
-                if let Some(name) = pod.metadata.name {
-                    shared.update(|state| state.remove_pod(&name));
-                }
-            }
-        }
-    }
 }
 
 /// Waiting reasons that mean the container will not run without a change.
