@@ -79,6 +79,19 @@ impl Admin {
                     text(StatusCode::OK, body)
                 }
             }
+            #[cfg(feature = "kubernetes")]
+            "/internal/load" => {
+                let report = crate::replicas::load::report(&self.registry);
+                let mut response = text(
+                    StatusCode::OK,
+                    serde_json::to_string(&report).unwrap_or_default(),
+                );
+                response.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/json"),
+                );
+                response
+            }
             "/apps" => {
                 let mut response = text(StatusCode::OK, self.apps_json());
                 response.headers_mut().insert(

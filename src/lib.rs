@@ -9,7 +9,8 @@
 //! it reloads live. Jobs (`jobs`) run to completion through the same backends. Metrics,
 //! health, the management API (`api`, with its CLI in `cli`) and the web console (`console`,
 //! charts from `stats`) are on the admin listener (`admin`, `metrics`); each request's line
-//! goes to the `access_log`. `gateway` wires it together behind [`Gateway::start`].
+//! goes to the `access_log`. Several gateways on one cluster share their load (`replicas`).
+//! `gateway` wires it together behind [`Gateway::start`].
 
 // Unsafe code is denied everywhere but in the one place that must set the parent-death
 // signal between fork and exec (runtime::process), which has no safe API.
@@ -33,6 +34,8 @@ pub mod jobs;
 pub mod metrics;
 pub mod proxy;
 pub mod random;
+#[cfg(feature = "kubernetes")]
+pub mod replicas;
 pub mod revision;
 pub mod routes;
 pub mod runtime;

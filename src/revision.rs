@@ -26,6 +26,10 @@ pub struct RevisionState {
     pub metrics: RevisionMetrics,
     in_flight: AtomicI64,
     arrivals: AtomicU64,
+    /// The other gateway replicas' requests in flight on this revision, and their arrivals
+    /// (summed counters), as last polled: the autoscaler decides on the load of all.
+    peer_in_flight: AtomicI64,
+    peer_arrivals: AtomicU64,
     /// The instance starting now, if any: what a request that waited in vain is told.
     starting: ArcSwapOption<StartNote>,
 }
@@ -69,6 +73,8 @@ impl RevisionState {
             activator: Activator::new(limit, depth_gauge, poke),
             in_flight: AtomicI64::new(0),
             arrivals: AtomicU64::new(0),
+            peer_in_flight: AtomicI64::new(0),
+            peer_arrivals: AtomicU64::new(0),
             starting: ArcSwapOption::empty(),
         })
     }
@@ -111,6 +117,24 @@ impl RevisionState {
     /// Requests routed to this revision since it was created.
     pub fn arrivals(&self) -> u64 {
         self.arrivals.load(Ordering::Relaxed)
+    }
+
+    /// Sets what the other gateway replicas report for this revision.
+    pub fn set_peer_load(&self, in_flight: i64, arrivals: u64) {
+        self.peer_in_flight.store(in_flight, Ordering::Relaxed);
+        self.peer_arrivals.store(arrivals, Ordering::Relaxed);
+    }
+
+    /// Requests in flight on this revision through every gateway replica (this one alone
+    /// without replicas).
+    pub fn total_in_flight(&self) -> i64 {
+        self.in_flight() + self.peer_in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Arrivals through every replica: it changes whenever any replica saw a request.
+    pub fn total_arrivals(&self) -> u64 {
+        self.arrivals()
+            .wrapping_add(self.peer_arrivals.load(Ordering::Relaxed))
     }
 }
 

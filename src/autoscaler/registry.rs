@@ -156,6 +156,13 @@ impl AppRegistry {
         }
     }
 
+    /// Tells the backends a shutdown begins (a leader hands its Lease over).
+    pub async fn shutting_down(&self) {
+        for backend in &self.backends {
+            backend.shutting_down().await;
+        }
+    }
+
     /// Problems of the runtime backends that keep apps from working (an unreachable
     /// container engine), for `/readyz`.
     pub fn backend_problems(&self) -> Vec<String> {

@@ -95,10 +95,10 @@ impl Unit {
 
     /// Feeds the KPA one concurrency sample of this revision's own requests.
     pub fn sample(&mut self, now: Instant) {
-        let arrivals = self.state.arrivals();
+        let arrivals = self.state.total_arrivals();
         let traffic = arrivals != self.last_arrivals;
         self.last_arrivals = arrivals;
-        let concurrency = self.state.in_flight().max(0) as f64;
+        let concurrency = self.state.total_in_flight().max(0) as f64;
         self.kpa.record(now, concurrency, traffic);
     }
 

@@ -190,9 +190,21 @@ pub(super) fn kubernetes(
             );
         }
     }
+    if raw
+        .identity
+        .as_deref()
+        .is_some_and(|id| id.trim().is_empty())
+    {
+        c.report(
+            "kubernetes.identity",
+            "is empty; leave it out for the pod's name",
+        );
+    }
     Some(KubernetesSettings {
         kubeconfig: raw.kubeconfig.map(|path| base.join(path)),
         namespace: raw.namespace,
+        leader_election: raw.leader_election.unwrap_or(false),
+        identity: raw.identity,
     })
 }
 

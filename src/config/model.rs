@@ -90,6 +90,13 @@ pub struct KubernetesSettings {
     /// Where every app's Deployments and Services go; `None`: the kubeconfig context's
     /// namespace, or the gateway pod's own.
     pub namespace: Option<String>,
+    /// Whether this gateway is one of several replicas: then only the holder of the
+    /// `tidegate-leader` Lease lowers replica counts, cleans up and marks pods; any replica
+    /// wakes a revision from zero.
+    pub leader_election: bool,
+    /// This replica's holder identity; `None`: `$POD_NAME` (else host name and process id),
+    /// and `$POD_IP` when set.
+    pub identity: Option<String>,
 }
 
 impl Config {

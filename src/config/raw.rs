@@ -30,6 +30,11 @@ pub struct RawKubernetes {
     /// The namespace of every app's objects; without it, the kubeconfig context's (or the
     /// pod's own in a cluster).
     pub namespace: Option<String>,
+    /// Several gateway replicas share the cluster: one leader (a Lease) scales.
+    pub leader_election: Option<bool>,
+    /// This replica's name in the election; without it `$POD_NAME` (or the host name and
+    /// process id) and `$POD_IP`.
+    pub identity: Option<String>,
 }
 
 /// `[container_engine]`: where the Docker Engine API (Docker or Podman) listens.

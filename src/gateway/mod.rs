@@ -12,13 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 mod reloader;
+mod setup;
 
-use crate::access_log::{AccessLog, Format, Sink};
 use crate::admin::Admin;
 use crate::api::{token::Token, Api};
 use crate::autoscaler::AppRegistry;
@@ -34,6 +33,7 @@ use crate::server::{self, Handler, ListenerConfig};
 use crate::stats::History;
 use crate::tls::Tls;
 use reloader::{record_success, report_rejected, Reloader};
+use setup::{bind, local_addr, start_access_log};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -324,6 +324,13 @@ impl GatewayBuilder {
             watcher,
             current,
         };
+        #[cfg(feature = "kubernetes")]
+        let replicas = crate::replicas::join(
+            config.gateway.kubernetes.as_ref(),
+            admin_addr,
+            Arc::clone(&registry),
+        )
+        .await;
         let reload_task = tokio::spawn(reloader.run(config, reload_rx, changes_rx, shutdown_rx));
 
         tracing::info!(
@@ -348,6 +355,8 @@ impl GatewayBuilder {
             public,
             admin_task,
             reload_task,
+            #[cfg(feature = "kubernetes")]
+            replicas,
         })
     }
 }
@@ -368,6 +377,9 @@ pub struct Handle {
     public: Vec<JoinHandle<()>>,
     admin_task: JoinHandle<()>,
     reload_task: JoinHandle<()>,
+    /// The other gateway replicas, when it is one of several.
+    #[cfg(feature = "kubernetes")]
+    replicas: Option<crate::replicas::Replicas>,
 }
 
 impl Handle {
@@ -410,6 +422,12 @@ impl Handle {
     /// instance the gateway started, then stops the admin listener and returns.
     pub async fn shutdown(self) {
         let _ = self.shutdown_tx.send(true);
+        // Hand over first: the Lease, and this replica's share of the load.
+        self.registry.shutting_down().await;
+        #[cfg(feature = "kubernetes")]
+        if let Some(replicas) = self.replicas {
+            replicas.leave().await;
+        }
         for task in self.public {
             let _ = task.await;
         }
@@ -449,38 +467,4 @@ impl Handler for Proxy {
     {
         crate::proxy::h1::serve(self, io, conn, limits, stop)
     }
-}
-
-async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|error| StartError::Bind {
-            listener,
-            addr,
-            error,
-        })
-}
-
-fn local_addr(listener: &TcpListener) -> SocketAddr {
-    listener
-        .local_addr()
-        .expect("a bound listener has a local address")
-}
-
-/// The access log the config asks for; a file that cannot be opened stops the start.
-fn start_access_log(config: &Config, log_json: bool) -> Result<Arc<AccessLog>, StartError> {
-    let sink = match &config.gateway.access_log {
-        config::AccessLogTarget::Stdout => Sink::Stdout,
-        config::AccessLogTarget::Off => Sink::Off,
-        config::AccessLogTarget::File(path) => Sink::File(path.clone()),
-    };
-    let format = if config.gateway.access_log_json.unwrap_or(log_json) {
-        Format::Json
-    } else {
-        Format::Text
-    };
-    AccessLog::start(sink.clone(), format).map_err(|error| StartError::AccessLog {
-        sink: format!("{sink:?}"),
-        error,
-    })
 }

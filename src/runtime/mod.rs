@@ -13,7 +13,7 @@ pub mod cgroup;
 pub mod container;
 pub mod env;
 #[cfg(feature = "kubernetes")]
-mod kubernetes;
+pub mod kubernetes;
 pub mod log_retention;
 pub mod logs;
 pub mod memory;
@@ -209,6 +209,10 @@ pub trait RuntimeBackend: Send + Sync + 'static {
 
     /// Stops an instance: a polite request first, then force after `grace`.
     async fn stop(&self, instance_id: &str, grace: Duration) -> Result<(), RuntimeError>;
+
+    /// The gateway begins to shut down: hand over what others must carry on at once (a
+    /// leader's Lease), before the drain.
+    async fn shutting_down(&self) {}
 
     /// Ends every instance still running, at once: the last step of a gateway shutdown.
     async fn shutdown(&self) {}

@@ -283,8 +283,9 @@ async fn handle(inner: &Arc<Inner>, pod: Pod) {
     }
 }
 
-/// Creates the pod's network namespace and veth pair; its address.
-fn plumb(inner: &Inner, netns: &str, host: u8) -> Ipv4Addr {
+/// Creates the pod's network namespace and veth pair; its address, or `None` if the agent
+/// is being torn down meanwhile.
+fn plumb(inner: &Inner, netns: &str, host: u8) -> Option<Ipv4Addr> {
     let address = Ipv4Addr::new(10, 244, inner.subnet, host);
     let (outside, inside) = (
         format!("tgv{}h{host}", inner.subnet),
@@ -292,24 +293,19 @@ fn plumb(inner: &Inner, netns: &str, host: u8) -> Ipv4Addr {
     );
     ip(&["netns", "del", netns]);
     ip(&["link", "del", &outside]);
-    must_ip(&["netns", "add", netns]);
-    must_ip(&[
-        "link", "add", &outside, "type", "veth", "peer", "name", &inside,
-    ]);
-    must_ip(&["link", "set", &inside, "netns", netns]);
-    must_ip(&["link", "set", &outside, "master", &inner.bridge, "up"]);
-    must_ip(&[
-        "-n",
-        netns,
-        "addr",
-        "add",
-        &format!("{address}/24"),
-        "dev",
-        &inside,
-    ]);
-    must_ip(&["-n", netns, "link", "set", &inside, "up"]);
-    must_ip(&["-n", netns, "link", "set", "lo", "up"]);
-    address
+    let cidr = format!("{address}/24");
+    let steps: [&[&str]; 7] = [
+        &["netns", "add", netns],
+        &[
+            "link", "add", &outside, "type", "veth", "peer", "name", &inside,
+        ],
+        &["link", "set", &inside, "netns", netns],
+        &["link", "set", &outside, "master", &inner.bridge, "up"],
+        &["-n", netns, "addr", "add", &cidr, "dev", &inside],
+        &["-n", netns, "link", "set", &inside, "up"],
+        &["-n", netns, "link", "set", "lo", "up"],
+    ];
+    steps.iter().all(|step| ip(step)).then_some(address)
 }
 
 /// The program and arguments for the pod's container.
@@ -372,7 +368,11 @@ async fn supervise(
     let name = pod.metadata.name.clone().unwrap_or_default();
     let spec = pod.spec.clone().unwrap_or_default();
     let container = spec.containers.first().cloned().unwrap_or_default();
-    let address = plumb(&inner, &netns, host);
+    let Some(address) = plumb(&inner, &netns, host) else {
+        inner.running.lock().unwrap().remove(&uid);
+        ip(&["netns", "del", &netns]);
+        return;
+    };
     let (program, args) = program(&container);
     let env = environment(&container, &name, address);
     let grace = Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(30) as u64);

@@ -17,6 +17,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::election::Elector;
 use super::objects::{managed_selector, APP_LABEL, DELETION_COST};
 use super::watches::{self, Shared};
 use crate::config::KubernetesSettings;
@@ -50,7 +51,7 @@ impl CallError {
         }
     }
 
-    fn is_not_found(&self) -> bool {
+    pub(super) fn is_not_found(&self) -> bool {
         self.code == Some(404)
     }
 
@@ -81,6 +82,12 @@ pub struct Cluster {
     services: Api<Service>,
     pods: Api<Pod>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Whether this gateway may lower replica counts and clean up: always, unless
+    /// `leader_election` makes it one replica of several, then while it holds the Lease.
+    pub leading: watch::Receiver<bool>,
+    elector: Mutex<Option<Elector>>,
+    /// Keeps `leading` open (and true) for a gateway without an election.
+    _always_leading: Option<watch::Sender<bool>>,
 }
 
 impl Drop for Cluster {
@@ -100,34 +107,37 @@ impl Cluster {
     /// Connects with `settings` and starts the watches; fails only on a bad kubeconfig or a
     /// missing service account, not on an unreachable server (the watches retry).
     pub async fn connect(settings: &KubernetesSettings) -> Result<Arc<Cluster>, String> {
-        let mut config = match &settings.kubeconfig {
-            Some(path) => {
-                let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                    .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
-                kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-                    .await
-                    .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
-            }
-            None => kube::Config::infer().await.map_err(|e| {
-                format!("no kubeconfig and not in a cluster ({e}); set [kubernetes] kubeconfig")
-            })?,
-        };
-        config.connect_timeout = Some(Duration::from_secs(5));
-        let namespace = settings
-            .namespace
-            .clone()
-            .unwrap_or_else(|| config.default_namespace.clone());
-        let client = Client::try_from(config).map_err(|e| format!("kubernetes client: {e}"))?;
+        let (client, namespace) = client(settings).await?;
         let shared = Arc::new(Shared::default());
         let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &namespace);
         let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
         let tasks = vec![
             tokio::spawn(watches::endpoint_slices(slices, Arc::clone(&shared))),
             tokio::spawn(watches::pods(pods.clone(), Arc::clone(&shared))),
+            tokio::spawn(watches::deployments(
+                Api::namespaced(client.clone(), &namespace),
+                Arc::clone(&shared),
+            )),
             tokio::spawn(watches::pulse(client.clone(), Arc::clone(&shared))),
         ];
+        let (elector, leading, always) = if settings.leader_election {
+            let identity = identity(settings);
+            let elector = Elector::spawn(
+                Api::namespaced(client.clone(), &namespace),
+                LEADER_LEASE.to_string(),
+                identity,
+            );
+            let leading = elector.leading.clone();
+            (Some(elector), leading, None)
+        } else {
+            let (always, leading) = watch::channel(true);
+            (None, leading, Some(always))
+        };
         tracing::info!(%namespace, "kubernetes backend connected; watching its pods");
         Ok(Arc::new(Cluster {
+            leading,
+            elector: Mutex::new(elector),
+            _always_leading: always,
             deployments: Api::namespaced(client.clone(), &namespace),
             services: Api::namespaced(client, &namespace),
             pods,
@@ -135,6 +145,31 @@ impl Cluster {
             shared,
             tasks: Mutex::new(tasks),
         }))
+    }
+
+    /// Whether this gateway leads now (always without `leader_election`).
+    pub fn leads(&self) -> bool {
+        *self.leading.borrow()
+    }
+
+    /// Whether this gateway is one replica of several.
+    pub fn is_replica(&self) -> bool {
+        self.elector
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// Leaves the election, handing the Lease over at once.
+    pub async fn step_down(&self) {
+        let elector = self
+            .elector
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(elector) = elector {
+            elector.step_down().await;
+        }
     }
 
     /// Creates the revision's Deployment (at zero replicas) and Service unless they exist.
@@ -165,40 +200,17 @@ impl Cluster {
         }
     }
 
-    /// Starts the task that keeps the Deployment's replica count at `desired`, through the
-    /// scale subresource, retrying until the API server takes it.
-    pub fn spawn_scaler(&self, name: String, mut desired: watch::Receiver<i32>) {
-        let deployments = self.deployments.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let replicas = *desired.borrow_and_update();
-                let patch = Patch::Merge(json!({ "spec": { "replicas": replicas } }));
-                loop {
-                    match bounded(deployments.patch_scale(&name, &PatchParams::default(), &patch))
-                        .await
-                    {
-                        Ok(_) => {
-                            tracing::debug!(deployment = %name, replicas, "scaled");
-                            break;
-                        }
-                        Err(error) if error.is_not_found() => return,
-                        Err(error) => {
-                            tracing::warn!(deployment = %name, replicas, message = %error.message, "scale not applied; retrying");
-                            tokio::select! {
-                                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                                changed = desired.changed() => if changed.is_err() { return },
-                            }
-                            if desired.has_changed().unwrap_or(false) {
-                                break;
-                            }
-                        }
-                    }
-                }
-                if !desired.has_changed().unwrap_or(false) && desired.changed().await.is_err() {
-                    return;
-                }
-            }
-        });
+    /// Starts the task that keeps the Deployment's replica count at `desired`
+    /// ([`super::scaler`]); a count someone else raised is set back after `adopt_after`.
+    pub fn spawn_scaler(&self, name: String, desired: watch::Receiver<i32>, adopt_after: Duration) {
+        let task = tokio::spawn(super::scaler::run(
+            self.deployments.clone(),
+            name,
+            desired,
+            self.leading.clone(),
+            Arc::clone(&self.shared),
+            adopt_after,
+        ));
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         tasks.retain(|task| !task.is_finished());
         tasks.push(task);
@@ -280,6 +292,81 @@ impl Cluster {
 pub struct Sweep {
     pub deleted: Vec<String>,
     pub running: Vec<(String, u16)>,
+}
+
+/// A client for `settings` and the namespace to work in: the kubeconfig's (or, without one,
+/// the usual places, then the in-cluster service account).
+pub async fn client(settings: &KubernetesSettings) -> Result<(Client, String), String> {
+    let mut config = match &settings.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
+        }
+        None => kube::Config::infer().await.map_err(|e| {
+            format!("no kubeconfig and not in a cluster ({e}); set [kubernetes] kubeconfig")
+        })?,
+    };
+    config.connect_timeout = Some(Duration::from_secs(5));
+    let namespace = settings
+        .namespace
+        .clone()
+        .unwrap_or_else(|| config.default_namespace.clone());
+    let client = Client::try_from(config).map_err(|e| format!("kubernetes client: {e}"))?;
+    Ok((client, namespace))
+}
+
+/// This replica's identity: the configured one, or the default below.
+pub fn identity(settings: &KubernetesSettings) -> String {
+    settings.identity.clone().unwrap_or_else(default_identity)
+}
+
+/// The Lease the replicas elect their leader with.
+const LEADER_LEASE: &str = "tidegate-leader";
+
+/// `$POD_NAME` (else the host name and process id), and `_$POD_IP` when set: the pod and
+/// where it is, for whoever reads the Lease.
+fn default_identity() -> String {
+    let name = std::env::var("POD_NAME").unwrap_or_else(|_| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    match std::env::var("POD_IP") {
+        Ok(ip) => format!("{name}_{ip}"),
+        Err(_) => name,
+    }
+}
+
+pub(super) async fn set_replicas(
+    deployments: &Api<Deployment>,
+    name: &str,
+    replicas: i32,
+) -> Result<(), CallError> {
+    let patch = Patch::Merge(json!({ "spec": { "replicas": replicas } }));
+    bounded(deployments.patch_scale(name, &PatchParams::default(), &patch)).await?;
+    Ok(())
+}
+
+/// Sets the count to 1 if it is still 0, and never lowers it: what any replica may do for
+/// a request waiting at zero. The read's resourceVersion makes the write conditional, so a
+/// count the leader set meanwhile is kept (409, read again).
+pub(super) async fn wake(deployments: &Api<Deployment>, name: &str) -> Result<(), CallError> {
+    loop {
+        let scale = bounded(deployments.get_scale(name)).await?;
+        if scale.spec.and_then(|s| s.replicas).unwrap_or(0) > 0 {
+            return Ok(());
+        }
+        let patch = Patch::Merge(json!({
+            "metadata": { "resourceVersion": scale.metadata.resource_version },
+            "spec": { "replicas": 1 },
+        }));
+        match bounded(deployments.patch_scale(name, &PatchParams::default(), &patch)).await {
+            Err(error) if error.already_exists() => continue,
+            result => return result.map(|_| ()),
+        }
+    }
 }
 
 fn collect_orphan(

@@ -14,7 +14,9 @@
 //! gateways without Kubernetes apps never touch a kubeconfig.
 
 mod cluster;
+mod election;
 mod objects;
+mod scaler;
 mod state;
 mod watches;
 
@@ -30,6 +32,7 @@ use super::{
     StartedInstance,
 };
 use crate::config::{AppSpec, ContainerSpec, KubernetesSettings, RuntimeSpec};
+pub use cluster::{client, identity};
 use cluster::{CallError, Cluster};
 use state::{RevisionSlots, Slot};
 
@@ -151,14 +154,14 @@ fn revision_entry<'a>(
     cluster: &Cluster,
     state: &'a mut state::ClusterState,
     revision: &str,
-    port: u16,
+    (port, adopt_after): (u16, Duration),
 ) -> &'a mut RevisionSlots {
     state
         .revisions
         .entry(revision.to_string())
         .or_insert_with(|| {
             let (desired, watcher) = watch::channel(0);
-            cluster.spawn_scaler(revision.to_string(), watcher);
+            cluster.spawn_scaler(revision.to_string(), watcher, adopt_after);
             RevisionSlots {
                 port,
                 slots: Vec::new(),
@@ -171,12 +174,12 @@ fn revision_entry<'a>(
 fn add_slot(
     cluster: &Cluster,
     revision: &str,
-    port: u16,
+    port_and_grace: (u16, Duration),
     id: &str,
 ) -> watch::Receiver<Option<Exit>> {
     let (exited, receiver) = watch::channel(None);
     let mut state = cluster.shared.lock();
-    let entry = revision_entry(cluster, &mut state, revision, port);
+    let entry = revision_entry(cluster, &mut state, revision, port_and_grace);
     entry.slots.push(Slot {
         id: id.to_string(),
         pod: None,
@@ -306,7 +309,8 @@ impl RuntimeBackend for KubernetesBackend {
         let cluster = self.cluster().await?;
         let revision = request.revision.clone();
         let mut changed = cluster.shared.changed.subscribe();
-        let exited = add_slot(&cluster, &revision, container.port, &id);
+        let grace = request.app.scale.scale_to_zero_grace;
+        let exited = add_slot(&cluster, &revision, (container.port, grace), &id);
         let mut pending = PendingSlot {
             cluster: &cluster,
             id: id.clone(),
@@ -365,7 +369,8 @@ impl RuntimeBackend for KubernetesBackend {
                 .find(|slot| slot.id == instance_id)
                 .and_then(|slot| slot.pod.clone())
         };
-        if let Some(pod) = &pod {
+        // Only the replica that lowers the count chooses the pod.
+        if let Some(pod) = pod.as_ref().filter(|_| cluster.leads()) {
             if let Err(error) = cluster.mark_for_removal(pod).await {
                 tracing::warn!(%pod, message = %error.message, "could not mark the pod for removal; the ReplicaSet chooses");
             }
@@ -390,10 +395,20 @@ impl RuntimeBackend for KubernetesBackend {
         });
     }
 
+    async fn shutting_down(&self) {
+        if let Some(cluster) = self.connected() {
+            cluster.step_down().await;
+        }
+    }
+
     async fn shutdown(&self) {
         let Some(cluster) = self.connected() else {
             return;
         };
+        if cluster.is_replica() {
+            // The other replicas go on serving these revisions; the new leader scales them.
+            return;
+        }
         let names: Vec<String> = cluster.shared.lock().revisions.keys().cloned().collect();
         let scaled = names.iter().map(|name| cluster.scale_now(name, 0));
         for (name, result) in names
@@ -411,17 +426,26 @@ impl RuntimeBackend for KubernetesBackend {
 /// scales to zero the Deployments a previous gateway left running (a revision this gateway
 /// runs already has its scaler, which a start raises again).
 async fn sweep_until_done(cluster: Arc<Cluster>, apps: HashSet<String>) {
+    // Of several replicas, the leader cleans up (a follower may be behind on the config).
+    let mut leading = cluster.leading.clone();
+    if leading.wait_for(|leads| *leads).await.is_err() {
+        return;
+    }
     loop {
         match cluster.sweep(&apps).await {
             Ok(sweep) => {
                 if !sweep.deleted.is_empty() {
                     tracing::info!(deleted = ?sweep.deleted, "deleted the objects of apps that no longer exist");
                 }
+                if cluster.is_replica() {
+                    // Pods other replicas run are not leftovers.
+                    return;
+                }
                 let mut state = cluster.shared.lock();
                 for (name, port) in sweep.running {
                     if !state.revisions.contains_key(&name) {
                         tracing::info!(deployment = %name, "scaling down pods a previous gateway left");
-                        revision_entry(&cluster, &mut state, &name, port);
+                        revision_entry(&cluster, &mut state, &name, (port, Duration::ZERO));
                     }
                 }
                 return;

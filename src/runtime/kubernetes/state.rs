@@ -68,6 +68,8 @@ pub struct ClusterState {
     slices: HashMap<String, (String, Vec<Endpoint>)>,
     pods: HashMap<String, PodInfo>,
     pub revisions: HashMap<String, RevisionSlots>,
+    /// Each Deployment's replica count as the API server has it (the Deployment watch).
+    pub replicas: HashMap<String, i32>,
 }
 
 impl ClusterState {
@@ -95,6 +97,18 @@ impl ClusterState {
 
     pub fn replace_pods(&mut self, pods: HashMap<String, PodInfo>) {
         self.pods = pods;
+    }
+
+    pub fn set_replicas(&mut self, name: String, replicas: i32) {
+        self.replicas.insert(name, replicas);
+    }
+
+    pub fn remove_replicas(&mut self, name: &str) {
+        self.replicas.remove(name);
+    }
+
+    pub fn replace_replicas(&mut self, replicas: HashMap<String, i32>) {
+        self.replicas = replicas;
     }
 
     /// The revision's pods with a ready endpoint, deduplicated across slices: a pod counts

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::utils::{Backoff, StreamBackoff};
@@ -236,6 +237,27 @@ fn slice_entry(slice: &EndpointSlice) -> Option<(String, (String, Vec<Endpoint>)
         })
         .collect();
     Some((name, (revision, endpoints)))
+}
+
+/// Watches the namespace's tidegate Deployments (their replica counts, which the leader
+/// keeps as it wants them).
+pub async fn deployments(api: Api<Deployment>, shared: Arc<Shared>) {
+    let sink = Sink {
+        name: "Deployment watch",
+        parse: |deployment: &Deployment| {
+            let name = deployment.metadata.name.clone()?;
+            let replicas = deployment
+                .spec
+                .as_ref()
+                .and_then(|s| s.replicas)
+                .unwrap_or(1);
+            Some((name, replicas))
+        },
+        set: ClusterState::set_replicas,
+        remove: ClusterState::remove_replicas,
+        replace: ClusterState::replace_replicas,
+    };
+    watch_into(api, shared, sink).await
 }
 
 /// Waiting reasons that mean the container will not run without a change.

@@ -1,0 +1,234 @@
+//! Several gateway processes on one cluster acting as one (`leader_election = true`): one
+//! leader by Lease, handed over at once on SIGTERM and taken over within the lease duration
+//! after a SIGKILL; any replica wakes an app from zero; load split over replicas scales a
+//! revision as the same load through one.
+#![cfg(feature = "kubernetes")]
+
+mod support;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use k8s_openapi::api::coordination::v1::Lease;
+use support::cluster::{Load, TestCluster};
+use support::process::{spawn_gateway, Listeners};
+use support::*;
+
+const HOST: &str = "web.p.test.local";
+
+/// One gateway process of the replicas.
+struct Replica {
+    _config: ConfigDir,
+    listeners: Listeners,
+    child: tokio::process::Child,
+    identity: String,
+}
+
+impl Replica {
+    fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.id().unwrap() as i32)
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(self.pid(), signal).unwrap();
+    }
+}
+
+async fn replica(cluster: &TestCluster, scale: &str) -> Replica {
+    let section = format!("{}leader_election = true\n", cluster.gateway_section());
+    let config = ConfigDir::new("", &section);
+    config.kube_app("web", "", scale);
+    let listeners = config.fixed_ports("");
+    let child = spawn_gateway(&config, &[], Stdio::null(), listeners.admin).await;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let identity = format!("{}-{}", host.trim(), child.id().unwrap());
+    Replica {
+        _config: config,
+        listeners,
+        child,
+        identity,
+    }
+}
+
+async fn holder(cluster: &TestCluster) -> String {
+    match cluster
+        .api::<Lease>()
+        .get_opt("tidegate-leader")
+        .await
+        .unwrap()
+    {
+        Some(lease) => lease
+            .spec
+            .and_then(|s| s.holder_identity)
+            .unwrap_or_default(),
+        None => String::new(),
+    }
+}
+
+/// Waits until one of `replicas` holds the Lease; its index.
+async fn leader_among(cluster: &TestCluster, replicas: &[&Replica], within: Duration) -> usize {
+    eventually("a leader", within, || async {
+        let holder = holder(cluster).await;
+        replicas.iter().position(|r| r.identity == holder)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_is_handed_over_on_sigterm_and_taken_over_after_sigkill() {
+    let cluster = TestCluster::new("lead").await;
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(replica(&cluster, "").await);
+    }
+    let all: Vec<&Replica> = replicas.iter().collect();
+    let first = leader_among(&cluster, &all, Duration::from_secs(20)).await;
+    // All three have joined (each announces itself with a Lease of its own).
+    eventually("three peers", Duration::from_secs(20), || async {
+        let peers = cluster
+            .api::<Lease>()
+            .list(&kube::api::ListParams::default().labels("tidegate.dev/peer"))
+            .await
+            .unwrap()
+            .items
+            .len();
+        (peers == 3).then_some(())
+    })
+    .await;
+
+    // SIGTERM: the leader releases the Lease as its shutdown begins.
+    let stopped = Instant::now();
+    replicas[first].signal(nix::sys::signal::Signal::SIGTERM);
+    let others: Vec<&Replica> = replicas
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != first)
+        .map(|(_, r)| r)
+        .collect();
+    let second = leader_among(&cluster, &others, Duration::from_secs(20)).await;
+    let handover = stopped.elapsed();
+    let second_identity = others[second].identity.clone();
+
+    // SIGKILL: nothing is released; the survivor waits out the lease (15 s).
+    let killed = Instant::now();
+    let victim = replicas
+        .iter()
+        .find(|r| r.identity == second_identity)
+        .unwrap();
+    victim.signal(nix::sys::signal::Signal::SIGKILL);
+    let survivor: Vec<&Replica> = others
+        .iter()
+        .copied()
+        .filter(|r| r.identity != second_identity)
+        .collect();
+    leader_among(&cluster, &survivor, Duration::from_secs(30)).await;
+    let takeover = killed.elapsed();
+    println!(
+        "leader handover after SIGTERM {:.0} ms; takeover after SIGKILL {:.1} s",
+        handover.as_secs_f64() * 1000.0,
+        takeover.as_secs_f64()
+    );
+    assert!(
+        handover < Duration::from_secs(2),
+        "handover took {handover:?}"
+    );
+    // The lease runs 15 s from the last renewal the survivor saw (at most 2 s before the
+    // kill), plus one API round trip to take it.
+    assert!(
+        takeover <= Duration::from_millis(15_500),
+        "takeover took {takeover:?}"
+    );
+    // The survivor still serves.
+    let answer = get(survivor[0].listeners.http, HOST, "/").await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    for replica in &mut replicas {
+        let _ = replica.child.kill().await;
+    }
+}
+
+/// The first response from zero through `replica`, in ms, after the app is at zero.
+async fn cold_start(cluster: &TestCluster, replica: &Replica) -> f64 {
+    eventually("web at zero", Duration::from_secs(60), || async {
+        (cluster.replicas("web-00001").await == 0 && cluster.pods().await.is_empty()).then_some(())
+    })
+    .await;
+    let started = Instant::now();
+    let answer = get(replica.listeners.http, HOST, "/").await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    started.elapsed().as_secs_f64() * 1000.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_wakes_an_app_from_zero_as_fast_as_the_leader() {
+    let cluster = TestCluster::new("wake").await;
+    let scale = "scale_to_zero_grace = \"1s\"\nstable_window = \"2s\"\npanic_window = \"1s\"";
+    let replicas = [
+        replica(&cluster, scale).await,
+        replica(&cluster, scale).await,
+    ];
+    let all: Vec<&Replica> = replicas.iter().collect();
+    let leader = leader_among(&cluster, &all, Duration::from_secs(20)).await;
+    let follower = 1 - leader;
+    let (mut through_leader, mut through_follower) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        through_leader.push(cold_start(&cluster, &replicas[leader]).await);
+        through_follower.push(cold_start(&cluster, &replicas[follower]).await);
+    }
+    through_leader.sort_by(f64::total_cmp);
+    through_follower.sort_by(f64::total_cmp);
+    let (leader_ms, follower_ms) = (through_leader[1], through_follower[1]);
+    println!("cold start median through the leader {leader_ms:.0} ms, through a follower {follower_ms:.0} ms");
+    assert!(
+        follower_ms <= leader_ms * 1.5 + 50.0,
+        "follower {through_follower:?} vs leader {through_leader:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_split_over_two_replicas_scales_as_through_one() {
+    let cluster = TestCluster::new("split").await;
+    let scale = "concurrency = 1\ntarget_utilization = 1.0\nmax_scale = 8\nstable_window = \"4s\"\npanic_window = \"1s\"\nscale_to_zero_grace = \"1s\"";
+    let replicas = [
+        replica(&cluster, scale).await,
+        replica(&cluster, scale).await,
+    ];
+    let all: Vec<&Replica> = replicas.iter().collect();
+    leader_among(&cluster, &all, Duration::from_secs(20)).await;
+    let (a, b) = (replicas[0].listeners.http, replicas[1].listeners.http);
+
+    // Four clients of 300 ms requests through one replica, then the same split two and two.
+    let mut counts = Vec::new();
+    for split in [[4, 0], [2, 2]] {
+        eventually("web at zero", Duration::from_secs(60), || async {
+            (cluster.replicas("web-00001").await == 0 && cluster.pods().await.is_empty())
+                .then_some(())
+        })
+        .await;
+        let through_a = Load::start(a, HOST, "/?delay_ms=300", split[0]);
+        let through_b = Load::start(b, HOST, "/?delay_ms=300", split[1]);
+        // Settled: the same count over three seconds of the stable window.
+        let settled = eventually(
+            "a settled replica count",
+            Duration::from_secs(60),
+            || async {
+                let first = cluster.replicas("web-00001").await;
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                let ready = cluster.ready_endpoints("web-00001").await as i32;
+                (first > 0 && cluster.replicas("web-00001").await == first && ready == first)
+                    .then_some(first)
+            },
+        )
+        .await;
+        counts.push(settled);
+        for load in [through_a, through_b] {
+            let (_, failures) = load.finish().await;
+            assert!(failures.is_empty(), "{failures:?}");
+        }
+    }
+    println!(
+        "replicas for 4 clients through one gateway: {}, split over two: {}",
+        counts[0], counts[1]
+    );
+    assert!((counts[0] - counts[1]).abs() <= 1, "{counts:?}");
+}
