@@ -9,15 +9,19 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-/// Writes `contents` to `path` with mode 0600, atomically.
+/// Writes `contents` to `path` with mode 0600, atomically. Two writers of the same path at
+/// once (the API and the replicas' definition mirror) each use a temporary name of their
+/// own; the last rename wins.
 pub fn write(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let name = path
         .file_name()
         .ok_or_else(|| std::io::Error::other("a secret file needs a file name"))?;
     let temporary = path.with_file_name(format!(
-        ".{}.{}.tmp",
+        ".{}.{}.{}.tmp",
         name.to_string_lossy(),
-        std::process::id()
+        std::process::id(),
+        WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let written = (|| {
         let mut file = std::fs::OpenOptions::new()

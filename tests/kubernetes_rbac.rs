@@ -10,9 +10,12 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use http::StatusCode;
-use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::PostParams;
+use serde::Deserialize;
 use serde_json::{json, Value};
 use support::cluster::{admin_kubeconfig, TestCluster};
 use support::process::spawn_gateway;
@@ -45,6 +48,61 @@ fn token_kubeconfig(path: &std::path::Path, token: &str) {
     std::fs::write(path, text).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// Every document of a manifest file, moved to `namespace`.
+fn documents(file: &str, namespace: &str) -> Vec<Value> {
+    let path = format!("{}/deploy/kubernetes/{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|document| {
+            let mut value = Value::deserialize(document).unwrap();
+            value["metadata"]["namespace"] = json!(namespace);
+            value
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_manifests_are_accepted_by_the_api_server() {
+    let cluster = TestCluster::new("manifests").await;
+    let ns = cluster.namespace.clone();
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    for document in documents("deployment.yaml", &ns) {
+        let object: Deployment = serde_json::from_value(document).unwrap();
+        cluster
+            .api::<Deployment>()
+            .create(&dry, &object)
+            .await
+            .unwrap();
+    }
+    for document in documents("service.yaml", &ns) {
+        let object: Service = serde_json::from_value(document).unwrap();
+        cluster
+            .api::<Service>()
+            .create(&dry, &object)
+            .await
+            .unwrap();
+    }
+    for document in documents("configmap.yaml", &ns) {
+        let object: ConfigMap = serde_json::from_value(document).unwrap();
+        cluster
+            .api::<ConfigMap>()
+            .create(&dry, &object)
+            .await
+            .unwrap();
+    }
+    for document in documents("poddisruptionbudget.yaml", &ns) {
+        let object: PodDisruptionBudget = serde_json::from_value(document).unwrap();
+        cluster
+            .api::<PodDisruptionBudget>()
+            .create(&dry, &object)
+            .await
+            .unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,7 +139,15 @@ async fn a_gateway_with_only_the_manifests_role_runs_and_cleans_up_apps() {
     let config = ConfigDir::new("", "");
     let kubeconfig = config.dir.path().join("kubeconfig");
     token_kubeconfig(&kubeconfig, token);
-    config.write_gateway("", &cluster.gateway_section_with(&kubeconfig));
+    // As one of several replicas: the Role must allow the election and membership Leases
+    // and the definition ConfigMaps too.
+    config.write_gateway(
+        "",
+        &format!(
+            "{}leader_election = true\n",
+            cluster.gateway_section_with(&kubeconfig)
+        ),
+    );
     config.kube_app(
         "web",
         "",

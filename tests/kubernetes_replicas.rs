@@ -232,3 +232,189 @@ async fn load_split_over_two_replicas_scales_as_through_one() {
     );
     assert!((counts[0] - counts[1]).abs() <= 1, "{counts:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_created_through_one_replica_answers_through_the_others_within_2s() {
+    let cluster = TestCluster::new("share").await;
+    let replicas = [
+        replica(&cluster, "").await,
+        replica(&cluster, "").await,
+        replica(&cluster, "").await,
+    ];
+    let api = support::api::Api::at(&replicas[0]._config, replicas[0].listeners.admin);
+    let spec = serde_json::json!({
+        "name": "hello",
+        "project": "p",
+        "runtime": "kubernetes",
+        "container": {
+            "image": support::node_agent::DEMO_IMAGE,
+            "port": 8080,
+            "env": { "GREETING": "shared" },
+        },
+    });
+    let created = Instant::now();
+    api.create("/api/v1/apps", spec).await;
+    // Served through the other two: their mirrors wrote the file, their watchers loaded it.
+    for other in &replicas[1..] {
+        eventually(
+            "hello through another replica",
+            Duration::from_secs(10),
+            || async {
+                let answer = get(other.listeners.http, "hello.p.test.local", "/env/GREETING").await;
+                (answer.status != StatusCode::NOT_FOUND).then_some(())
+            },
+        )
+        .await;
+    }
+    let known = created.elapsed();
+    println!(
+        "an app created through one replica was routed by the others after {} ms",
+        known.as_millis()
+    );
+    assert!(known < Duration::from_secs(2), "{known:?}");
+    let answer = get(
+        replicas[2].listeners.http,
+        "hello.p.test.local",
+        "/env/GREETING",
+    )
+    .await;
+    assert_eq!(
+        (answer.status, answer.body.as_str()),
+        (StatusCode::OK, "shared\n")
+    );
+
+    // Deleted through another replica: gone everywhere, its objects too.
+    let other = support::api::Api::at(&replicas[1]._config, replicas[1].listeners.admin);
+    let deleted = other
+        .call(http::Method::DELETE, "/api/v1/apps/hello", None, None)
+        .await;
+    assert!(deleted.status.is_success(), "{}", deleted.body);
+    for replica in &replicas {
+        eventually("hello gone", Duration::from_secs(10), || async {
+            let answer = get(replica.listeners.http, "hello.p.test.local", "/").await;
+            (answer.status == StatusCode::NOT_FOUND).then_some(())
+        })
+        .await;
+    }
+    eventually(
+        "hello's objects deleted",
+        Duration::from_secs(30),
+        || async {
+            cluster
+                .deployment_names()
+                .await
+                .iter()
+                .all(|name| !name.starts_with("hello-"))
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// A TCP forwarder from a loopback port to the API server: the one path a replica has to
+/// it, so a test can cut that replica off alone.
+struct Cuttable {
+    port: u16,
+    target: std::net::SocketAddr,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Cuttable {
+    fn new(target: std::net::SocketAddr) -> Cuttable {
+        let port = support::process::free_port();
+        let mut this = Cuttable {
+            port,
+            target,
+            task: None,
+        };
+        this.restore();
+        this
+    }
+
+    /// Forwards again, on the same port.
+    fn restore(&mut self) {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", self.port)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let target = self.target;
+        self.task = Some(tokio::spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((mut client, _)) = listener.accept().await {
+                connections.spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        }));
+    }
+
+    /// Refuses new connections and drops the open ones.
+    fn cut(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_cut_off_from_the_api_server_keeps_serving_and_rejoins() {
+    let cluster = TestCluster::new("partition").await;
+    let leader = replica(&cluster, "min_scale = 1").await;
+    leader_among(&cluster, &[&leader], Duration::from_secs(20)).await;
+    // The follower reaches the API server only through a forwarder the test can cut.
+    let admin: serde_json::Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(support::cluster::admin_kubeconfig()).unwrap(),
+    )
+    .unwrap();
+    let server = admin["clusters"][0]["cluster"]["server"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let target: std::net::SocketAddr = server.trim_start_matches("https://").parse().unwrap();
+    let mut path = Cuttable::new(target);
+    let text = std::fs::read_to_string(support::cluster::admin_kubeconfig())
+        .unwrap()
+        .replace(&server, &format!("https://127.0.0.1:{}", path.port));
+    let config = ConfigDir::new("", "");
+    let kubeconfig = config.dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, text).unwrap();
+    config.write_gateway(
+        "",
+        &format!(
+            "{}leader_election = true\n",
+            cluster.gateway_section_with(&kubeconfig)
+        ),
+    );
+    config.kube_app("web", "", "min_scale = 1");
+    let listeners = config.fixed_ports("");
+    let _follower = spawn_gateway(&config, &[], Stdio::null(), listeners.admin).await;
+    eventually("the follower serving", Duration::from_secs(60), || async {
+        (get(listeners.http, HOST, "/").await.status == StatusCode::OK).then_some(())
+    })
+    .await;
+
+    path.cut();
+    let load = Load::start(listeners.http, HOST, "/", 2);
+    eventually("the follower degraded", Duration::from_secs(20), || async {
+        let answer = get(listeners.admin, "admin", "/readyz").await;
+        (answer.status == StatusCode::OK && answer.body.contains("degraded")).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await; // a while cut off, under load
+    let (sent, failures) = load.finish().await;
+    assert!(
+        failures.is_empty(),
+        "{} of {sent} failed while cut off: {failures:?}",
+        failures.len()
+    );
+    assert!(sent > 20, "only {sent} requests");
+
+    path.restore();
+    eventually("the follower rejoined", Duration::from_secs(30), || async {
+        let answer = get(listeners.admin, "admin", "/readyz").await;
+        (!answer.body.contains("degraded")).then_some(())
+    })
+    .await;
+    assert_eq!(get(listeners.http, HOST, "/").await.status, StatusCode::OK);
+}

@@ -228,3 +228,47 @@ async fn a_bad_app_file_keeps_its_app_and_blocks_no_other_app() {
     assert_eq!(metric(&handle, "tidegate_config_rejected_files").await, 0.0);
     handle.shutdown().await;
 }
+
+/// A directory laid out as the kubelet mounts a ConfigMap: each version in a directory of
+/// its own, `..data` a symlink to the current one, every file a symlink through `..data`.
+/// An update writes a new version and swaps `..data` in one rename.
+#[tokio::test]
+async fn a_mounted_configmap_update_applies_through_its_data_symlink_swap() {
+    use std::os::unix::fs::symlink;
+    let config = ConfigDir::new("", "");
+    let one = echo_backend("one").await;
+    let two = echo_backend("two").await;
+    let apps = config.dir.path().join("apps");
+    let app = |upstream: std::net::SocketAddr| {
+        format!("name = \"app\"\nproject = \"p\"\nruntime = \"static\"\n\n[static]\nupstreams = [\"{upstream}\"]\n")
+    };
+    std::fs::create_dir(apps.join("..2026_12_07_01")).unwrap();
+    std::fs::write(apps.join("..2026_12_07_01/app.toml"), app(one.addr)).unwrap();
+    symlink("..2026_12_07_01", apps.join("..data")).unwrap();
+    symlink("..data/app.toml", apps.join("app.toml")).unwrap();
+    let handle = config.start().await;
+    let addr = handle.http_addr().unwrap();
+    assert!(get(addr, "app.p.test.local", "/")
+        .await
+        .body
+        .starts_with("backend=one"));
+
+    std::fs::create_dir(apps.join("..2026_12_07_02")).unwrap();
+    std::fs::write(apps.join("..2026_12_07_02/app.toml"), app(two.addr)).unwrap();
+    symlink("..2026_12_07_02", apps.join("..data_tmp")).unwrap();
+    std::fs::rename(apps.join("..data_tmp"), apps.join("..data")).unwrap();
+    std::fs::remove_dir_all(apps.join("..2026_12_07_01")).unwrap();
+    eventually(
+        "the swapped version to apply",
+        Duration::from_secs(10),
+        || async {
+            get(addr, "app.p.test.local", "/")
+                .await
+                .body
+                .starts_with("backend=two")
+                .then_some(())
+        },
+    )
+    .await;
+    handle.shutdown().await;
+}

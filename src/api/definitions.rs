@@ -50,6 +50,24 @@ impl Kind {
 }
 
 impl Api {
+    /// Stores (`Some` text) or removes (`None`) the definition in the shared store of the
+    /// gateway replicas, if there is one; a failure refuses the write (503), nothing changed.
+    async fn share(&self, kind: Kind, name: &str, text: Option<&str>) -> Result<(), Refusal> {
+        let Some(store) = self.store.get() else {
+            return Ok(());
+        };
+        let result = match text {
+            Some(text) => store.put(kind.noun(), name, text).await,
+            None => store.delete(kind.noun(), name).await,
+        };
+        result.map_err(|reason| {
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot share the {} with the other gateway replicas: {reason}; nothing was changed", kind.noun()),
+            )
+        })
+    }
+
     /// `GET /api/v1/{apps,jobs}[?project=P]`.
     pub(super) fn list_definitions(&self, kind: Kind, project: Option<&str>) -> ApiResult {
         let files = match kind {
@@ -181,6 +199,8 @@ impl Api {
                 ),
             ));
         }
+        self.check(&path, Some(&text))?;
+        self.share(kind, name.as_str(), Some(&text)).await?;
         self.write(&path, &text)?;
         self.apply_now().await;
         Ok(DefinitionFile {
@@ -216,6 +236,8 @@ impl Api {
         check_version(&file, if_match)?;
         let text =
             document::patch(&file.text, patch).map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
+        self.check(&file.path, Some(&text))?;
+        self.share(kind, &file.name, Some(&text)).await?;
         self.write(&file.path, &text)?;
         self.apply_now().await;
         Ok(DefinitionFile {
@@ -239,7 +261,14 @@ impl Api {
         if let Err(errors) = check_definition_file(&current.source, &current, &file.path, None) {
             return Err(invalid(&errors));
         }
-        std::fs::remove_file(&file.path).map_err(|e| {
+        self.share(kind, &file.name, None).await?;
+        // With replicas the mirror may have removed it already, on the cluster's word.
+        let removed = std::fs::remove_file(&file.path).or_else(|e| {
+            (e.kind() == std::io::ErrorKind::NotFound)
+                .then_some(())
+                .ok_or(e)
+        });
+        removed.map_err(|e| {
             error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("cannot remove {}: {e}", file.path.display()),

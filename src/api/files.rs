@@ -19,12 +19,17 @@ pub(super) struct DefinitionFile {
 }
 
 impl Api {
-    /// Checks `text` as `path`'s new contents in the context of every other file, then
-    /// writes it atomically (mode 0600: env values may be secrets).
-    pub(super) fn write(&self, path: &Path, text: &str) -> Result<(), Refusal> {
+    /// Checks `text` as `path`'s new contents (`None`: its removal) in the context of every
+    /// other file, as `tidegate check` would.
+    pub(super) fn check(&self, path: &Path, text: Option<&str>) -> Result<(), Refusal> {
         let current = self.config.load_full();
-        check_definition_file(&current.source, &current, path, Some(text))
-            .map_err(|e| invalid(&e))?;
+        check_definition_file(&current.source, &current, path, text)
+            .map(|_| ())
+            .map_err(|e| invalid(&e))
+    }
+
+    /// Writes a checked `text` to `path` atomically (mode 0600: env values may be secrets).
+    pub(super) fn write(&self, path: &Path, text: &str) -> Result<(), Refusal> {
         crate::secret_file::write(path, text.as_bytes()).map_err(|e| {
             error(
                 StatusCode::INTERNAL_SERVER_ERROR,

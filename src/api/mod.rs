@@ -25,6 +25,7 @@ mod projects;
 mod reply;
 pub mod session;
 mod sources;
+pub mod store;
 pub mod token;
 mod watch;
 
@@ -76,6 +77,9 @@ pub struct Api {
     /// Asks the reload loop to apply the files now (a write does not wait for the watcher's
     /// debounce), and says when it has.
     reload: Reload,
+    /// Where definitions are shared with other gateway replicas, when there are any: every
+    /// write goes there first, then to the local file.
+    store: std::sync::OnceLock<Arc<dyn store::DefinitionStore>>,
 }
 
 /// The reload loop's request channel: each request carries where to send the outcome.
@@ -113,9 +117,15 @@ impl Api {
             writes: tokio::sync::Mutex::new(()),
             requests,
             reload,
+            store: std::sync::OnceLock::new(),
         };
         api.remove_orphaned_sources();
         api
+    }
+
+    /// Shares every definition written from now on through `store` (set once).
+    pub fn share_definitions(&self, store: Arc<dyn store::DefinitionStore>) {
+        let _ = self.store.set(store);
     }
 
     /// Answers one `/api/...` request.

@@ -2,7 +2,8 @@
 //!
 //! Directories are watched, not files: editors save by writing a new file and renaming it over
 //! the old one, which would silently end a watch on the file itself. Events are filtered to the
-//! gateway file and `*.toml` files in the apps and jobs directories; the caller debounces,
+//! gateway file and `*.toml` files in the apps and jobs directories (and a mounted
+//! ConfigMap's `..data` symlink, swapped on every update); the caller debounces,
 //! because one save arrives as several events (create, modify, rename). After every reload the
 //! caller calls [`ConfigWatcher::rewatch`] so a replaced or newly created directory is watched
 //! again.
@@ -42,9 +43,19 @@ impl Interest {
     fn matches(&self, path: &Path) -> bool {
         path == self.gateway_file
             || self.dirs.iter().any(|dir| {
-                path == dir || (path.parent() == Some(dir.as_path()) && is_app_file(path))
+                path == dir
+                    || (path.parent() == Some(dir.as_path())
+                        && (is_app_file(path) || is_configmap_swap(path)))
             })
     }
+}
+
+/// A directory mounted from a Kubernetes ConfigMap changes all at once: the kubelet writes
+/// the new version into a directory of its own and renames a new `..data` symlink over the
+/// old one, while the `*.toml` entries stay symlinks through `..data`. So a change of
+/// `..data` is a change of every file.
+fn is_configmap_swap(path: &Path) -> bool {
+    path.file_name().is_some_and(|name| name == "..data")
 }
 
 /// A running file watcher; dropping it stops watching.

@@ -231,6 +231,8 @@ impl GatewayBuilder {
             &metrics,
             reload_tx.clone(),
         ));
+        #[cfg(feature = "kubernetes")]
+        let api_handle = Arc::clone(&api);
         let tls = settings.tls.as_ref().map(|tls| Tls::load(tls, &metrics));
         let tls_watcher = match &tls {
             Some(tls) => match tls.watch() {
@@ -326,9 +328,10 @@ impl GatewayBuilder {
         };
         #[cfg(feature = "kubernetes")]
         let replicas = crate::replicas::join(
-            config.gateway.kubernetes.as_ref(),
+            &config.gateway,
             admin_addr,
             Arc::clone(&registry),
+            &api_handle,
         )
         .await;
         let reload_task = tokio::spawn(reloader.run(config, reload_rx, changes_rx, shutdown_rx));

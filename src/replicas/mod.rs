@@ -12,6 +12,7 @@
 //! they work for replicas outside pods (the tests' processes on loopback, whose addresses an
 //! EndpointSlice refuses) and need no Service.
 
+pub mod definitions;
 pub mod load;
 
 use std::collections::HashMap;
@@ -38,9 +39,10 @@ const PEER_EXPIRY: Duration = Duration::from_secs(15);
 /// A peer that does not answer keeps its last report this long.
 const REPORT_KEPT: Duration = Duration::from_secs(2);
 
-/// The running membership and polling; [`Replicas::leave`] ends them.
+/// The running membership, polling and definition mirror; [`Replicas::leave`] ends them.
 pub struct Replicas {
     task: tokio::task::JoinHandle<()>,
+    mirror: tokio::task::JoinHandle<()>,
     leases: Api<Lease>,
     own: String,
 }
@@ -53,16 +55,28 @@ impl Replicas {
         identity: String,
         admin: SocketAddr,
         registry: Arc<AppRegistry>,
+        (apps_dir, jobs_dir): (std::path::PathBuf, std::path::PathBuf),
     ) -> Replicas {
-        let leases: Api<Lease> = Api::namespaced(client, namespace);
+        let leases: Api<Lease> = Api::namespaced(client.clone(), namespace);
         let own = format!("tidegate-peer-{:016x}", fnv(&identity));
         let task = tokio::spawn(run(leases.clone(), own.clone(), identity, admin, registry));
-        Replicas { task, leases, own }
+        let mirror = tokio::spawn(definitions::run_mirror(
+            Api::namespaced(client, namespace),
+            apps_dir,
+            jobs_dir,
+        ));
+        Replicas {
+            task,
+            mirror,
+            leases,
+            own,
+        }
     }
 
     /// Stops polling and removes this replica's Lease, so the others stop counting it.
     pub async fn leave(self) {
         self.task.abort();
+        self.mirror.abort();
         let _ = tokio::time::timeout(
             Duration::from_secs(2),
             self.leases.delete(&self.own, &DeleteParams::default()),
@@ -72,13 +86,16 @@ impl Replicas {
 }
 
 /// Joins the replicas when `[kubernetes] leader_election` is on: announces this gateway,
-/// reachable at its admin listener `admin` (at `$POD_IP` in a pod), and polls the others.
+/// reachable at its admin listener `admin` (at `$POD_IP` in a pod), polls the others, and
+/// shares app and job definitions with them (the API's writes go to the cluster, and the
+/// cluster's definitions are mirrored into `apps_dir` and `jobs_dir`).
 pub async fn join(
-    settings: Option<&crate::config::KubernetesSettings>,
+    gateway: &crate::config::GatewaySettings,
     admin: SocketAddr,
     registry: Arc<AppRegistry>,
+    api: &crate::api::Api,
 ) -> Option<Replicas> {
-    let settings = settings.filter(|s| s.leader_election)?;
+    let settings = gateway.kubernetes.as_ref().filter(|s| s.leader_election)?;
     let (client, namespace) = match crate::runtime::kubernetes::client(settings).await {
         Ok(client) => client,
         Err(reason) => {
@@ -93,8 +110,17 @@ pub async fn join(
     };
     let identity = crate::runtime::kubernetes::identity(settings);
     tracing::info!(%identity, admin = %advertised, "joining the gateway replicas");
+    api.share_definitions(definitions::ClusterDefinitions::new(Api::namespaced(
+        client.clone(),
+        &namespace,
+    )));
     Some(Replicas::start(
-        client, &namespace, identity, advertised, registry,
+        client,
+        &namespace,
+        identity,
+        advertised,
+        registry,
+        (gateway.apps_dir.clone(), gateway.jobs_dir.clone()),
     ))
 }
 

@@ -32,8 +32,8 @@ pub struct Shared {
     pub state: Mutex<ClusterState>,
     /// Bumped after every change, for starts waiting for a ready pod.
     pub changed: watch::Sender<u64>,
-    /// The last error of each watch that has not recovered yet.
-    errors: Mutex<HashMap<&'static str, String>>,
+    /// The last error of each watch (and the pulse) that has not recovered yet, and when.
+    errors: Mutex<HashMap<&'static str, (String, std::time::Instant)>>,
 }
 
 impl Default for Shared {
@@ -64,10 +64,10 @@ impl Shared {
     fn error(&self, watch: &'static str, error: impl std::fmt::Display) {
         let message = error.to_string();
         let mut errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
-        if errors.get(watch) != Some(&message) {
+        if errors.get(watch).map(|(m, _)| m) != Some(&message) {
             tracing::warn!(watch, %message, "kubernetes watch failed; retrying");
         }
-        errors.insert(watch, message);
+        errors.insert(watch, (message, std::time::Instant::now()));
     }
 
     fn recovered(&self, watch: &'static str) {
@@ -77,17 +77,25 @@ impl Shared {
         }
     }
 
-    /// Why the watches are behind, if they are.
+    /// Why the watches are behind, if they are. A failing watch retries (and fails again)
+    /// at least every 2 s, the pulse every 3 s; an error older than [`ERROR_FRESH`] is from
+    /// one that has quietly resumed (a watch resumed from its resourceVersion sends nothing
+    /// until something changes).
     pub fn problem(&self) -> Option<String> {
         let errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
         let mut parts: Vec<String> = errors
             .iter()
-            .map(|(watch, message)| format!("{watch}: {message}"))
+            .filter(|(_, (_, at))| at.elapsed() < ERROR_FRESH)
+            .map(|(watch, (message, _))| format!("{watch}: {message}"))
             .collect();
         parts.sort();
         (!parts.is_empty()).then(|| parts.join("; "))
     }
 }
+
+/// How long an error counts without being repeated: above a failing watch's retry period
+/// (2 s) plus its connect timeout (5 s), and the pulse's period plus timeout (5 s).
+const ERROR_FRESH: Duration = Duration::from_secs(10);
 
 /// 250 ms doubling to 2 s; reset by the first event after a failure.
 #[derive(Debug, Default)]
