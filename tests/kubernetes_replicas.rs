@@ -78,9 +78,10 @@ async fn leader_among(cluster: &TestCluster, replicas: &[&Replica], within: Dura
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leadership_is_handed_over_on_sigterm_and_taken_over_after_sigkill() {
     let cluster = TestCluster::new("lead").await;
+    let scale = "min_scale = 1\nconcurrency = 1\ntarget_utilization = 1.0\nmax_scale = 4\nstable_window = \"2s\"\npanic_window = \"1s\"";
     let mut replicas = Vec::new();
     for _ in 0..3 {
-        replicas.push(replica(&cluster, "").await);
+        replicas.push(replica(&cluster, scale).await);
     }
     let all: Vec<&Replica> = replicas.iter().collect();
     let first = leader_among(&cluster, &all, Duration::from_secs(20)).await;
@@ -110,20 +111,38 @@ async fn leadership_is_handed_over_on_sigterm_and_taken_over_after_sigkill() {
     let handover = stopped.elapsed();
     let second_identity = others[second].identity.clone();
 
-    // SIGKILL: nothing is released; the survivor waits out the lease (15 s).
+    // SIGKILL under load: nothing is released; the survivor waits out the lease (15 s)
+    // while serving, then scales as the leader.
     let killed = Instant::now();
     let victim = replicas
         .iter()
         .find(|r| r.identity == second_identity)
         .unwrap();
-    victim.signal(nix::sys::signal::Signal::SIGKILL);
     let survivor: Vec<&Replica> = others
         .iter()
         .copied()
         .filter(|r| r.identity != second_identity)
         .collect();
+    let load = Load::start(survivor[0].listeners.http, HOST, "/?delay_ms=50", 1);
+    victim.signal(nix::sys::signal::Signal::SIGKILL);
     leader_among(&cluster, &survivor, Duration::from_secs(30)).await;
     let takeover = killed.elapsed();
+    let (sent, failures) = load.finish().await;
+    assert!(
+        failures.is_empty(),
+        "{} of {sent} failed through the survivor: {failures:?}",
+        failures.len()
+    );
+    // Scaling goes on under the new leader: load that needs three pods gets them.
+    let load = Load::start(survivor[0].listeners.http, HOST, "/?delay_ms=300", 3);
+    eventually(
+        "3 ready pods under the new leader",
+        Duration::from_secs(60),
+        || async { (cluster.ready_endpoints("web-00001").await >= 3).then_some(()) },
+    )
+    .await;
+    let (_, failures) = load.finish().await;
+    assert!(failures.is_empty(), "{failures:?}");
     println!(
         "leader handover after SIGTERM {:.0} ms; takeover after SIGKILL {:.1} s",
         handover.as_secs_f64() * 1000.0,
@@ -139,9 +158,6 @@ async fn leadership_is_handed_over_on_sigterm_and_taken_over_after_sigkill() {
         takeover <= Duration::from_millis(15_500),
         "takeover took {takeover:?}"
     );
-    // The survivor still serves.
-    let answer = get(survivor[0].listeners.http, HOST, "/").await;
-    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     for replica in &mut replicas {
         let _ = replica.child.kill().await;
     }
