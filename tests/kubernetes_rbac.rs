@@ -63,46 +63,35 @@ fn documents(file: &str, namespace: &str) -> Vec<Value> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_manifests_are_accepted_by_the_api_server() {
-    let cluster = TestCluster::new("manifests").await;
-    let ns = cluster.namespace.clone();
+/// Has the API server check every object of `file` (a dry-run create).
+async fn dry_run<K>(cluster: &TestCluster, file: &str)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+    <K as kube::Resource>::DynamicType: Default,
+{
     let dry = PostParams {
         dry_run: true,
         ..PostParams::default()
     };
-    for document in documents("deployment.yaml", &ns) {
-        let object: Deployment = serde_json::from_value(document).unwrap();
-        cluster
-            .api::<Deployment>()
-            .create(&dry, &object)
-            .await
-            .unwrap();
+    for document in documents(file, &cluster.namespace) {
+        let object: K = serde_json::from_value(document).unwrap();
+        if let Err(error) = cluster.api::<K>().create(&dry, &object).await {
+            panic!("{file}: {error}");
+        }
     }
-    for document in documents("service.yaml", &ns) {
-        let object: Service = serde_json::from_value(document).unwrap();
-        cluster
-            .api::<Service>()
-            .create(&dry, &object)
-            .await
-            .unwrap();
-    }
-    for document in documents("configmap.yaml", &ns) {
-        let object: ConfigMap = serde_json::from_value(document).unwrap();
-        cluster
-            .api::<ConfigMap>()
-            .create(&dry, &object)
-            .await
-            .unwrap();
-    }
-    for document in documents("poddisruptionbudget.yaml", &ns) {
-        let object: PodDisruptionBudget = serde_json::from_value(document).unwrap();
-        cluster
-            .api::<PodDisruptionBudget>()
-            .create(&dry, &object)
-            .await
-            .unwrap();
-    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_manifests_are_accepted_by_the_api_server() {
+    let cluster = TestCluster::new("manifests").await;
+    dry_run::<Deployment>(&cluster, "deployment.yaml").await;
+    dry_run::<Service>(&cluster, "service.yaml").await;
+    dry_run::<ConfigMap>(&cluster, "configmap.yaml").await;
+    dry_run::<PodDisruptionBudget>(&cluster, "poddisruptionbudget.yaml").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

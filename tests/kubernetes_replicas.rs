@@ -165,10 +165,7 @@ async fn leadership_is_handed_over_on_sigterm_and_taken_over_after_sigkill() {
 
 /// The first response from zero through `replica`, in ms, after the app is at zero.
 async fn cold_start(cluster: &TestCluster, replica: &Replica) -> f64 {
-    eventually("web at zero", Duration::from_secs(60), || async {
-        (cluster.replicas("web-00001").await == 0 && cluster.pods().await.is_empty()).then_some(())
-    })
-    .await;
+    cluster.wait_zero("web-00001").await;
     let started = Instant::now();
     let answer = get(replica.listeners.http, HOST, "/").await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
@@ -216,11 +213,7 @@ async fn load_split_over_two_replicas_scales_as_through_one() {
     // Four clients of 300 ms requests through one replica, then the same split two and two.
     let mut counts = Vec::new();
     for split in [[4, 0], [2, 2]] {
-        eventually("web at zero", Duration::from_secs(60), || async {
-            (cluster.replicas("web-00001").await == 0 && cluster.pods().await.is_empty())
-                .then_some(())
-        })
-        .await;
+        cluster.wait_zero("web-00001").await;
         let through_a = Load::start(a, HOST, "/?delay_ms=300", split[0]);
         let through_b = Load::start(b, HOST, "/?delay_ms=300", split[1]);
         // Settled: the same count over three seconds of the stable window.

@@ -204,6 +204,18 @@ impl TestCluster {
             .count()
     }
 
+    /// Waits until Deployment `name` is at zero replicas and the namespace has no pod.
+    pub async fn wait_zero(&self, name: &str) {
+        eventually(
+            &format!("{name} at zero"),
+            Duration::from_secs(60),
+            || async {
+                (self.replicas(name).await == 0 && self.pods().await.is_empty()).then_some(())
+            },
+        )
+        .await
+    }
+
     /// Waits until the namespace holds no Deployment, Service or pod.
     pub async fn wait_empty(&self, what: &str, timeout: Duration) {
         eventually(what, timeout, || async {
