@@ -4,7 +4,10 @@
 //! versions compared (`If-Match`), the live reload asked for before the answer. What is
 //! particular to each kind (its view, what goes with a deleted one) stays in `apps`, `jobs`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// Longest a write waits for the replicas' mirror to put the cluster's text in place.
+const MIRROR_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
@@ -66,6 +69,37 @@ impl Api {
                 format!("cannot share the {} with the other gateway replicas: {reason}; nothing was changed", kind.noun()),
             )
         })
+    }
+
+    /// Puts a definition's checked text in place (`None`: removes it). With replicas the
+    /// mirror is the one writer of these files (so an older event can never overwrite a
+    /// newer text): wait until it has written what the cluster now holds.
+    async fn settle(&self, path: &Path, text: Option<&str>) -> Result<(), Refusal> {
+        if self.store.get().is_none() {
+            return match text {
+                Some(text) => self.write(path, text),
+                None => std::fs::remove_file(path).map_err(|e| {
+                    error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("cannot remove {}: {e}", path.display()),
+                    )
+                }),
+            };
+        }
+        let deadline = tokio::time::Instant::now() + MIRROR_WAIT;
+        loop {
+            let current = std::fs::read_to_string(path).ok();
+            if current.as_deref() == text {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!("stored in the cluster, but not yet in {} after {MIRROR_WAIT:?}; the gateway serves it once it is", path.display()),
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// `GET /api/v1/{apps,jobs}[?project=P]`.
@@ -201,7 +235,7 @@ impl Api {
         }
         self.check(&path, Some(&text))?;
         self.share(kind, name.as_str(), Some(&text)).await?;
-        self.write(&path, &text)?;
+        self.settle(&path, Some(&text)).await?;
         self.apply_now().await;
         Ok(DefinitionFile {
             path,
@@ -238,7 +272,7 @@ impl Api {
             document::patch(&file.text, patch).map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
         self.check(&file.path, Some(&text))?;
         self.share(kind, &file.name, Some(&text)).await?;
-        self.write(&file.path, &text)?;
+        self.settle(&file.path, Some(&text)).await?;
         self.apply_now().await;
         Ok(DefinitionFile {
             project: project_of(&text),
@@ -262,18 +296,7 @@ impl Api {
             return Err(invalid(&errors));
         }
         self.share(kind, &file.name, None).await?;
-        // With replicas the mirror may have removed it already, on the cluster's word.
-        let removed = std::fs::remove_file(&file.path).or_else(|e| {
-            (e.kind() == std::io::ErrorKind::NotFound)
-                .then_some(())
-                .ok_or(e)
-        });
-        removed.map_err(|e| {
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot remove {}: {e}", file.path.display()),
-            )
-        })?;
+        self.settle(&file.path, None).await?;
         self.apply_now().await;
         Ok(())
     }

@@ -6,7 +6,10 @@
 //! cluster-scoped object to install, and the text stays the file the operator knows (a CRD
 //! would need a schema for every key and a second validation). A mirrored file is written
 //! only when its text differs, with mode 0600 (env values may be secrets); one whose
-//! ConfigMap is deleted is removed.
+//! ConfigMap is deleted is removed. The mirror is the only writer of these directories (the
+//! API waits for it), so events apply in the cluster's order; after a (re)list the files it
+//! wrote (listed in `.tidegate-mirrored`, which outlives a restart) without a ConfigMap go,
+//! and files put there by hand stay.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -128,6 +131,35 @@ fn mirror(path: &Path, text: &str) {
     }
 }
 
+/// The list of files the mirror wrote (ConfigMap name, path), kept beside the app files
+/// (a dot file, which the config loader passes over) so a restarted replica still knows
+/// which files are its own: files put there by hand are never removed.
+fn manifest_path(apps: &Path) -> PathBuf {
+    apps.join(".tidegate-mirrored")
+}
+
+fn read_manifest(apps: &Path) -> BTreeMap<String, PathBuf> {
+    std::fs::read_to_string(manifest_path(apps))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let (name, path) = line.split_once('\t')?;
+            Some((name.to_string(), PathBuf::from(path)))
+        })
+        .collect()
+}
+
+fn write_manifest(apps: &Path, mirrored: &BTreeMap<String, PathBuf>) {
+    let text: String = mirrored
+        .iter()
+        .map(|(name, path)| format!("{name}\t{}\n", path.display()))
+        .collect();
+    let _ = std::fs::create_dir_all(apps);
+    if let Err(error) = crate::secret_file::write(&manifest_path(apps), text.as_bytes()) {
+        tracing::warn!(%error, "cannot record the mirrored definitions");
+    }
+}
+
 /// Keeps `apps_dir` and `jobs_dir` in line with the namespace's definition ConfigMaps until
 /// aborted. A relist removes the files of definitions deleted meanwhile (those mirrored
 /// before by this process).
@@ -149,18 +181,23 @@ pub async fn run_mirror(api: Api<ConfigMap>, apps: PathBuf, jobs: PathBuf) {
             }
             Ok(Event::InitDone) => {
                 let seen = relist.take().unwrap_or_default();
+                // Files this mirror wrote before (this run or an earlier one: the list is
+                // kept on disk) whose ConfigMap is gone were deleted meanwhile.
+                mirrored.extend(read_manifest(&apps));
                 for (name, path) in &mirrored {
-                    if !seen.contains_key(name) {
-                        let _ = std::fs::remove_file(path);
+                    if !seen.contains_key(name) && std::fs::remove_file(path).is_ok() {
+                        tracing::info!(file = %path.display(), "definition no longer in the cluster");
                     }
                 }
                 mirrored = seen;
+                write_manifest(&apps, &mirrored);
             }
             Ok(Event::Apply(map)) => {
                 if let Some((path, text)) = entry(&map, &apps, &jobs) {
                     mirror(&path, &text);
                     if let Some(name) = map.metadata.name {
                         mirrored.insert(name, path);
+                        write_manifest(&apps, &mirrored);
                     }
                 }
             }
@@ -175,6 +212,7 @@ pub async fn run_mirror(api: Api<ConfigMap>, apps: PathBuf, jobs: PathBuf) {
                     if std::fs::remove_file(&path).is_ok() {
                         tracing::info!(file = %path.display(), "definition deleted in the cluster");
                     }
+                    write_manifest(&apps, &mirrored);
                 }
             }
             Err(error) => {

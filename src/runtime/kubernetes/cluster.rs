@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -81,6 +81,8 @@ pub struct Cluster {
     deployments: Api<Deployment>,
     services: Api<Service>,
     pods: Api<Pod>,
+    /// The replicas' shared app definitions, which a sweep must not outrun.
+    configmaps: Api<ConfigMap>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Whether this gateway may lower replica counts and clean up: always, unless
     /// `leader_election` makes it one replica of several, then while it holds the Lease.
@@ -88,6 +90,9 @@ pub struct Cluster {
     elector: Mutex<Option<Elector>>,
     /// Keeps `leading` open (and true) for a gateway without an election.
     _always_leading: Option<watch::Sender<bool>>,
+    /// Whether this gateway is one of several (fixed at connect; the elector goes at
+    /// shutdown, the replica stays one).
+    replica: bool,
 }
 
 impl Drop for Cluster {
@@ -138,7 +143,9 @@ impl Cluster {
             leading,
             elector: Mutex::new(elector),
             _always_leading: always,
+            replica: settings.leader_election,
             deployments: Api::namespaced(client.clone(), &namespace),
+            configmaps: Api::namespaced(client.clone(), &namespace),
             services: Api::namespaced(client, &namespace),
             pods,
             namespace,
@@ -154,10 +161,7 @@ impl Cluster {
 
     /// Whether this gateway is one replica of several.
     pub fn is_replica(&self) -> bool {
-        self.elector
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
+        self.replica
     }
 
     /// Leaves the election, handing the Lease over at once.
@@ -202,14 +206,22 @@ impl Cluster {
 
     /// Starts the task that keeps the Deployment's replica count at `desired`
     /// ([`super::scaler`]); a count someone else raised is set back after `adopt_after`.
-    pub fn spawn_scaler(&self, name: String, desired: watch::Receiver<i32>, adopt_after: Duration) {
+    /// Without `apply_first` (a new leader adopting a revision) the count is not set at
+    /// once but only once it has drifted that long.
+    pub fn spawn_scaler(
+        &self,
+        name: String,
+        desired: watch::Receiver<i32>,
+        adopt_after: Duration,
+        apply_first: bool,
+    ) {
         let task = tokio::spawn(super::scaler::run(
             self.deployments.clone(),
             name,
             desired,
             self.leading.clone(),
             Arc::clone(&self.shared),
-            adopt_after,
+            (adopt_after, apply_first),
         ));
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         tasks.retain(|task| !task.is_finished());
@@ -257,7 +269,21 @@ impl Cluster {
     /// Deletes the objects of apps not in `apps` (removed while the gateway was down, or
     /// just now). Returns the revisions deleted, and the Deployments left with replicas
     /// (name, container port) for the caller to scale down unless it runs them.
+    /// With several replicas the apps defined in the cluster count too (a follower's new
+    /// app is there before any replica makes its Deployment, but may not have reached this
+    /// gateway's config yet).
     pub async fn sweep(&self, apps: &HashSet<String>) -> Result<Sweep, CallError> {
+        let mut apps = apps.clone();
+        if self.replica {
+            let defined = ListParams::default().labels("tidegate.dev/definition=app");
+            for map in bounded(self.configmaps.list(&defined)).await?.items {
+                let labels = map.metadata.labels.unwrap_or_default();
+                if let Some(name) = labels.get("tidegate.dev/name") {
+                    apps.insert(name.clone());
+                }
+            }
+        }
+        let apps = &apps;
         let params = ListParams::default().labels(&managed_selector());
         let mut orphans: HashMap<String, ()> = HashMap::new();
         let mut running = Vec::new();

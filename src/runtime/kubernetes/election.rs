@@ -14,6 +14,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::utils::StreamBackoff;
 use kube::runtime::watcher::{self, watcher};
 use kube::Api;
 use serde_json::json;
@@ -74,10 +75,16 @@ async fn run(
     mut stopped: watch::Receiver<bool>,
 ) {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut changes = watcher(api.clone(), config).boxed();
+    let mut changes = StreamBackoff::new(
+        watcher(api.clone(), config),
+        super::watches::QuickBackoff::default(),
+    )
+    .boxed();
     let mut observed: Option<Observed> = None;
     let mut renewed_at: Option<Instant> = None;
     loop {
+        // The renewal counts from when it was sent, not answered: the conservative end.
+        let sent = Instant::now();
         let attempt = tokio::time::timeout(
             RETRY_PERIOD,
             try_acquire_or_renew(&api, &name, &identity, &mut observed),
@@ -86,7 +93,7 @@ async fn run(
         let now = Instant::now();
         let leads = match attempt {
             Ok(Ok(true)) => {
-                renewed_at = Some(now);
+                renewed_at = Some(sent);
                 true
             }
             Ok(Ok(false)) => false,
@@ -120,8 +127,12 @@ async fn run(
                 _ = &mut wait => break,
                 _ = stop_asked(&mut stopped) => {
                     if *leading.borrow() {
-                        release(&api, &name, &identity).await;
+                        // Flagged first: nothing leader-only starts while it is released.
                         leading.send_replace(false);
+                        let bound = Duration::from_secs(2);
+                        if tokio::time::timeout(bound, release(&api, &name, &identity)).await.is_err() {
+                            tracing::warn!(lease = %name, "could not release the lease in time; it expires instead");
+                        }
                     }
                     return;
                 }

@@ -18,6 +18,7 @@ mod election;
 mod objects;
 mod scaler;
 mod state;
+mod sweeper;
 mod watches;
 
 use std::collections::HashSet;
@@ -44,6 +45,10 @@ pub struct KubernetesBackend {
 /// The cluster, connected on first use.
 struct Connection {
     settings: KubernetesSettings,
+    /// The latest set of this backend's apps, for the sweeper.
+    sweeps: watch::Sender<Option<HashSet<String>>>,
+    /// Whether the sweeper task runs.
+    sweeper: std::sync::atomic::AtomicBool,
     cluster: std::sync::Mutex<Option<Arc<Cluster>>>,
     /// Held while connecting, so only one attempt runs at a time.
     connecting: Mutex<()>,
@@ -94,6 +99,8 @@ impl KubernetesBackend {
             connection: Arc::new(Connection {
                 configured: settings.is_some(),
                 settings: settings.unwrap_or_default(),
+                sweeps: watch::channel(None).0,
+                sweeper: std::sync::atomic::AtomicBool::new(false),
                 cluster: std::sync::Mutex::new(None),
                 connecting: Mutex::new(()),
                 error: std::sync::Mutex::new(None),
@@ -135,6 +142,28 @@ fn environment(app: &AppSpec, container: &ContainerSpec, revision: &str) -> Vec<
     unique
 }
 
+/// Creates the revision's Deployment (at zero) and Service unless they exist.
+async fn ensure_objects(
+    cluster: &Cluster,
+    app: &AppSpec,
+    container: &ContainerSpec,
+    revision: &str,
+) -> Result<(), RuntimeError> {
+    let env = environment(app, container, revision);
+    let deployment = objects::deployment(app, container, revision, &env).map_err(|e| {
+        RuntimeError::PrepareFailed {
+            revision: revision.to_string(),
+            reason: e.to_string(),
+        }
+    })?;
+    cluster
+        .ensure(deployment, |uid| {
+            objects::service(app, container, revision, uid).ok()
+        })
+        .await
+        .map_err(|error| call_failed(revision, error))
+}
+
 fn call_failed(revision: &str, error: CallError) -> RuntimeError {
     if error.transient {
         RuntimeError::Unavailable {
@@ -155,13 +184,14 @@ fn revision_entry<'a>(
     state: &'a mut state::ClusterState,
     revision: &str,
     (port, adopt_after): (u16, Duration),
+    apply_first: bool,
 ) -> &'a mut RevisionSlots {
     state
         .revisions
         .entry(revision.to_string())
         .or_insert_with(|| {
             let (desired, watcher) = watch::channel(0);
-            cluster.spawn_scaler(revision.to_string(), watcher, adopt_after);
+            cluster.spawn_scaler(revision.to_string(), watcher, adopt_after, apply_first);
             RevisionSlots {
                 port,
                 slots: Vec::new(),
@@ -179,7 +209,7 @@ fn add_slot(
 ) -> watch::Receiver<Option<Exit>> {
     let (exited, receiver) = watch::channel(None);
     let mut state = cluster.shared.lock();
-    let entry = revision_entry(cluster, &mut state, revision, port_and_grace);
+    let entry = revision_entry(cluster, &mut state, revision, port_and_grace, true);
     entry.slots.push(Slot {
         id: id.to_string(),
         pod: None,
@@ -241,20 +271,7 @@ impl RuntimeBackend for KubernetesBackend {
                 reason,
             })?;
         let cluster = self.cluster().await?;
-        let env = environment(&request.app, container, revision);
-        let deployment =
-            objects::deployment(&request.app, container, revision, &env).map_err(|e| {
-                RuntimeError::PrepareFailed {
-                    revision: revision.to_string(),
-                    reason: e.to_string(),
-                }
-            })?;
-        cluster
-            .ensure(deployment, |uid| {
-                objects::service(&request.app, container, revision, uid).ok()
-            })
-            .await
-            .map_err(|error| call_failed(revision, error))?;
+        ensure_objects(&cluster, &request.app, container, revision).await?;
         tracing::info!(app = %request.app.name, %revision, namespace = %cluster.namespace, "deployment and service ready");
         Ok(Prepared {
             image: container.image.clone(),
@@ -309,6 +326,19 @@ impl RuntimeBackend for KubernetesBackend {
         let cluster = self.cluster().await?;
         let revision = request.revision.clone();
         let mut changed = cluster.shared.changed.subscribe();
+        // A revision this gateway has no scaler for (its objects were deleted since it was
+        // prepared, or never made here): make sure they exist first.
+        if !cluster.shared.lock().revisions.contains_key(&revision) {
+            ensure_objects(&cluster, &request.app, container, &revision)
+                .await
+                .map_err(|error| match error {
+                    RuntimeError::PrepareFailed { reason, .. } => RuntimeError::StartFailed {
+                        instance: id.clone(),
+                        reason,
+                    },
+                    other => other,
+                })?;
+        }
         let grace = request.app.scale.scale_to_zero_grace;
         let exited = add_slot(&cluster, &revision, (container.port, grace), &id);
         let mut pending = PendingSlot {
@@ -380,19 +410,17 @@ impl RuntimeBackend for KubernetesBackend {
     }
 
     fn apps_configured(&self, apps: HashSet<String>) {
-        let connection = Arc::clone(&self.connection);
+        let connection = &self.connection;
         if apps.is_empty() && !connection.configured && connection.connected().is_none() {
             return;
         }
-        tokio::spawn(async move {
-            loop {
-                if let Ok(cluster) = connection.get().await {
-                    sweep_until_done(cluster, apps).await;
-                    return;
-                }
-                tokio::time::sleep(Duration::from_secs(5)).await;
-            }
-        });
+        connection.sweeps.send_replace(Some(apps));
+        if !connection
+            .sweeper
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            tokio::spawn(sweeper::sweeper(Arc::clone(connection)));
+        }
     }
 
     async fn shutting_down(&self) {
@@ -417,42 +445,6 @@ impl RuntimeBackend for KubernetesBackend {
         {
             if let Err(error) = result {
                 tracing::warn!(deployment = %name, message = %error.message, "could not scale to zero at shutdown; the next start does");
-            }
-        }
-    }
-}
-
-/// Deletes the objects of apps not in `apps`, retrying while the API server is away, and
-/// scales to zero the Deployments a previous gateway left running (a revision this gateway
-/// runs already has its scaler, which a start raises again).
-async fn sweep_until_done(cluster: Arc<Cluster>, apps: HashSet<String>) {
-    // Of several replicas, the leader cleans up (a follower may be behind on the config).
-    let mut leading = cluster.leading.clone();
-    if leading.wait_for(|leads| *leads).await.is_err() {
-        return;
-    }
-    loop {
-        match cluster.sweep(&apps).await {
-            Ok(sweep) => {
-                if !sweep.deleted.is_empty() {
-                    tracing::info!(deleted = ?sweep.deleted, "deleted the objects of apps that no longer exist");
-                }
-                if cluster.is_replica() {
-                    // Pods other replicas run are not leftovers.
-                    return;
-                }
-                let mut state = cluster.shared.lock();
-                for (name, port) in sweep.running {
-                    if !state.revisions.contains_key(&name) {
-                        tracing::info!(deployment = %name, "scaling down pods a previous gateway left");
-                        revision_entry(&cluster, &mut state, &name, (port, Duration::ZERO));
-                    }
-                }
-                return;
-            }
-            Err(error) => {
-                tracing::warn!(message = %error.message, "could not sweep old revisions; retrying");
-                tokio::time::sleep(Duration::from_secs(2)).await;
             }
         }
     }

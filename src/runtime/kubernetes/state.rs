@@ -34,6 +34,8 @@ pub struct PodInfo {
     pub problem: Option<String>,
     /// A one-line account of where it is (phase, waiting reason), for start time-outs.
     pub summary: String,
+    /// Deleted, evicted or otherwise done: it will not run again, whatever it says.
+    pub terminal: bool,
 }
 
 /// One instance the controller asked for.
@@ -192,6 +194,9 @@ impl ClusterState {
             r == revision && endpoints.iter().any(|e| e.pod == pod && e.terminating)
         });
         match self.pods.get(pod) {
+            Some(PodInfo { terminal: true, .. }) => Exit::Lost {
+                description: format!("pod {pod} was deleted or evicted"),
+            },
             Some(PodInfo {
                 problem: Some(problem),
                 ..
@@ -212,15 +217,22 @@ impl ClusterState {
         }
     }
 
-    /// Why no pod of `revision` can become ready, if one of them says so (a crash loop, an
-    /// image that cannot be pulled).
+    /// Why no pod of `revision` can become ready: every live pod of it says why (a crash
+    /// loop, an image that cannot be pulled). One failing pod among others that run, or a
+    /// deleted or evicted one, is no verdict on the revision.
     pub fn problem(&self, revision: &str) -> Option<String> {
-        let mut problems: Vec<(&String, &String)> = self
+        let live: Vec<(&String, &PodInfo)> = self
             .pods
             .iter()
-            .filter(|(_, info)| info.revision == revision)
-            .filter_map(|(pod, info)| Some((pod, info.problem.as_ref()?)))
+            .filter(|(_, info)| info.revision == revision && !info.terminal)
             .collect();
+        let mut problems: Vec<(&String, &String)> = live
+            .iter()
+            .filter_map(|(pod, info)| Some((*pod, info.problem.as_ref()?)))
+            .collect();
+        if problems.is_empty() || problems.len() < live.len() {
+            return None;
+        }
         problems.sort();
         problems
             .first()
@@ -368,6 +380,7 @@ mod tests {
                 revision: "r1".into(),
                 problem: Some("CrashLoopBackOff: exited with code 3".into()),
                 summary: "Running".into(),
+                terminal: false,
             },
         );
         state.set_slice(
@@ -386,6 +399,27 @@ mod tests {
             Some("pod p1: CrashLoopBackOff: exited with code 3")
         );
         assert_eq!(state.problem("r2"), None);
+    }
+
+    #[test]
+    fn one_failing_pod_among_running_ones_or_an_evicted_one_fails_nothing() {
+        let (mut state, _rx) = with_slots(&[]);
+        let pod = |problem: Option<&str>, terminal| PodInfo {
+            revision: "r1".into(),
+            problem: problem.map(str::to_string),
+            summary: String::new(),
+            terminal,
+        };
+        state.set_pod("bad".into(), pod(Some("CrashLoopBackOff"), false));
+        state.set_pod("good".into(), pod(None, false));
+        assert_eq!(state.problem("r1"), None);
+        state.set_pod("good".into(), pod(Some("Error"), true));
+        assert_eq!(
+            state.problem("r1").as_deref(),
+            Some("pod bad: CrashLoopBackOff")
+        );
+        state.set_pod("bad".into(), pod(Some("Evicted"), true));
+        assert_eq!(state.problem("r1"), None, "only terminal pods left");
     }
 
     #[test]

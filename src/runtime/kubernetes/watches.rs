@@ -99,7 +99,7 @@ const ERROR_FRESH: Duration = Duration::from_secs(10);
 
 /// 250 ms doubling to 2 s; reset by the first event after a failure.
 #[derive(Debug, Default)]
-struct QuickBackoff {
+pub struct QuickBackoff {
     failures: u32,
 }
 
@@ -319,6 +319,8 @@ fn pod_entry(pod: &Pod) -> Option<(String, PodInfo)> {
         let reason = status.and_then(|s| s.reason.clone()).unwrap_or_default();
         problem = Some(format!("pod failed {reason}").trim_end().to_string());
     }
+    let terminal = pod.metadata.deletion_timestamp.is_some()
+        || matches!(phase.as_str(), "Failed" | "Succeeded");
     let summary = match waiting.and_then(|w| w.reason.as_deref()) {
         Some(reason) => format!("{phase}, {reason}"),
         None if pod
@@ -337,6 +339,7 @@ fn pod_entry(pod: &Pod) -> Option<(String, PodInfo)> {
             revision,
             problem,
             summary,
+            terminal,
         },
     ))
 }
