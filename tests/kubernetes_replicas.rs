@@ -243,16 +243,20 @@ async fn load_split_over_two_replicas_scales_as_through_one() {
         cluster.wait_zero("web-00001").await;
         let through_a = Load::start(a, HOST, "/?delay_ms=300", split[0]);
         let through_b = Load::start(b, HOST, "/?delay_ms=300", split[1]);
-        // Settled: the same count over three seconds of the stable window.
+        // Settled: the count the autoscaler wants (as replica A reports it) is the
+        // Deployment's, and that many pods are ready.
         let settled = eventually(
             "a settled replica count",
             Duration::from_secs(60),
             || async {
-                let first = cluster.replicas("web-00001").await;
-                tokio::time::sleep(Duration::from_secs(3)).await;
+                let apps = get(replicas[0].listeners.admin, "admin", "/apps")
+                    .await
+                    .body;
+                let apps: serde_json::Value = serde_json::from_str(&apps).ok()?;
+                let desired = apps["apps"][0]["desired"].as_i64()? as i32;
+                let count = cluster.replicas("web-00001").await;
                 let ready = cluster.ready_endpoints("web-00001").await as i32;
-                (first > 0 && cluster.replicas("web-00001").await == first && ready == first)
-                    .then_some(first)
+                (count >= 3 && desired == count && ready == count).then_some(count)
             },
         )
         .await;
@@ -437,7 +441,7 @@ async fn a_follower_cut_off_from_the_api_server_keeps_serving_and_rejoins() {
         (answer.status == StatusCode::OK && answer.body.contains("degraded")).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(5)).await; // a while cut off, under load
+    load.wait_sent(100).await; // a good many requests while cut off
     let (sent, failures) = load.finish().await;
     assert!(
         failures.is_empty(),

@@ -28,7 +28,7 @@ async fn a_pod_deleted_under_load_is_replaced_with_no_failed_request() {
     let before = cluster.live_pods().await;
     let load = Load::start(addr, HOST, "/?delay_ms=20", 4);
     // Some requests go through before the deletion.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    load.wait_sent(20).await;
     cluster
         .api::<Pod>()
         .delete(&before[0], &DeleteParams::default())

@@ -30,6 +30,8 @@ impl ConfigDir {
 /// Clients sending GETs to `host` through `addr` back to back until stopped; what failed.
 pub struct Load {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Requests answered so far, by all clients.
+    sent: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     clients: Vec<tokio::task::JoinHandle<(usize, Vec<String>)>>,
 }
 
@@ -41,14 +43,17 @@ impl Load {
         clients: usize,
     ) -> Load {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let total = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let clients = (0..clients)
             .map(|_| {
                 let stop = std::sync::Arc::clone(&stop);
+                let total = std::sync::Arc::clone(&total);
                 tokio::spawn(async move {
                     let (mut sent, mut failures) = (0, Vec::new());
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                         let answer = get(addr, host, path).await;
                         sent += 1;
+                        total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         if answer.status != http::StatusCode::OK {
                             failures.push(format!("{} {}", answer.status, answer.body.trim()));
                         }
@@ -57,7 +62,24 @@ impl Load {
                 })
             })
             .collect();
-        Load { stop, clients }
+        Load {
+            stop,
+            sent: total,
+            clients,
+        }
+    }
+
+    /// Waits until the clients have had `count` more answers than now.
+    pub async fn wait_sent(&self, count: usize) {
+        let target = self.sent.load(std::sync::atomic::Ordering::Relaxed) + count;
+        eventually(
+            &format!("{count} more answers"),
+            Duration::from_secs(30),
+            || async {
+                (self.sent.load(std::sync::atomic::Ordering::Relaxed) >= target).then_some(())
+            },
+        )
+        .await
     }
 
     /// Stops the clients; the number of requests sent and the failures.

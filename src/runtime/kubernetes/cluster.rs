@@ -230,13 +230,7 @@ impl Cluster {
 
     /// Sets the replica count now (a shutdown's last step), not through the scaler task.
     pub async fn scale_now(&self, name: &str, replicas: i32) -> Result<(), CallError> {
-        let patch = Patch::Merge(json!({ "spec": { "replicas": replicas } }));
-        bounded(
-            self.deployments
-                .patch_scale(name, &PatchParams::default(), &patch),
-        )
-        .await?;
-        Ok(())
+        set_replicas(&self.deployments, name, replicas).await
     }
 
     /// Marks `pod` to go first when its ReplicaSet scales down.
