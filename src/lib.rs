@@ -21,6 +21,7 @@ pub mod activator;
 pub mod admin;
 pub mod api;
 pub mod apps;
+pub mod ascii;
 pub mod autoscaler;
 pub mod cli;
 pub mod config;

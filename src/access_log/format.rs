@@ -8,6 +8,8 @@ use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::ascii::push_decimal;
+
 /// The line formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -103,19 +105,7 @@ impl<'b> Line<'b> {
             self.out.push(b'"');
         }
         match addr {
-            Some(std::net::SocketAddr::V4(v4)) => {
-                for (i, octet) in v4.ip().octets().iter().enumerate() {
-                    if i > 0 {
-                        self.out.push(b'.');
-                    }
-                    digits(self.out, u64::from(*octet));
-                }
-                self.out.push(b':');
-                digits(self.out, u64::from(v4.port()));
-            }
-            Some(other) => {
-                let _ = write!(Buf(self.out), "{other}");
-            }
+            Some(addr) => crate::ascii::push_socket_addr(self.out, addr),
             None => self.out.push(b'-'),
         }
         if quote {
@@ -127,7 +117,7 @@ impl<'b> Line<'b> {
     /// An unsigned number.
     pub fn unsigned(&mut self, name: &str, value: u64) -> &mut Self {
         self.name(name);
-        digits(self.out, value);
+        push_decimal(self.out, value);
         self
     }
 
@@ -135,7 +125,7 @@ impl<'b> Line<'b> {
     pub fn millis(&mut self, name: &str, elapsed: std::time::Duration) -> &mut Self {
         self.name(name);
         let micros = elapsed.as_micros() as u64;
-        digits(self.out, micros / 1000);
+        push_decimal(self.out, micros / 1000);
         self.out.push(b'.');
         let fraction = micros % 1000;
         if fraction < 100 {
@@ -144,7 +134,7 @@ impl<'b> Line<'b> {
         if fraction < 10 {
             self.out.push(b'0');
         }
-        digits(self.out, fraction);
+        push_decimal(self.out, fraction);
         self
     }
 
@@ -191,21 +181,6 @@ impl<'b> Line<'b> {
             }
         }
     }
-}
-
-/// Appends `value` in decimal.
-fn digits(out: &mut Vec<u8>, mut value: u64) {
-    let mut buf = [0u8; 20];
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[at..]);
 }
 
 /// `fmt::Write` onto a byte buffer.

@@ -60,6 +60,18 @@ pub fn has_token(value: &[u8], token: &[u8]) -> bool {
         .any(|part| part.trim_ascii().eq_ignore_ascii_case(token))
 }
 
+/// Whether a `Connection` value names fields to drop: a token other than `close` and
+/// `keep-alive`, which only say what becomes of the connection. Most messages name none, and
+/// then no field needs to be checked against the `Connection` list.
+pub fn names_fields(value: &[u8]) -> bool {
+    value.split(|&b| b == b',').any(|token| {
+        let token = token.trim_ascii();
+        !token.is_empty()
+            && !token.eq_ignore_ascii_case(b"close")
+            && !token.eq_ignore_ascii_case(b"keep-alive")
+    })
+}
+
 /// The framing headers of one message, collected while its fields are read.
 #[derive(Default)]
 pub struct FramingHeaders {

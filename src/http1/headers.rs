@@ -87,12 +87,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The forwarding fields an instance gets for one request, the same for both engines.
+/// The forwarding fields an instance gets for one request, the same for both engines. The
+/// values are written straight into the instance's head (or a field value) by the engine
+/// that sends it, with no `format!` on the way: this runs for every request.
 pub struct Forwarding {
-    /// `X-Forwarded-For`: the client's address, after a trusted proxy's list.
-    pub x_forwarded_for: String,
-    /// `Forwarded` (RFC 7239): this hop's element, after a trusted proxy's list.
-    pub forwarded: String,
+    /// The client's address, as this hop's element of both lists.
+    peer: IpAddr,
+    /// A trusted proxy's `X-Forwarded-For` list, to extend.
+    previous_for: Option<String>,
+    /// A trusted proxy's `Forwarded` list, to extend.
+    previous_forwarded: Option<String>,
     /// Keep the client's `X-Forwarded-Proto` (a trusted proxy sent one) instead of ours.
     pub keep_proto: bool,
     /// Keep the client's `X-Forwarded-Host` likewise.
@@ -113,34 +117,52 @@ pub struct PreviousForwarding {
 
 impl Forwarding {
     pub fn new(client: &ClientFacts<'_>, previous: PreviousForwarding) -> Self {
-        let peer_ip = canonical_ip(client.peer.ip());
-        let peer_text = peer_ip.to_string();
-        let host = String::from_utf8_lossy(client.host.as_bytes());
-        let host = if host.contains(['"', '\\']) {
-            std::borrow::Cow::Owned(host.replace(['"', '\\'], ""))
-        } else {
-            host
-        };
-        let element = match peer_ip {
-            IpAddr::V4(_) => format!("for={peer_text};host=\"{host}\";proto={}", client.scheme),
-            IpAddr::V6(_) => format!(
-                "for=\"[{peer_text}]\";host=\"{host}\";proto={}",
-                client.scheme
-            ),
-        };
         let trusted = client.trusted;
         Forwarding {
-            x_forwarded_for: match previous.x_forwarded_for.filter(|_| trusted) {
-                Some(previous) => format!("{previous}, {peer_text}"),
-                None => peer_text,
-            },
-            forwarded: match previous.forwarded.filter(|_| trusted) {
-                Some(previous) => format!("{previous}, {element}"),
-                None => element,
-            },
+            peer: canonical_ip(client.peer.ip()),
+            previous_for: previous.x_forwarded_for.filter(|_| trusted),
+            previous_forwarded: previous.forwarded.filter(|_| trusted),
             keep_proto: trusted && previous.has_proto,
             keep_host: trusted && previous.has_host,
         }
+    }
+
+    /// `X-Forwarded-For`'s value: a trusted proxy's list, then the client's address.
+    pub fn write_x_forwarded_for(&self, out: &mut Vec<u8>) {
+        if let Some(previous) = &self.previous_for {
+            out.extend_from_slice(previous.as_bytes());
+            out.extend_from_slice(b", ");
+        }
+        crate::ascii::push_ip(out, self.peer);
+    }
+
+    /// `Forwarded`'s value (RFC 7239): a trusted proxy's list, then this hop's element.
+    pub fn write_forwarded(&self, out: &mut Vec<u8>, client: &ClientFacts<'_>) {
+        if let Some(previous) = &self.previous_forwarded {
+            out.extend_from_slice(previous.as_bytes());
+            out.extend_from_slice(b", ");
+        }
+        match self.peer {
+            IpAddr::V4(_) => {
+                out.extend_from_slice(b"for=");
+                crate::ascii::push_ip(out, self.peer);
+            }
+            IpAddr::V6(_) => {
+                out.extend_from_slice(b"for=\"[");
+                crate::ascii::push_ip(out, self.peer);
+                out.extend_from_slice(b"]\"");
+            }
+        }
+        out.extend_from_slice(b";host=\"");
+        // The host goes in a quoted string: its own quotes and backslashes are left out.
+        let host = String::from_utf8_lossy(client.host.as_bytes());
+        if host.contains(['"', '\\']) {
+            out.extend_from_slice(host.replace(['"', '\\'], "").as_bytes());
+        } else {
+            out.extend_from_slice(host.as_bytes());
+        }
+        out.extend_from_slice(b"\";proto=");
+        out.extend_from_slice(client.scheme.as_bytes());
     }
 }
 
@@ -179,7 +201,9 @@ pub fn prepare_request_headers(headers: &mut HeaderMap, client: &ClientFacts<'_>
         PreviousForwarding::default()
     };
     let forwarding = Forwarding::new(client, previous);
-    set(headers, &X_FORWARDED_FOR, forwarding.x_forwarded_for);
+    let mut value = Vec::with_capacity(64);
+    forwarding.write_x_forwarded_for(&mut value);
+    set(headers, &X_FORWARDED_FOR, value);
     if !forwarding.keep_proto {
         headers.insert(
             X_FORWARDED_PROTO.clone(),
@@ -189,7 +213,9 @@ pub fn prepare_request_headers(headers: &mut HeaderMap, client: &ClientFacts<'_>
     if !forwarding.keep_host {
         headers.insert(X_FORWARDED_HOST.clone(), client.host.clone());
     }
-    set(headers, &header::FORWARDED, forwarding.forwarded);
+    let mut value = Vec::with_capacity(96);
+    forwarding.write_forwarded(&mut value, client);
+    set(headers, &header::FORWARDED, value);
     append_via(headers, client.version);
     headers.insert(header::HOST, client.host.clone());
 }
@@ -237,8 +263,8 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     Some(out)
 }
 
-fn set(headers: &mut HeaderMap, name: &HeaderName, value: String) {
-    if let Ok(value) = HeaderValue::try_from(value) {
+fn set(headers: &mut HeaderMap, name: &HeaderName, value: impl Into<Vec<u8>>) {
+    if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value.into())) {
         headers.insert(name.clone(), value);
     }
 }

@@ -10,6 +10,7 @@ mod date;
 pub mod framing;
 pub mod head_scan;
 pub mod headers;
+pub mod hop;
 pub mod request;
 pub mod response;
 pub mod upstream_head;

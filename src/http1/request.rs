@@ -7,11 +7,9 @@
 //! connection closes. Anything this engine leaves to hyper (see [`Handoff`]) is recognised
 //! here, before any byte is consumed.
 //!
-//! The rewriting is the hyper path's `prepare_request_headers` applied to fields on the wire:
-//! hop-by-hop fields and those `Connection` names go, as do fields with `_` in their name,
-//! the instance token and the framing fields (the engine writes its own); `Host` and the forwarding fields are the ones
-//! [`Forwarding`] computes; `Via` gets this hop as a field of its own after the client's. A
-//! test checks that both give the same fields.
+//! The fields are rewritten for the instance by [`super::hop`], as for the requests hyper
+//! parsed; a test checks that they come out as the hyper path's `prepare_request_headers`
+//! makes them.
 
 use std::mem::MaybeUninit;
 
@@ -19,11 +17,8 @@ use bytes::{Bytes, BytesMut};
 use http::header::HeaderValue;
 use http::{Method, Uri};
 
-use super::framing::{has_token, is_framing_field, Framing, FramingHeaders, HeadError};
-use super::write_field;
-use crate::http1::headers::{
-    has_underscore, is_hop_by_hop_name, ClientFacts, Forwarding, PreviousForwarding,
-};
+use super::framing::{has_token, Framing, FramingHeaders, HeadError};
+use crate::http1::headers::ClientFacts;
 use crate::identity::TOKEN_HEADER;
 
 /// Most header fields accepted in one head, as hyper's default.
@@ -204,8 +199,8 @@ pub fn parse_request(
 }
 
 /// Writes the request head for the instance: origin-form target, the client's fields
-/// rewritten for this hop (see the module header), and the framing of the body that will
-/// follow, which only the engine decides.
+/// rewritten for this hop ([`super::hop`]), and the framing of the body that will follow,
+/// which only the engine decides.
 pub fn write_request(
     out: &mut Vec<u8>,
     request: &RequestHead,
@@ -213,102 +208,26 @@ pub fn write_request(
     client: &ClientFacts<'_>,
 ) {
     let head = &request.head[..];
-    let named_by_connection = |name: &[u8]| {
-        request.connection
-            && fields.iter().any(|field| {
-                field.name(head).eq_ignore_ascii_case(b"connection")
-                    && has_token(field.value(head), name)
-            })
-    };
-    let dropped = |name: &[u8]| {
-        is_hop_by_hop_name(name)
-            || has_underscore(name)
-            || is_framing_field(name)
-            || name.eq_ignore_ascii_case(b"host")
-            || name.eq_ignore_ascii_case(TOKEN_HEADER.as_str().as_bytes())
-            || named_by_connection(name)
-    };
-    let previous = if client.trusted {
-        let kept = || fields.iter().filter(|field| !dropped(field.name(head)));
-        let values = |wanted: &'static [u8]| {
-            kept()
-                .filter(move |field| field.name(head).eq_ignore_ascii_case(wanted))
-                .map(|field| field.value(head))
-        };
-        PreviousForwarding {
-            x_forwarded_for: joined(values(b"x-forwarded-for")),
-            forwarded: joined(values(b"forwarded")),
-            has_proto: values(b"x-forwarded-proto").next().is_some(),
-            has_host: values(b"x-forwarded-host").next().is_some(),
-        }
-    } else {
-        PreviousForwarding::default()
-    };
-    let forwarding = Forwarding::new(client, previous);
-
     out.extend_from_slice(request.method.as_str().as_bytes());
     out.push(b' ');
     let target = request.uri.path_and_query().map_or("/", |p| p.as_str());
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for field in fields {
-        let name = field.name(head);
-        let replaced = name.eq_ignore_ascii_case(b"x-forwarded-for")
-            || name.eq_ignore_ascii_case(b"forwarded")
-            || (!forwarding.keep_proto && name.eq_ignore_ascii_case(b"x-forwarded-proto"))
-            || (!forwarding.keep_host && name.eq_ignore_ascii_case(b"x-forwarded-host"));
-        if replaced || dropped(name) {
-            continue;
-        }
-        write_field(out, name, field.value(head));
-    }
-    write_field(out, b"host", client.host.as_bytes());
-    write_text_field(out, b"x-forwarded-for", &forwarding.x_forwarded_for);
-    if !forwarding.keep_proto {
-        write_field(out, b"x-forwarded-proto", client.scheme.as_bytes());
-    }
-    if !forwarding.keep_host {
-        write_field(out, b"x-forwarded-host", client.host.as_bytes());
-    }
-    write_text_field(out, b"forwarded", &forwarding.forwarded);
-    out.extend_from_slice(b"via: 1.1 tidegate\r\n");
+    let fields = || {
+        fields
+            .iter()
+            .map(|field| (field.name(head), field.value(head)))
+    };
+    super::hop::write_fields(out, fields, client);
     request.framing.write_field(out);
     out.extend_from_slice(b"\r\n");
-}
-
-/// All `values` joined with ", ", or `None` if there are none or one is not text (as the
-/// hyper path's header map reading does).
-fn joined<'h>(mut values: impl Iterator<Item = &'h [u8]>) -> Option<String> {
-    let text = |value: &'h [u8]| {
-        HeaderValue::from_bytes(value)
-            .ok()?
-            .to_str()
-            .ok()
-            .map(str::to_string)
-    };
-    let mut out = text(values.next()?)?;
-    for value in values {
-        out.push_str(", ");
-        out.push_str(&text(value)?);
-    }
-    Some(out)
-}
-
-/// A field whose value the gateway composed; left out, as the hyper path leaves it out, if
-/// the value is not a valid field value.
-fn write_text_field(out: &mut Vec<u8>, name: &[u8], value: &str) {
-    // `HeaderValue::from_bytes`'s rule, without the copy it makes.
-    let valid = value
-        .bytes()
-        .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f));
-    if valid {
-        write_field(out, name, value.as_bytes());
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http1::framing::is_framing_field;
+    use crate::identity::TOKEN_HEADER;
     use std::net::SocketAddr;
 
     fn request(text: &str) -> Result<Option<Parsed>, HeadError> {
@@ -452,6 +371,19 @@ mod tests {
             .collect()
     }
 
+    /// The fields of a written request head, without its framing field.
+    fn written_fields(head: &[u8]) -> FieldList {
+        let mut parsed_fields = [httparse::EMPTY_HEADER; 64];
+        let mut reparsed = httparse::Request::new(&mut parsed_fields);
+        reparsed.parse(head).unwrap();
+        field_list(reparsed.headers.iter().map(|field| {
+            (
+                field.name.to_string(),
+                String::from_utf8_lossy(field.value).into_owned(),
+            )
+        }))
+    }
+
     /// The instance's head from this engine, and the fields the hyper path would send.
     fn both_ways(text: &str, trusted: bool) -> (String, FieldList, FieldList) {
         let (head, fields) = parsed(text);
@@ -467,15 +399,7 @@ mod tests {
         let mut out = Vec::new();
         write_request(&mut out, &head, &fields, &client);
         let written = String::from_utf8(out).unwrap();
-        let mut parsed_fields = [httparse::EMPTY_HEADER; 64];
-        let mut reparsed = httparse::Request::new(&mut parsed_fields);
-        reparsed.parse(written.as_bytes()).unwrap();
-        let engine = field_list(reparsed.headers.iter().map(|field| {
-            (
-                field.name.to_string(),
-                String::from_utf8_lossy(field.value).into_owned(),
-            )
-        }));
+        let engine = written_fields(written.as_bytes());
 
         let mut map = http::HeaderMap::new();
         for field in &fields {
@@ -484,6 +408,28 @@ mod tests {
                 HeaderValue::from_bytes(field.value(&head.head)).unwrap(),
             );
         }
+        // The bodiless requests hyper parsed are written from their map by the same writer.
+        let mut from_map = b"GET / HTTP/1.1\r\n".to_vec();
+        crate::http1::hop::write_fields(
+            &mut from_map,
+            || crate::http1::hop::map_fields(&map),
+            &client,
+        );
+        from_map.extend_from_slice(b"\r\n");
+        let unframed = |fields: &FieldList| -> FieldList {
+            let framing = |name: &str| is_framing_field(name.as_bytes());
+            fields
+                .iter()
+                .filter(|(name, _)| !framing(name))
+                .cloned()
+                .collect()
+        };
+        assert_eq!(
+            written_fields(&from_map),
+            unframed(&engine),
+            "{text:?} trusted={trusted}: the map's fields\n{}",
+            String::from_utf8_lossy(&from_map)
+        );
         map.remove(&TOKEN_HEADER);
         crate::http1::headers::prepare_request_headers(&mut map, &client);
         let hyper_path = field_list(

@@ -13,7 +13,7 @@ use http::header::{HeaderMap, HeaderValue};
 use http::StatusCode;
 
 use super::date;
-use super::framing::{has_token, is_framing_field, Framing, FramingHeaders, HeadError};
+use super::framing::{self, has_token, is_framing_field, Framing, FramingHeaders, HeadError};
 use super::upstream_head::{self, Head, Parsed, StatusHead};
 use super::write_field;
 use crate::http1::headers::is_hop_by_hop_name;
@@ -67,12 +67,12 @@ pub fn relay_response(
     } = head;
     let mut framing_fields = FramingHeaders::default();
     let mut upstream_keep_alive = http11;
-    let mut connection_fields = false;
+    let mut connection_names_fields = false;
     let mut has_date = false;
     for field in response_fields.iter() {
         let name = field.name.as_bytes();
         if name.eq_ignore_ascii_case(b"connection") {
-            connection_fields = true;
+            connection_names_fields |= framing::names_fields(field.value);
             if has_token(field.value, b"close") {
                 upstream_keep_alive = false;
             } else if has_token(field.value, b"keep-alive") {
@@ -100,7 +100,7 @@ pub fn relay_response(
 
     write_status_line(out, status);
     let named_by_connection = |name: &[u8]| {
-        connection_fields
+        connection_names_fields
             && response_fields.iter().any(|field| {
                 field.name.eq_ignore_ascii_case("connection") && has_token(field.value, name)
             })

@@ -48,10 +48,10 @@ impl Proxy {
                     .map(|v| v.as_bytes()),
             );
         let lease = self.lease(&admission, record, page).await?;
-        Self::prepare_upstream(&mut parts, conn, &admission);
         let route = admission.route;
         let app = &route.app;
         if let Some(client_upgrade) = client_upgrade {
+            Self::prepare_upstream(&mut parts, conn, &admission);
             websocket::restore_upgrade_headers(&mut parts.headers);
             if h2_websocket {
                 websocket::h2_to_h1_handshake(&mut parts);
@@ -81,8 +81,10 @@ impl Proxy {
             timeout,
         };
         if http_body::Body::is_end_stream(&body) {
-            // Without a body (most HTTP/2 requests), the engine's client is the cheaper way.
-            let sent = crate::upstream::engine::send(&self.upstream, &instance, &parts);
+            // Without a body (most HTTP/2 requests), the engine's client is the cheaper way;
+            // it writes the request for the instance straight from the client's fields.
+            let client = Self::client_facts(conn, &admission, parts.version);
+            let sent = crate::upstream::engine::send(&self.upstream, &instance, &parts, &client);
             let (mut response, body) = match tokio::time::timeout(timeout, sent).await {
                 Ok(Ok(sent)) => sent,
                 Ok(Err(error)) => return Err(GatewayError::from_upstream(&app.name, addr, error)),
@@ -98,6 +100,7 @@ impl Proxy {
             return Ok(Response::from_parts(response, body));
         }
 
+        Self::prepare_upstream(&mut parts, conn, &admission);
         if http_body::Body::size_hint(&body).exact().is_none()
             && !parts.headers.contains_key(http::header::CONTENT_LENGTH)
         {

@@ -269,13 +269,7 @@ impl Proxy {
         parts.headers.remove(&TOKEN_HEADER);
         prepare_request_headers(
             &mut parts.headers,
-            &ClientFacts {
-                peer: conn.peer,
-                scheme: conn.listener.scheme(),
-                host: &admission.host,
-                version: parts.version,
-                trusted: admission.trusted,
-            },
+            &Self::client_facts(conn, admission, parts.version),
         );
         // Origin form ("/path?query"): the instance learns the host from the Host header.
         if parts.uri.authority().is_some() || parts.uri.path_and_query().is_none() {
@@ -290,6 +284,21 @@ impl Proxy {
             parts.uri = Uri::from_parts(uri).expect("a path is a valid URI");
         }
         parts.version = Version::HTTP_11;
+    }
+
+    /// Who the client of an admitted request is, for the fields the instance gets.
+    fn client_facts<'a>(
+        conn: ConnInfo,
+        admission: &'a Admission<'_>,
+        version: Version,
+    ) -> ClientFacts<'a> {
+        ClientFacts {
+            peer: conn.peer,
+            scheme: conn.listener.scheme(),
+            host: &admission.host,
+            version,
+            trusted: admission.trusted,
+        }
     }
 
     /// `Strict-Transport-Security` for a response over HTTPS, when the app sets `hsts_max_age`.

@@ -15,31 +15,33 @@ use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use http::{Method, StatusCode, Version};
+use http::{Method, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 
 use super::{Checkout, Connection, Upstream, UpstreamError};
 use crate::http1::body::ChunkedDecoder;
 use crate::http1::framing::{self, is_framing_field, Framing, FramingHeaders, HeadError};
-use crate::http1::headers::prepare_response_headers;
+use crate::http1::headers::{is_hop_by_hop_name, ClientFacts};
+use crate::http1::hop;
 use crate::http1::upstream_head::{self, Head, Parsed, StatusHead};
-use crate::http1::write_field;
 use crate::instance::Instance;
 
 /// Read size for response bodies.
 const CHUNK: usize = 64 * 1024;
 
-/// Sends a bodiless request (already rewritten for the instance: origin form, `Host`,
-/// forwarding fields) and waits for the response head. A pooled connection that turns out
-/// closed before any byte of a response is replaced by a new one and the request sent once
-/// more, if its method is idempotent (RFC 9110 9.2.2), as the engine does for its own.
+/// Sends a bodiless request as the client sent it, its fields rewritten for the instance on
+/// the way ([`crate::http1::hop`]: forwarding fields, `Host`, `Via`), and waits for the
+/// response head. A pooled connection that turns out closed before any byte of a response
+/// is replaced by a new one and the request sent once more, if its method is idempotent
+/// (RFC 9110 9.2.2), as the engine does for its own.
 pub async fn send(
     upstream: &Upstream,
     instance: &Arc<Instance>,
     request: &http::request::Parts,
+    client: &ClientFacts<'_>,
 ) -> Result<(http::response::Parts, EngineBody), UpstreamError> {
     let mut head = Vec::with_capacity(512);
-    write_request_head(&mut head, request);
+    write_request_head(&mut head, request, client);
     let head_request = request.method == Method::HEAD;
     let idempotent = request.method.is_idempotent();
     let (checkout, response) = upstream
@@ -63,9 +65,10 @@ pub async fn send(
     Ok((response.parts, body))
 }
 
-/// Writes the request line and fields. The request has no body: no framing field goes out
-/// but `Content-Length: 0` for methods whose requests normally carry one, as hyper writes it.
-fn write_request_head(out: &mut Vec<u8>, request: &http::request::Parts) {
+/// Writes the request line (origin form: the instance learns the host from `Host`) and the
+/// fields. The request has no body: no framing field goes out but `Content-Length: 0` for
+/// methods whose requests normally carry one, as hyper writes it.
+fn write_request_head(out: &mut Vec<u8>, request: &http::request::Parts, client: &ClientFacts<'_>) {
     out.extend_from_slice(request.method.as_str().as_bytes());
     out.push(b' ');
     let target = request
@@ -74,24 +77,7 @@ fn write_request_head(out: &mut Vec<u8>, request: &http::request::Parts) {
         .map_or("/", |target| target.as_str());
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &request.headers {
-        if is_framing_field(name.as_str().as_bytes()) || name == http::header::COOKIE {
-            continue;
-        }
-        write_field(out, name.as_str().as_bytes(), value.as_bytes());
-    }
-    // HTTP/2 clients send each cookie as a field of its own; HTTP/1.1 has one `Cookie` field,
-    // so they are joined with "; " (RFC 9113 8.2.3).
-    let mut cookies = request.headers.get_all(http::header::COOKIE).iter();
-    if let Some(first) = cookies.next() {
-        out.extend_from_slice(b"cookie: ");
-        out.extend_from_slice(first.as_bytes());
-        for cookie in cookies {
-            out.extend_from_slice(b"; ");
-            out.extend_from_slice(cookie.as_bytes());
-        }
-        out.extend_from_slice(b"\r\n");
-    }
+    hop::write_fields(out, || hop::map_fields(&request.headers), client);
     if matches!(request.method, Method::POST | Method::PUT | Method::PATCH) {
         out.extend_from_slice(b"content-length: 0\r\n");
     }
@@ -106,7 +92,8 @@ struct Response {
 }
 
 /// Takes a response head off the front of `buf`: `Ok(None)` if it is not complete yet. The
-/// headers are the client's: hop-by-hop fields and those named in `Connection` removed, `Via`
+/// headers are the client's, made in one pass over the fields as the engine relays them
+/// (`http1::response`): hop-by-hop fields and those named in `Connection` left out, `Via`
 /// added, framing fields kept only where they describe the body as it will be sent.
 fn parse_response(
     buf: &mut BytesMut,
@@ -127,17 +114,13 @@ fn parse_response(
         fields: response_fields,
         length,
     } = head;
-    let version = if http11 {
-        Version::HTTP_11
-    } else {
-        Version::HTTP_10
-    };
     let mut framing_fields = FramingHeaders::default();
-    let mut upstream_keep_alive = version == Version::HTTP_11;
-    let mut headers = HeaderMap::with_capacity(response_fields.len() + 2);
+    let mut upstream_keep_alive = http11;
+    let mut connection_names_fields = false;
     for field in response_fields.iter() {
         let name = field.name.as_bytes();
         if name.eq_ignore_ascii_case(b"connection") {
+            connection_names_fields |= framing::names_fields(field.value);
             if framing::has_token(field.value, b"close") {
                 upstream_keep_alive = false;
             } else if framing::has_token(field.value, b"keep-alive") {
@@ -145,11 +128,6 @@ fn parse_response(
             }
         }
         framing_fields.note(name, field.value)?;
-        let name = HeaderName::from_bytes(name)
-            .map_err(|_| HeadError::Malformed("invalid header name"))?;
-        let value = HeaderValue::from_bytes(field.value)
-            .map_err(|_| HeadError::Malformed("invalid header value"))?;
-        headers.append(name, value);
     }
     let bodiless =
         head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
@@ -159,13 +137,44 @@ fn parse_response(
         framing_fields.response()
     };
     upstream_keep_alive &= framing != Framing::UntilClose && !framing_fields.is_ambiguous();
-    prepare_response_headers(&mut headers, version);
+
+    let named_by_connection = |name: &[u8]| {
+        connection_names_fields
+            && response_fields.iter().any(|field| {
+                field.name.eq_ignore_ascii_case("connection")
+                    && framing::has_token(field.value, name)
+            })
+    };
+    let mut headers = HeaderMap::with_capacity(response_fields.len() + 2);
+    for field in response_fields.iter() {
+        let name = field.name.as_bytes();
+        // Transfer codings are hop-by-hop; a `Trailer` announcement goes too, as trailers
+        // are not forwarded; the length is written below, once.
+        if is_hop_by_hop_name(name)
+            || is_framing_field(name)
+            || name.eq_ignore_ascii_case(b"trailer")
+            || named_by_connection(name)
+        {
+            continue;
+        }
+        let name = HeaderName::from_bytes(name)
+            .map_err(|_| HeadError::Malformed("invalid header name"))?;
+        let value = HeaderValue::from_bytes(field.value)
+            .map_err(|_| HeadError::Malformed("invalid header value"))?;
+        headers.append(name, value);
+    }
+    // `Via` names this hop after the instance's own (one list, as the engine writes it).
+    headers.append(
+        http::header::VIA,
+        HeaderValue::from_static(if http11 {
+            "1.1 tidegate"
+        } else {
+            "1.0 tidegate"
+        }),
+    );
     // One length, written as a number, where it is the body's (or, for HEAD and 304, that of
     // the body it stands for): an instance's "5, 5" is valid HTTP/1.1 but a protocol error
-    // to HTTP/2 clients. Transfer codings are hop-by-hop and went with the rest; a `Trailer`
-    // announcement goes too, as trailers are not forwarded.
-    headers.remove(http::header::CONTENT_LENGTH);
-    headers.remove(http::header::TRAILER);
+    // to HTTP/2 clients.
     let body_length = match framing {
         Framing::Length(length) => Some(length),
         _ if bodiless && status != StatusCode::NO_CONTENT => framing_fields.length,
@@ -341,6 +350,7 @@ impl Body for EngineBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::Version;
 
     fn parse(text: &str, head_request: bool) -> Response {
         let mut buf = BytesMut::from(text);
@@ -409,17 +419,27 @@ mod tests {
         assert_eq!(old.parts.headers["via"], "1.0 tidegate");
     }
 
-    /// The request head written for `parts`, as text.
-    fn head_text(parts: &http::request::Parts) -> String {
+    /// The request head written for `parts` from a client at 192.0.2.7 over `version`.
+    fn head_text(parts: &http::request::Parts, version: Version) -> String {
+        let host = HeaderValue::from_static("app.example");
+        let client = ClientFacts {
+            peer: "192.0.2.7:40000".parse().unwrap(),
+            scheme: "http",
+            host: &host,
+            version,
+            trusted: false,
+        };
         let mut out = Vec::new();
-        write_request_head(&mut out, parts);
+        write_request_head(&mut out, parts, &client);
         String::from_utf8(out).unwrap()
     }
 
+    /// What follows the client's own fields in every head written for 192.0.2.7.
+    const FORWARDING: &str = "host: app.example\r\nx-forwarded-for: 192.0.2.7\r\nx-forwarded-proto: http\r\nx-forwarded-host: app.example\r\nforwarded: for=192.0.2.7;host=\"app.example\";proto=http\r\n";
+
     #[test]
     fn cookies_of_an_http2_request_become_one_field() {
-        let (parts, ()) = http::Request::get("/")
-            .header("host", "app.example")
+        let (parts, ()) = http::Request::get("http://app.example/")
             .header("cookie", "a=1")
             .header("x-other", "o")
             .header("cookie", "b=2")
@@ -427,8 +447,13 @@ mod tests {
             .unwrap()
             .into_parts();
         assert_eq!(
-            head_text(&parts),
-            "GET / HTTP/1.1\r\nhost: app.example\r\nx-other: o\r\ncookie: a=1; b=2\r\n\r\n"
+            head_text(&parts, Version::HTTP_2),
+            format!("GET / HTTP/1.1\r\nx-other: o\r\ncookie: a=1; b=2\r\n{FORWARDING}via: 2 tidegate\r\n\r\n")
+        );
+        assert_eq!(
+            head_text(&parts, Version::HTTP_10),
+            format!("GET / HTTP/1.1\r\ncookie: a=1\r\ncookie: b=2\r\nx-other: o\r\n{FORWARDING}via: 1.0 tidegate\r\n\r\n"),
+            "HTTP/1 fields pass as they came"
         );
     }
 
@@ -438,17 +463,18 @@ mod tests {
             .header("host", "app.example")
             .header("content-length", "0")
             .header("transfer-encoding", "chunked")
+            .header("x-tidegate-token", "secret")
             .body(())
             .unwrap()
             .into_parts();
         assert_eq!(
-            head_text(&parts),
-            "POST /form?a=1 HTTP/1.1\r\nhost: app.example\r\ncontent-length: 0\r\n\r\n"
+            head_text(&parts, Version::HTTP_11),
+            format!("POST /form?a=1 HTTP/1.1\r\n{FORWARDING}via: 1.1 tidegate\r\ncontent-length: 0\r\n\r\n")
         );
         parts.method = Method::GET;
         assert_eq!(
-            head_text(&parts),
-            "GET /form?a=1 HTTP/1.1\r\nhost: app.example\r\n\r\n"
+            head_text(&parts, Version::HTTP_11),
+            format!("GET /form?a=1 HTTP/1.1\r\n{FORWARDING}via: 1.1 tidegate\r\n\r\n")
         );
     }
 }
