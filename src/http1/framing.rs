@@ -60,16 +60,29 @@ pub fn has_token(value: &[u8], token: &[u8]) -> bool {
         .any(|part| part.trim_ascii().eq_ignore_ascii_case(token))
 }
 
-/// Whether a `Connection` value names fields to drop: a token other than `close` and
-/// `keep-alive`, which only say what becomes of the connection. Most messages name none, and
-/// then no field needs to be checked against the `Connection` list.
-pub fn names_fields(value: &[u8]) -> bool {
-    value.split(|&b| b == b',').any(|token| {
-        let token = token.trim_ascii();
-        !token.is_empty()
-            && !token.eq_ignore_ascii_case(b"close")
-            && !token.eq_ignore_ascii_case(b"keep-alive")
-    })
+/// What the `Connection` fields of a message say, read in one pass over each value.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionTokens {
+    pub close: bool,
+    pub keep_alive: bool,
+    /// A token other than `close` and `keep-alive`: fields named there are hop-by-hop and
+    /// dropped. Most messages name none, and then no field needs a look at the list.
+    pub names_fields: bool,
+}
+
+impl ConnectionTokens {
+    /// Adds one `Connection` value.
+    pub fn note(&mut self, value: &[u8]) {
+        for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            if token.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else if !token.is_empty() {
+                self.names_fields = true;
+            }
+        }
+    }
 }
 
 /// The framing headers of one message, collected while its fields are read.

@@ -15,7 +15,7 @@
 use http::header::HeaderValue;
 use http::Version;
 
-use super::framing::{has_token, is_framing_field};
+use super::framing::{has_token, is_framing_field, ConnectionTokens};
 use super::headers::{
     has_underscore, is_hop_by_hop_name, ClientFacts, Forwarding, PreviousForwarding,
 };
@@ -29,9 +29,14 @@ pub fn write_fields<'h, I>(out: &mut Vec<u8>, fields: impl Fn() -> I, client: &C
 where
     I: Iterator<Item = (&'h [u8], &'h [u8])>,
 {
-    let has_connection = fields().any(|(name, _)| name.eq_ignore_ascii_case(b"connection"));
+    let mut connection = ConnectionTokens::default();
+    for (name, value) in fields() {
+        if name.eq_ignore_ascii_case(b"connection") {
+            connection.note(value);
+        }
+    }
     let named_by_connection = |name: &[u8]| {
-        has_connection
+        connection.names_fields
             && fields().any(|(field, value)| {
                 field.eq_ignore_ascii_case(b"connection") && has_token(value, name)
             })

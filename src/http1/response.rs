@@ -13,7 +13,9 @@ use http::header::{HeaderMap, HeaderValue};
 use http::StatusCode;
 
 use super::date;
-use super::framing::{self, has_token, is_framing_field, Framing, FramingHeaders, HeadError};
+use super::framing::{
+    has_token, is_framing_field, ConnectionTokens, Framing, FramingHeaders, HeadError,
+};
 use super::upstream_head::{self, Head, Parsed, StatusHead};
 use super::write_field;
 use crate::http1::headers::is_hop_by_hop_name;
@@ -67,21 +69,22 @@ pub fn relay_response(
     } = head;
     let mut framing_fields = FramingHeaders::default();
     let mut upstream_keep_alive = http11;
-    let mut connection_names_fields = false;
+    let mut connection = ConnectionTokens::default();
     let mut has_date = false;
     for field in response_fields.iter() {
         let name = field.name.as_bytes();
         if name.eq_ignore_ascii_case(b"connection") {
-            connection_names_fields |= framing::names_fields(field.value);
-            if has_token(field.value, b"close") {
-                upstream_keep_alive = false;
-            } else if has_token(field.value, b"keep-alive") {
-                upstream_keep_alive = true;
-            }
+            connection.note(field.value);
         } else if name.eq_ignore_ascii_case(b"date") {
             has_date = true;
         }
         framing_fields.note(name, field.value)?;
+    }
+    // `close` wins over `keep-alive` (RFC 9112 9.6); HTTP/1.0 stays open only if asked.
+    if connection.close {
+        upstream_keep_alive = false;
+    } else if connection.keep_alive {
+        upstream_keep_alive = true;
     }
     let bodiless = options.head_request
         || status == StatusCode::NO_CONTENT
@@ -100,7 +103,7 @@ pub fn relay_response(
 
     write_status_line(out, status);
     let named_by_connection = |name: &[u8]| {
-        connection_names_fields
+        connection.names_fields
             && response_fields.iter().any(|field| {
                 field.name.eq_ignore_ascii_case("connection") && has_token(field.value, name)
             })

@@ -20,7 +20,9 @@ use http_body::{Body, Frame, SizeHint};
 
 use super::{Checkout, Connection, Upstream, UpstreamError};
 use crate::http1::body::ChunkedDecoder;
-use crate::http1::framing::{self, is_framing_field, Framing, FramingHeaders, HeadError};
+use crate::http1::framing::{
+    self, is_framing_field, ConnectionTokens, Framing, FramingHeaders, HeadError,
+};
 use crate::http1::headers::{is_hop_by_hop_name, ClientFacts};
 use crate::http1::hop;
 use crate::http1::upstream_head::{self, Head, Parsed, StatusHead};
@@ -116,18 +118,19 @@ fn parse_response(
     } = head;
     let mut framing_fields = FramingHeaders::default();
     let mut upstream_keep_alive = http11;
-    let mut connection_names_fields = false;
+    let mut connection = ConnectionTokens::default();
     for field in response_fields.iter() {
         let name = field.name.as_bytes();
         if name.eq_ignore_ascii_case(b"connection") {
-            connection_names_fields |= framing::names_fields(field.value);
-            if framing::has_token(field.value, b"close") {
-                upstream_keep_alive = false;
-            } else if framing::has_token(field.value, b"keep-alive") {
-                upstream_keep_alive = true;
-            }
+            connection.note(field.value);
         }
         framing_fields.note(name, field.value)?;
+    }
+    // `close` wins over `keep-alive` (RFC 9112 9.6); HTTP/1.0 stays open only if asked.
+    if connection.close {
+        upstream_keep_alive = false;
+    } else if connection.keep_alive {
+        upstream_keep_alive = true;
     }
     let bodiless =
         head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
@@ -139,7 +142,7 @@ fn parse_response(
     upstream_keep_alive &= framing != Framing::UntilClose && !framing_fields.is_ambiguous();
 
     let named_by_connection = |name: &[u8]| {
-        connection_names_fields
+        connection.names_fields
             && response_fields.iter().any(|field| {
                 field.name.eq_ignore_ascii_case("connection")
                     && framing::has_token(field.value, name)
