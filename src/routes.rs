@@ -23,9 +23,13 @@ pub struct Route {
 }
 
 /// Host -> route for one config snapshot, plus the gateway settings of the same snapshot.
+/// Routes by host. foldhash rather than std's SipHash: a lookup runs on every request, and
+/// the keys come from the configuration, not from clients (who only look up).
+type HostMap = HashMap<Box<str>, Arc<Route>, foldhash::fast::RandomState>;
+
 pub struct RouteTable {
-    exact: HashMap<Box<str>, Arc<Route>>,
-    wildcard: HashMap<Box<str>, Arc<Route>>,
+    exact: HostMap,
+    wildcard: HostMap,
     routes: Vec<Arc<Route>>,
     pub settings: Arc<GatewaySettings>,
 }
@@ -34,8 +38,8 @@ impl RouteTable {
     /// Builds the table for `config`, pointing every app at its live state in `states`.
     /// Apps missing from `states` are left out (the registry always provides all of them).
     pub fn build(config: &Config, states: &HashMap<String, Arc<AppState>>) -> Self {
-        let mut exact = HashMap::new();
-        let mut wildcard = HashMap::new();
+        let mut exact = HostMap::default();
+        let mut wildcard = HostMap::default();
         let mut routes = Vec::with_capacity(config.apps.len());
         for spec in &config.apps {
             let Some(app) = states.get(&spec.name) else {
@@ -77,8 +81,8 @@ impl RouteTable {
     /// An empty table, for the moment before the first config is loaded.
     pub fn empty(settings: GatewaySettings) -> Self {
         RouteTable {
-            exact: HashMap::new(),
-            wildcard: HashMap::new(),
+            exact: HostMap::default(),
+            wildcard: HostMap::default(),
             routes: Vec::new(),
             settings: Arc::new(settings),
         }

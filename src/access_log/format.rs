@@ -46,7 +46,13 @@ impl<'b> Line<'b> {
             }
             out.extend_from_slice(cached.1.as_bytes());
         });
-        let _ = write!(Buf(out), ".{:06}Z", since.subsec_micros());
+        // `.` and six digits of microseconds, then `Z`.
+        let micros = since.subsec_micros();
+        let mut fraction = *b".000000Z";
+        for (at, place) in [100_000, 10_000, 1_000, 100, 10, 1].into_iter().enumerate() {
+            fraction[at + 1] = b'0' + (micros / place % 10) as u8;
+        }
+        out.extend_from_slice(&fraction);
         match format {
             Format::Text => out.extend_from_slice(b"  INFO tidegate::access:"),
             Format::Json => out.extend_from_slice(b"\",\"level\":\"INFO\""),

@@ -26,16 +26,16 @@ pub struct InstancePool {
     pub(super) idle: IdleList<Connection>,
 }
 
-/// Every instance's pool.
+/// Every instance's pool, by instance id (foldhash: looked up for every request).
 pub struct Pools {
-    pools: DashMap<String, Arc<InstancePool>>,
+    pools: DashMap<String, Arc<InstancePool>, foldhash::fast::RandomState>,
     last_sweep: Mutex<Instant>,
 }
 
 impl Default for Pools {
     fn default() -> Self {
         Pools {
-            pools: DashMap::new(),
+            pools: DashMap::default(),
             last_sweep: Mutex::new(Instant::now()),
         }
     }
