@@ -25,83 +25,31 @@ cd "$(dirname "$0")/.."
 
 REQUESTS=${REQUESTS:-20000}
 ONLY=${ONLY:-}
-need() { command -v "$1" >/dev/null || { echo "instructions.sh needs $1 (apt-get install -y $2)" >&2; exit 1; }; }
+. benches/common.sh
 need valgrind valgrind
 need callgrind_control valgrind
 need nginx nginx-light
 need h2load nghttp2-client
 need taskset util-linux
 
-if [ -z "${BIN:-}" ]; then
-  cargo build --release --quiet
-  BIN=target/release/tidegate
-fi
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  if [ -n "${KEEP:-}" ]; then echo "callgrind files kept in $WORK (callgrind_annotate them)"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
+bench_binary
+bench_workdir
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 answers() { # url [curl args]: one request answered
   curl -s -o /dev/null -k -H "Host: $HOST" "${@:2}" "$1"
 }
-HOST=hello.bench.localhost
 BACKEND_PORT=$(free_port); TIDEGATE_PORT=$(free_port); TIDEGATE_TLS_PORT=$(free_port)
 ADMIN_PORT=$(free_port); NGINX_PORT=$(free_port); NGINX_H2C_PORT=$(free_port)
 NGINX_H2_PORT=$(free_port); NGINX_FLOOR_PORT=$(free_port); DEMO_PORT=$(free_port)
 
-nginx_conf() { # name, extra main directives, body of the http block
-  mkdir -p "$WORK/$1"
-  cat > "$WORK/$1/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-$2
-error_log $WORK/$1/error.log warn;
-pid $WORK/$1/nginx.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/$1; proxy_temp_path $WORK/$1; fastcgi_temp_path $WORK/$1;
-  uwsgi_temp_path $WORK/$1; scgi_temp_path $WORK/$1;
-  keepalive_requests 1000000;
-  $3
-}
-CONF
-}
-
-nginx_conf backend "" "server { listen 127.0.0.1:$BACKEND_PORT; location / { return 200 'hello from backend\n'; } }"
-mkdir -p "$WORK/tidegate/apps"
-cat > "$WORK/tidegate/tidegate.toml" <<CONF
-[gateway]
-http = "127.0.0.1:$TIDEGATE_PORT"
-https = "127.0.0.1:$TIDEGATE_TLS_PORT"
-admin = "127.0.0.1:$ADMIN_PORT"
-domain = "localhost"
-
-[tls]
-certs_dir = "certs"
-default_cert = "localhost"
-CONF
-cat > "$WORK/tidegate/apps/hello.toml" <<CONF
-name = "hello"
-project = "bench"
-runtime = "static"
-[static]
-upstreams = ["127.0.0.1:$BACKEND_PORT"]
-CONF
-"$BIN" certs dev --config "$WORK/tidegate/tidegate.toml" >/dev/null
-CERT="$WORK/tidegate/certs/dev.crt"; KEY="$WORK/tidegate/certs/dev.key"
-PROXY_LOCATION="location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_set_header Host \$host; }"
-nginx_conf proxy "master_process off;" "upstream app { server 127.0.0.1:$BACKEND_PORT; keepalive 64; }
+nginx_conf backend "server { listen 127.0.0.1:$BACKEND_PORT; location / { return 200 'hello from backend\n'; } }"
+tidegate_conf "$TIDEGATE_PORT" "$TIDEGATE_TLS_PORT" "$ADMIN_PORT" "$BACKEND_PORT"
+nginx_conf proxy "upstream app { server 127.0.0.1:$BACKEND_PORT; keepalive 64; }
   server { listen 127.0.0.1:$NGINX_PORT; $PROXY_LOCATION }
   server { listen 127.0.0.1:$NGINX_H2C_PORT http2; $PROXY_LOCATION }
   server { listen 127.0.0.1:$NGINX_H2_PORT ssl http2; ssl_certificate $CERT; ssl_certificate_key $KEY;
            ssl_protocols TLSv1.2 TLSv1.3; $PROXY_LOCATION }
-  server { listen 127.0.0.1:$NGINX_FLOOR_PORT http2; location / { return 200 'hello from nginx\n'; } }"
+  server { listen 127.0.0.1:$NGINX_FLOOR_PORT http2; location / { return 200 'hello from nginx\n'; } }" "master_process off;"
 
 taskset -c 0 nginx -c "$WORK/backend/nginx.conf" & PIDS+=($!)
 for _ in $(seq 1 100); do answers "http://127.0.0.1:$BACKEND_PORT/" && break; sleep 0.05; done

@@ -34,7 +34,7 @@ CONNECTIONS=${CONNECTIONS:-32}
 LOAD_CPU=${LOAD_CPU:-0}
 PROXY_CPU=${PROXY_CPU:-1}
 
-need() { command -v "$1" >/dev/null || { echo "load.sh needs $1 (apt-get install -y $2)" >&2; exit 1; }; }
+. benches/common.sh
 need nginx nginx-light
 need wrk wrk
 need taskset util-linux
@@ -43,20 +43,9 @@ H2_CLIENTS=${H2_CLIENTS:-8}
 H2_STREAMS=${H2_STREAMS:-4}
 
 # BIN=path compares another tidegate build (an earlier commit's, say) on the same setup.
-if [ -z "${BIN:-}" ]; then
-  cargo build --release --quiet
-  BIN=target/release/tidegate
-fi
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_binary
+bench_workdir
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() {
   for _ in $(seq 1 200); do
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
@@ -70,39 +59,10 @@ TIDEGATE_TLS_PORT=$(free_port); NGINX_TLS_PORT=$(free_port)
 NGINX_H2C_PORT=$(free_port); NGINX_H2_PORT=$(free_port)
 TIDEGATE_LOG_PORT=$(free_port); ADMIN_LOG_PORT=$(free_port); NGINX_LOG_PORT=$(free_port)
 DEMO_PORT=$(free_port); NGINX_FLOOR_PORT=$(free_port)
-HOST=hello.bench.localhost
-
-nginx_conf() { # name, body of the server block
-  mkdir -p "$WORK/$1"
-  cat > "$WORK/$1/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-error_log $WORK/$1/error.log warn;
-pid $WORK/$1/nginx.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/$1; proxy_temp_path $WORK/$1; fastcgi_temp_path $WORK/$1;
-  uwsgi_temp_path $WORK/$1; scgi_temp_path $WORK/$1;
-  keepalive_requests 1000000;
-  $2
-}
-CONF
-}
 
 nginx_conf backend "server { listen 127.0.0.1:$BACKEND_PORT; location / { return 200 'hello from backend\n'; } }"
-mkdir -p "$WORK/tidegate/apps"
-cat > "$WORK/tidegate/tidegate.toml" <<CONF
-[gateway]
-http = "127.0.0.1:$TIDEGATE_PORT"
-https = "127.0.0.1:$TIDEGATE_TLS_PORT"
-admin = "127.0.0.1:$ADMIN_PORT"
-domain = "localhost"
-
-[tls]
-certs_dir = "certs"
-default_cert = "localhost"
-CONF
+# One certificate for both TLS servers: tidegate's development certificate (ECDSA P-256).
+tidegate_conf "$TIDEGATE_PORT" "$TIDEGATE_TLS_PORT" "$ADMIN_PORT" "$BACKEND_PORT"
 cat > "$WORK/tidegate/tidegate-log.toml" <<CONF
 [gateway]
 http = "127.0.0.1:$TIDEGATE_LOG_PORT"
@@ -110,18 +70,6 @@ admin = "127.0.0.1:$ADMIN_LOG_PORT"
 domain = "localhost"
 access_log = "access.log"
 CONF
-cat > "$WORK/tidegate/apps/hello.toml" <<CONF
-name = "hello"
-project = "bench"
-runtime = "static"
-[static]
-upstreams = ["127.0.0.1:$BACKEND_PORT"]
-CONF
-
-# One certificate for both TLS servers: tidegate's development certificate (ECDSA P-256).
-"$BIN" certs dev --config "$WORK/tidegate/tidegate.toml" >/dev/null
-CERT="$WORK/tidegate/certs/dev.crt"; KEY="$WORK/tidegate/certs/dev.key"
-PROXY_LOCATION="location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_set_header Host \$host; }"
 nginx_conf proxy "upstream app { server 127.0.0.1:$BACKEND_PORT; keepalive 64; }
   server { listen 127.0.0.1:$NGINX_PORT; $PROXY_LOCATION }
   server { listen 127.0.0.1:$NGINX_TLS_PORT ssl; ssl_certificate $CERT; ssl_certificate_key $KEY;
