@@ -112,3 +112,69 @@ async fn the_default_goes_to_stdout_with_every_line_after_sigterm() {
     assert_eq!(lines[1999]["status"], 200);
     assert_eq!(lines[1999]["app"], "web");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_combined_format_reads_as_nginx_writes_it_from_both_engines() {
+    let upstream = echo_backend("web").await;
+    let (config, addr) = config(
+        upstream.addr,
+        "access_log = \"access.log\"\naccess_log_format = \"combined\"",
+    );
+    let gateway = start(&config, addr, &[]).await;
+    // HTTP/1.1 (the engine), with both fields, one of them needing escapes.
+    let answer = send(
+        addr,
+        Request::get("/one?x=1")
+            .header("host", "web.p.test.local")
+            .header("referer", "https://example.com/page")
+            .header("user-agent", "agent \"quoted\"")
+            .body(full(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    // HTTP/2 (hyper), without a Referer.
+    let answer = send_h2(
+        addr,
+        Request::get(format!("http://web.p.test.local:{}/two", addr.port()))
+            .header("user-agent", "h2-agent/1")
+            .body(full(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let stdout = terminate(gateway).await;
+
+    let log = std::fs::read_to_string(config.dir.path().join("access.log")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    let (one, two) = (lines[0], lines[1]);
+    // `127.0.0.1 - - [07/Dec/2026:06:20:05 +0000] "GET /one?x=1 HTTP/1.1" 200 N "ref" "ua"`
+    let rest = one.strip_prefix("127.0.0.1 - - [").expect(one);
+    let (time, rest) = rest.split_once("] ").expect(one);
+    assert!(
+        time.len() == 26 && time.ends_with(" +0000") && &time[2..3] == "/",
+        "{time}"
+    );
+    let bytes = answer_bytes(rest, "\"GET /one?x=1 HTTP/1.1\" 200 ");
+    assert!(bytes > 0, "{one}");
+    assert!(
+        rest.ends_with(" \"https://example.com/page\" \"agent \\x22quoted\\x22\""),
+        "{one}"
+    );
+    let rest = two.split_once("] ").expect(two).1;
+    assert!(
+        answer_bytes(rest, "\"GET /two HTTP/2.0\" 200 ") > 0,
+        "{two}"
+    );
+    assert!(rest.ends_with(" \"-\" \"h2-agent/1\""), "{two}");
+    assert!(!stdout.contains("tidegate::access"), "the file only");
+}
+
+/// The body size after `prefix` (the request line and status) in a combined line.
+fn answer_bytes(rest: &str, prefix: &str) -> u64 {
+    let after = rest
+        .strip_prefix(prefix)
+        .unwrap_or_else(|| panic!("{rest:?} does not start with {prefix:?}"));
+    after.split(' ').next().unwrap().parse().unwrap()
+}

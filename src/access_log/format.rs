@@ -15,6 +15,8 @@ use crate::ascii::push_decimal;
 pub enum Format {
     Text,
     Json,
+    /// nginx's `combined` ([`super::combined`]); lines with fields are not written in it.
+    Combined,
 }
 
 /// A line being written: fields are appended in order.
@@ -54,7 +56,7 @@ impl<'b> Line<'b> {
         }
         out.extend_from_slice(&fraction);
         match format {
-            Format::Text => out.extend_from_slice(b"  INFO tidegate::access:"),
+            Format::Text | Format::Combined => out.extend_from_slice(b"  INFO tidegate::access:"),
             Format::Json => out.extend_from_slice(b"\",\"level\":\"INFO\""),
         }
         Line { out, format }
@@ -73,7 +75,7 @@ impl<'b> Line<'b> {
     pub fn display(&mut self, name: &str, value: impl std::fmt::Display) -> &mut Self {
         self.name(name);
         match self.format {
-            Format::Text => {
+            Format::Text | Format::Combined => {
                 let _ = write!(Buf(self.out), "{value}");
             }
             Format::Json => {
@@ -92,7 +94,7 @@ impl<'b> Line<'b> {
     pub fn bare(&mut self, name: &str, value: &str) -> &mut Self {
         self.name(name);
         match self.format {
-            Format::Text => self.out.extend_from_slice(value.as_bytes()),
+            Format::Text | Format::Combined => self.out.extend_from_slice(value.as_bytes()),
             Format::Json => {
                 self.out.push(b'"');
                 escape(self.out, value);
@@ -154,7 +156,7 @@ impl<'b> Line<'b> {
     /// Ends the line (with its message in text, if any) and its newline.
     pub fn finish(self, message: Option<&str>) {
         match self.format {
-            Format::Text => {
+            Format::Text | Format::Combined => {
                 if let Some(message) = message {
                     self.out.push(b' ');
                     self.out.extend_from_slice(message.as_bytes());
@@ -175,7 +177,7 @@ impl<'b> Line<'b> {
 
     fn name(&mut self, name: &str) {
         match self.format {
-            Format::Text => {
+            Format::Text | Format::Combined => {
                 self.out.push(b' ');
                 self.out.extend_from_slice(name.as_bytes());
                 self.out.push(b'=');

@@ -6,7 +6,7 @@
 //! shared buffer, and a writer thread of the log's own writes the buffer out when it holds
 //! [`FLUSH_AT`] bytes, at least every [`FLUSH_EVERY`], and at shutdown, so nothing is lost on
 //! SIGTERM. The lines are the same as before: text as the tracing formatter writes them,
-//! or JSON.
+//! or JSON; or, for log tools, nginx's `combined` format (`combined`).
 //!
 //! Where the lines go (`[gateway] access_log`): `"stdout"` (the default, with the rest of the
 //! log; the `tidegate::access` target of `RUST_LOG` still turns it off), `"off"`, or a file
@@ -14,6 +14,7 @@
 //! cannot keep up does not slow requests down: past [`MAX_PENDING`] bytes, lines are dropped
 //! and counted, and the writer says how many.
 
+pub mod combined;
 pub mod format;
 
 use std::io::Write;
@@ -104,14 +105,35 @@ impl AccessLog {
         }
     }
 
-    /// Adds one line: `fields` appends its fields, `message` ends it.
+    /// The line format.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// Adds one line: `fields` appends its fields, `message` ends it. In the `combined`
+    /// format, which has no place for other fields, such lines are not written.
     pub fn write(&self, message: Option<&str>, fields: impl FnOnce(&mut Line<'_>)) {
+        if self.format == Format::Combined {
+            return;
+        }
+        self.append(|out| {
+            let mut line = Line::start(out, self.format, SystemTime::now());
+            fields(&mut line);
+            line.finish(message);
+        });
+    }
+
+    /// Adds one request's line in nginx's `combined` format.
+    pub fn write_combined(&self, request: &combined::Request<'_>) {
+        self.append(|out| combined::write(out, SystemTime::now(), request));
+    }
+
+    /// Formats a line with `fill` and adds it to the buffer the writer takes.
+    fn append(&self, fill: impl FnOnce(&mut Vec<u8>)) {
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
             scratch.clear();
-            let mut line = Line::start(&mut scratch, self.format, SystemTime::now());
-            fields(&mut line);
-            line.finish(message);
+            fill(&mut scratch);
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             if pending.len() + scratch.len() > MAX_PENDING {
                 self.dropped.fetch_add(1, Ordering::Relaxed);

@@ -12,7 +12,8 @@ use ipnet::IpNet;
 use super::container;
 use super::error::ConfigIssue;
 use super::model::{
-    AccessLogTarget, GatewaySettings, ListenerLimits, TlsSettings, UpstreamSettings,
+    AccessLogFormat, AccessLogTarget, GatewaySettings, ListenerLimits, TlsSettings,
+    UpstreamSettings,
 };
 use super::raw::RawGatewayFile;
 use super::validate::{normalize_dns_name, Checker};
@@ -214,21 +215,22 @@ pub(super) fn validate_gateway(
         }
         Some(path) => AccessLogTarget::File(base.join(path)),
     };
-    let access_log_json = match g.access_log_format.as_deref() {
+    let access_log_format = match g.access_log_format.as_deref() {
         None => None,
-        Some("text") => Some(false),
-        Some("json") => Some(true),
+        Some("text") => Some(AccessLogFormat::Text),
+        Some("json") => Some(AccessLogFormat::Json),
+        Some("combined") => Some(AccessLogFormat::Combined),
         Some(other) => {
             c.report(
                 "gateway.access_log_format",
-                format!("{other:?} is not one of \"text\", \"json\""),
+                format!("{other:?} is not one of \"text\", \"json\", \"combined\""),
             );
             None
         }
     };
     GatewaySettings {
         access_log,
-        access_log_json,
+        access_log_format,
         jobs_dir,
         jobrun_retention,
         max_instances: g.max_instances,

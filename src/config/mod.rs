@@ -26,10 +26,10 @@ pub use indices::{ArrayIndices, MAX_INDICES};
 pub use jobs::{parse_cron, ConcurrencyPolicy, JobSpec, Schedule, MAX_EXECUTION_TIME};
 pub use load::{app_files, check_definition_file, is_app_file, load, load_tolerant, parse_toml};
 pub use model::{
-    AccessLogTarget, AppSpec, Config, ContainerEngineSettings, ContainerSpec, GatewaySettings,
-    HostPattern, ImageBuild, KubernetesSettings, ListenerLimits, PullPolicy, RejectedFile,
-    Resources, RevisionRef, RunSpec, RuntimeSpec, ScaleSpec, TlsSettings, TrafficTarget,
-    UpstreamSettings, Visibility,
+    AccessLogFormat, AccessLogTarget, AppSpec, Config, ContainerEngineSettings, ContainerSpec,
+    GatewaySettings, HostPattern, ImageBuild, KubernetesSettings, ListenerLimits, PullPolicy,
+    RejectedFile, Resources, RevisionRef, RunSpec, RuntimeSpec, ScaleSpec, TlsSettings,
+    TrafficTarget, UpstreamSettings, Visibility,
 };
 pub use raw::{RawApp, RawGateway, RawGatewayFile, RawJob, RawRun, RawScale, RawStatic, RawTls};
 pub use revisions::parse_memory;

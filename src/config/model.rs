@@ -29,6 +29,16 @@ pub struct Config {
     pub rejected: Vec<RejectedFile>,
 }
 
+/// The access log's line format (`access_log_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// `key=value` fields, as the tracing formatter writes them.
+    Text,
+    Json,
+    /// nginx's `combined`, for log tools.
+    Combined,
+}
+
 /// `[gateway]` and `[tls]` after validation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GatewaySettings {
@@ -75,7 +85,7 @@ pub struct GatewaySettings {
     /// Where the access log goes.
     pub access_log: AccessLogTarget,
     /// Its line format; `None`: as the rest of the log (`--log-format`).
-    pub access_log_json: Option<bool>,
+    pub access_log_format: Option<AccessLogFormat>,
     pub container_engine: ContainerEngineSettings,
     /// `[kubernetes]`, when the gateway file has it.
     pub kubernetes: Option<KubernetesSettings>,

@@ -39,10 +39,12 @@ pub(super) fn start_access_log(
         config::AccessLogTarget::Off => Sink::Off,
         config::AccessLogTarget::File(path) => Sink::File(path.clone()),
     };
-    let format = if config.gateway.access_log_json.unwrap_or(log_json) {
-        Format::Json
-    } else {
-        Format::Text
+    let format = match config.gateway.access_log_format {
+        Some(config::AccessLogFormat::Text) => Format::Text,
+        Some(config::AccessLogFormat::Json) => Format::Json,
+        Some(config::AccessLogFormat::Combined) => Format::Combined,
+        None if log_json => Format::Json,
+        None => Format::Text,
     };
     AccessLog::start(sink.clone(), format).map_err(|error| StartError::AccessLog {
         sink: format!("{sink:?}"),

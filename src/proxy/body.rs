@@ -14,12 +14,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Uri, Version};
+use http::{HeaderValue, Method, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::access_log::AccessLog;
+use crate::access_log::{combined, AccessLog, Format};
 use crate::activator::Lease;
 use crate::apps::InFlight;
 use crate::metrics::Metrics;
@@ -38,7 +38,7 @@ pub struct RequestRecord {
     pub version: Version,
     pub peer: SocketAddr,
     /// The host the client asked for, once it was read (kept only for the access log).
-    pub host: Option<http::HeaderValue>,
+    pub host: Option<HeaderValue>,
     pub status: u16,
     pub bytes: u64,
     pub app: Option<InFlight>,
@@ -48,6 +48,10 @@ pub struct RequestRecord {
     /// Where the request's line goes; `None` when the access log is off, decided once at
     /// the request's start, so a request that is not logged pays nothing for it.
     pub access_log: Option<Arc<AccessLog>>,
+    /// `Referer` and `User-Agent`, kept only for the `combined` log format
+    /// ([`RequestRecord::wants_client_fields`]).
+    pub referer: Option<HeaderValue>,
+    pub user_agent: Option<HeaderValue>,
 }
 
 impl RequestRecord {
@@ -74,7 +78,17 @@ impl RequestRecord {
             upstream: None,
             metrics: Arc::clone(metrics),
             access_log: access_log.enabled().then(|| Arc::clone(access_log)),
+            referer: None,
+            user_agent: None,
         }
+    }
+
+    /// Whether the engine should keep the request's `Referer` and `User-Agent` for its line
+    /// (the `combined` format shows them; the others do not).
+    pub fn wants_client_fields(&self) -> bool {
+        self.access_log
+            .as_ref()
+            .is_some_and(|log| log.format() == Format::Combined)
     }
 }
 
@@ -103,6 +117,22 @@ impl Drop for RequestRecord {
         let Some(access_log) = &self.access_log else {
             return;
         };
+        if access_log.format() == Format::Combined {
+            access_log.write_combined(&combined::Request {
+                peer: crate::http1::headers::canonical_ip(self.peer.ip()),
+                method: self.method.as_str(),
+                target: self
+                    .uri
+                    .path_and_query()
+                    .map_or("/", |target| target.as_str()),
+                version: version_name(self.version),
+                status: self.status,
+                bytes: self.bytes,
+                referer: self.referer.as_ref().map(HeaderValue::as_bytes),
+                user_agent: self.user_agent.as_ref().map(HeaderValue::as_bytes),
+            });
+            return;
+        }
         let instance = self
             .lease
             .as_ref()

@@ -87,6 +87,11 @@ impl Proxy {
             &self.metrics,
             &self.access_log,
         );
+        if record.wants_client_fields() {
+            let headers = request.headers();
+            record.referer = headers.get(http::header::REFERER).cloned();
+            record.user_agent = headers.get(http::header::USER_AGENT).cloned();
+        }
         let table = self.routes.load_full();
         let version = request.version();
         let response = match self.forward(&table, conn, request, &mut record).await {

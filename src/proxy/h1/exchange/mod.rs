@@ -72,6 +72,16 @@ where
         &proxy.metrics,
         &proxy.access_log,
     );
+    if record.wants_client_fields() {
+        let value = |wanted: &[u8]| {
+            fields
+                .iter()
+                .find(|field| field.name(&head.head).eq_ignore_ascii_case(wanted))
+                .and_then(|field| http::HeaderValue::from_bytes(field.value(&head.head)).ok())
+        };
+        record.referer = value(b"referer");
+        record.user_agent = value(b"user-agent");
+    }
     let mut exchange = Exchange {
         io,
         buf,
