@@ -22,18 +22,7 @@ async fn file_edits_apply_without_restart() {
 
     // Edit: the upstream changes (written as editors do, by rename).
     config.static_app("app", &[two.addr], "", "");
-    eventually(
-        "the edit to take effect",
-        Duration::from_secs(10),
-        || async {
-            get(addr, "app.p.test.local", "/")
-                .await
-                .body
-                .starts_with("backend=two")
-                .then_some(())
-        },
-    )
-    .await;
+    served_by(addr, "backend=two", "the edit to take effect").await;
 
     // Add: a new app file routes its host.
     config.static_app("other", &[one.addr], "hosts = [\"other.example\"]", "");
@@ -258,17 +247,18 @@ async fn a_mounted_configmap_update_applies_through_its_data_symlink_swap() {
     symlink("..2026_12_07_02", apps.join("..data_tmp")).unwrap();
     std::fs::rename(apps.join("..data_tmp"), apps.join("..data")).unwrap();
     std::fs::remove_dir_all(apps.join("..2026_12_07_01")).unwrap();
-    eventually(
-        "the swapped version to apply",
-        Duration::from_secs(10),
-        || async {
-            get(addr, "app.p.test.local", "/")
-                .await
-                .body
-                .starts_with("backend=two")
-                .then_some(())
-        },
-    )
-    .await;
+    served_by(addr, "backend=two", "the swapped version to apply").await;
     handle.shutdown().await;
+}
+
+/// Waits until `app.p.test.local` is answered by the backend whose body starts with `backend`.
+async fn served_by(addr: std::net::SocketAddr, backend: &str, what: &str) {
+    eventually(what, Duration::from_secs(10), || async {
+        get(addr, "app.p.test.local", "/")
+            .await
+            .body
+            .starts_with(backend)
+            .then_some(())
+    })
+    .await;
 }

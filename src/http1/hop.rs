@@ -66,18 +66,21 @@ where
     };
     let forwarding = Forwarding::new(client, previous);
     let join_cookies = client.version >= Version::HTTP_2;
+    let mut cookies = false;
     for (name, value) in fields() {
-        let replaced = name.eq_ignore_ascii_case(b"x-forwarded-for")
+        let cookie = join_cookies && name.eq_ignore_ascii_case(b"cookie");
+        cookies |= cookie;
+        let replaced = cookie
+            || name.eq_ignore_ascii_case(b"x-forwarded-for")
             || name.eq_ignore_ascii_case(b"forwarded")
             || (!forwarding.keep_proto && name.eq_ignore_ascii_case(b"x-forwarded-proto"))
-            || (!forwarding.keep_host && name.eq_ignore_ascii_case(b"x-forwarded-host"))
-            || (join_cookies && name.eq_ignore_ascii_case(b"cookie"));
+            || (!forwarding.keep_host && name.eq_ignore_ascii_case(b"x-forwarded-host"));
         if replaced || dropped(name) {
             continue;
         }
         write_field(out, name, value);
     }
-    if join_cookies {
+    if cookies {
         write_joined_cookies(out, fields());
     }
     write_field(out, b"host", client.host.as_bytes());

@@ -4,8 +4,8 @@
 //! upgrades and the requests the engine hands over go through hyper and `handle` here. Both
 //! share what decides where a request goes: `admit` finds the app by host and checks
 //! redirects, visibility and the traffic split; `lease` gets an instance from the app's
-//! activator (waiting through a cold start if need be); `headers` rewrites the forwarding
-//! fields. `handle` then forwards through `upstream` (the engine's connections for a request
+//! activator (waiting through a cold start if need be); the forwarding fields are written
+//! by `http1::hop` (bodiless requests) or `prepare_upstream` (the rest). `handle` then forwards through `upstream` (the engine's connections for a request
 //! without a body, `upstream::engine`; hyper's client for one with a body,
 //! `upstream::streaming`), or hands a WebSocket upgrade to `websocket`, and streams the
 //! response back. Every failure becomes a

@@ -1,6 +1,7 @@
 //! Requests that hyper serves (HTTP/2, and the HTTP/1.1 requests the engine hands over), when
-//! they have no body, sent the engine's way: the rewritten `http::Request` is written and its
-//! response head read by [`Upstream::send`], the head is parsed into `http::response::Parts`,
+//! they have no body, sent the engine's way: the request head is written from the client's
+//! `http::request::Parts` with its fields rewritten on the way (`http1::hop`), its response
+//! head read by [`Upstream::send`] and made into `http::response::Parts` in one pass,
 //! and the body streams as an [`http_body::Body`] that puts the connection back in the
 //! instance's pool when it ends.
 //!
